@@ -1,0 +1,260 @@
+"""``neuracrm-mlops``: the one command-line entry point. Each command calls the library functions the
+DAG tasks call; progress goes to stderr, results to stdout, failures to stderr with a non-zero exit.
+
+Exit codes: 0 success, 1 failure (the message says what and where), 2 usage error,
+3 import finished but rows were quarantined.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from neuracrm_mlops import __version__
+from neuracrm_mlops.errors import DatabaseUnavailableError, NeuraCRMError
+
+EXIT_QUARANTINED = 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _quiet_libraries() -> None:
+    """Airflow, MLflow and Great Expectations log loudly at INFO; keep CLI output readable."""
+    logging.basicConfig(
+        level=os.environ.get("NEURACRM_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    for name in ("alembic", "great_expectations", "mlflow", "airflow", "cmdstanpy", "prophet", "bentoml"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _Group(click.Group):
+    """Turns expected failures into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NeuraCRMError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            sys.exit(exc.exit_code)
+        except sa.exc.OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            err.print(f"[bold red]error:[/] database: {DatabaseUnavailableError(reason)}", markup=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="neuracrm-mlops")
+def main() -> None:
+    """NeuraCRM's batch MLOps platform: data, validation, training, rollout and monitoring.
+
+    Configuration comes from the environment (NEURACRM_HOME, NEURACRM_DB_URL, ...); see the README.
+    """
+    _quiet_libraries()
+
+
+# --- db -------------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Create or migrate the database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to migrate to.")
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema of NEURACRM_DB_URL (SQLite by default) to the latest revision."""
+    from neuracrm_mlops.db.engine import get_engine, redact_url
+    from neuracrm_mlops.db.migrate import upgrade
+
+    engine = get_engine()
+    before, after = upgrade(engine, revision)
+    where = redact_url(engine.url.render_as_string(False))
+    if before == after:
+        out.print(f"schema of {where} is up to date (revision {after})")
+    else:
+        out.print(f"migrated {where} from {before or 'empty'} to revision {after}")
+
+
+# --- organizations ------------------------------------------------------------------------------
+
+
+@main.group()
+def org() -> None:
+    """Organizations (tenants) and their API keys."""
+
+
+@org.command("create")
+@click.argument("name")
+@click.option(
+    "--ai/--no-ai", "ai_enabled", default=True, show_default=True, help="Feature flag: AI models on."
+)
+def org_create(name: str, ai_enabled: bool) -> None:
+    """Create organization NAME and print its API key (shown once; only its hash is stored)."""
+    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.db.migrate import require_current_schema
+    from neuracrm_mlops.orgs import create_organization
+
+    engine = get_engine()
+    require_current_schema(engine)
+    with engine.begin() as conn:
+        ref, api_key = create_organization(conn, name, ai_enabled=ai_enabled)
+    out.print(f"created organization {ref.id} {ref.name!r}")
+    out.print(f"API key (store it now, it is not shown again): {api_key}")
+
+
+@org.command("list")
+def org_list() -> None:
+    """List organizations with their feature flags."""
+    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.db.migrate import require_current_schema
+    from neuracrm_mlops.db.schema import Organization
+
+    engine = get_engine()
+    require_current_schema(engine)
+    table = Table("id", "name", "feature flags")
+    with engine.connect() as conn:
+        for row in conn.execute(sa.select(Organization).order_by(Organization.id)):
+            flags = ", ".join(f"{k}={v}" for k, v in sorted(row.feature_flags.items()))
+            table.add_row(str(row.id), row.name, flags)
+    out.print(table)
+
+
+# --- seed -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--orgs", "n_orgs", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--months", type=click.IntRange(1, 240), default=48, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--leads-per-org", type=click.IntRange(0, 100_000), default=40, show_default=True)
+@click.option(
+    "--keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the seeded API keys (default: NEURACRM_HOME/api_keys.csv).",
+)
+def seed(n_orgs: int, months: int, seed: int, leads_per_org: int, keys_file: Path | None) -> None:
+    """Fill an empty store with a deterministic synthetic CRM (docs/synthetic-data.md)."""
+    from neuracrm_mlops.config import get_settings
+    from neuracrm_mlops.seeding import seed_database
+
+    keys_file = keys_file or get_settings().home / "api_keys.csv"
+    summary = seed_database(
+        n_orgs,
+        months,
+        seed,
+        leads_per_org=leads_per_org,
+        api_keys_file=keys_file,
+        step=lambda message: err.print(f"[dim]… {message}[/]", markup=True),
+    )
+    out.print(
+        f"seeded {summary.organizations:,} organizations, {summary.leads:,} leads, "
+        f"{summary.monthly_sales:,} monthly sales rows, {summary.interactions:,} interactions "
+        f"in {summary.seconds:.1f} s"
+    )
+    out.print(f"API keys for the seeded organizations: {summary.api_keys_file}")
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+@main.command("import")
+@click.argument("dataset", type=click.Choice(["leads", "sales", "interactions"]))
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--org", "organization", required=True, help="Organization id or exact name.")
+def import_command(dataset: str, file: Path, organization: str) -> None:
+    """Import a CSV or Parquet FILE of DATASET for one organization (columns: see the README).
+
+    Idempotent: rows upsert on their natural key. Rows that cannot be parsed are quarantined with
+    the reason; the command then exits with status 3.
+    """
+    from neuracrm_mlops.ingest import import_file
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn() if file.suffix.lower() in (".parquet", ".pq") else DownloadColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"importing {file.name}", total=None)
+
+        def on_progress(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = import_file(file, dataset, organization, progress=on_progress)
+    out.print(
+        f"{file}: {summary.rows_read:,} rows read for organization {summary.organization_id} "
+        f"({summary.organization_name}): {summary.imported:,} imported, {summary.updated:,} updated, "
+        f"{summary.unchanged:,} unchanged, {summary.quarantined:,} quarantined "
+        f"({summary.seconds:.1f} s, batch {summary.batch_id})"
+    )
+    if summary.quarantined:
+        for note in summary.quarantine_notes:
+            err.print(f"quarantined {file}: {note.location}: {note.reason}", markup=False)
+        if summary.quarantined > len(summary.quarantine_notes):
+            err.print(
+                f"... and {summary.quarantined - len(summary.quarantine_notes)} more in the quarantine table"
+            )
+        sys.exit(EXIT_QUARANTINED)
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+@main.command()
+def status() -> None:
+    """Organizations and row counts per table."""
+    from neuracrm_mlops.db.engine import get_engine, redact_url
+    from neuracrm_mlops.db.migrate import current_revision, require_current_schema
+    from neuracrm_mlops.status import crm_status
+
+    engine = get_engine()
+    require_current_schema(engine)
+    report = crm_status(engine)
+    where = redact_url(engine.url.render_as_string(False))
+    out.print(f"database {where} (schema revision {current_revision(engine)})")
+    totals = Table("table", "rows", title="row counts")
+    for name, count in report.table_counts.items():
+        totals.add_row(name, f"{count:,}")
+    out.print(totals)
+    orgs = Table(
+        "id",
+        "organization",
+        "ai",
+        "leads",
+        "sales months",
+        "interactions",
+        "quarantined",
+        title=f"organizations ({report.organization_count:,}; first {len(report.organizations)} shown)",
+    )
+    for row in report.organizations:
+        orgs.add_row(
+            str(row.id),
+            row.name,
+            "on" if row.ai_enabled else "off",
+            f"{row.leads:,}",
+            f"{row.sales_months:,}",
+            f"{row.interactions:,}",
+            f"{row.quarantined:,}",
+        )
+    out.print(orgs)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

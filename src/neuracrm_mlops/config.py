@@ -1,0 +1,81 @@
+"""One settings object, read from the environment when first used (never at import time).
+
+Every knob has an embedded default so that a fresh checkout runs with no setup: SQLite files and
+local MLflow artifacts under ``NEURACRM_HOME`` (default ``./.neuracrm``). Production points the
+same variables at PostgreSQL, an MLflow server and Redis (see ``.env.example``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from neuracrm_mlops.errors import ConfigurationError
+
+
+def _env_float(name: str, default: float, *, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name}={raw!r} must be between {low} and {high}")
+    return value
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    mlflow_tracking_uri: str
+    airflow_home: Path
+    redis_url: str | None
+    alert_webhook_url: str | None
+    accuracy_floor: float
+    import_chunk_rows: int = 5_000
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        home = Path(os.environ.get("NEURACRM_HOME") or ".neuracrm").expanduser().resolve()
+        db_url = os.environ.get("NEURACRM_DB_URL") or _sqlite_url(home / "crm.sqlite")
+        mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI") or _sqlite_url(home / "mlflow.sqlite")
+        airflow_home = Path(os.environ.get("AIRFLOW_HOME") or home / "airflow").expanduser()
+        chunk_raw = os.environ.get("NEURACRM_IMPORT_CHUNK_ROWS", "5000")
+        try:
+            chunk_rows = int(chunk_raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"NEURACRM_IMPORT_CHUNK_ROWS={chunk_raw!r} is not a whole number"
+            ) from None
+        if chunk_rows < 1:
+            raise ConfigurationError("NEURACRM_IMPORT_CHUNK_ROWS must be at least 1")
+        return cls(
+            home=home,
+            db_url=db_url,
+            mlflow_tracking_uri=mlflow_uri,
+            airflow_home=airflow_home,
+            redis_url=os.environ.get("NEURACRM_REDIS_URL") or None,
+            alert_webhook_url=os.environ.get("NEURACRM_ALERT_WEBHOOK_URL") or None,
+            accuracy_floor=_env_float("NEURACRM_ACCURACY_FLOOR", 0.80, low=0.0, high=1.0),
+            import_chunk_rows=chunk_rows,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_environment()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and long-lived processes that change the environment)."""
+    get_settings.cache_clear()

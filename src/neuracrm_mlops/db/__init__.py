@@ -1,0 +1,1 @@
+"""The CRM store and platform tables: schema, engines, migrations."""

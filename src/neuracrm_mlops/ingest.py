@@ -1,0 +1,701 @@
+"""Import CRM files (CSV or Parquet) into the store, scoped to one organization.
+
+- Columns are documented in the README ("Import file formats"); header names are matched after
+  trimming, lower-casing and turning spaces into underscores.
+- Unknown columns are kept, per row, in the ``attributes`` JSON (never dropped).
+- Idempotent: rows upsert on their natural key (organization + id, or organization + month); a row
+  whose content did not change is counted ``unchanged`` and not written.
+- Rows that fail parsing go to the ``quarantine`` table with their raw values and the reason.
+- File-level problems (missing file, wrong kind, empty, missing required column, ...) raise
+  ImportFileError before anything is written; the whole import runs in one transaction, so a
+  failure midway leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from neuracrm_mlops.config import get_settings
+from neuracrm_mlops.db.engine import get_engine
+from neuracrm_mlops.db.migrate import require_current_schema
+from neuracrm_mlops.db.schema import (
+    ImportBatch,
+    Interaction,
+    Lead,
+    MonthlySales,
+    QuarantinedRow,
+    utcnow,
+)
+from neuracrm_mlops.errors import ImportFileError
+from neuracrm_mlops.orgs import resolve_organization
+
+ProgressCallback = Callable[[int, int | None], None]
+"""Called with (units done, total units or None); units are bytes for CSV, rows for Parquet."""
+
+
+class RowError(ValueError):
+    """One value in one row cannot be parsed; the message names the column and the value."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Value parsers: accept the text of a CSV cell or the native value of a Parquet cell.
+
+
+def _blank(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+def parse_text(value: Any) -> str | None:
+    if _blank(value):
+        return None
+    return str(value).strip()
+
+
+def parse_int(value: Any) -> int | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        raise RowError(f"expected a whole number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise RowError(f"expected a whole number, got {value!r}") from None
+    if not math.isfinite(number) or not number.is_integer():
+        raise RowError(f"expected a whole number, got {value!r}")
+    return int(number)
+
+
+def parse_float(value: Any) -> float | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        raise RowError(f"expected a number, got {value!r}")
+    try:
+        number = float(value) if isinstance(value, int | float | Decimal) else float(str(value).strip())
+    except ValueError:
+        raise RowError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise RowError(f"expected a finite number, got {value!r}")
+    return number
+
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+def parse_bool(value: Any) -> bool | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise RowError(f"expected true/false (or yes/no, 1/0), got {value!r}")
+
+
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    """ISO 8601 date or date-time; values without a zone are taken as UTC."""
+    if _blank(value):
+        return None
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise RowError(
+                f"cannot parse {text!r} as a date or timestamp (use ISO 8601, e.g. 2026-03-14T09:30:00Z)"
+            ) from None
+    if hasattr(parsed, "to_pydatetime"):  # pandas.Timestamp
+        parsed = parsed.to_pydatetime()
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def parse_month(value: Any) -> dt.date | None:
+    """A calendar month: ``YYYY-MM`` or the first day of it (``YYYY-MM-01``)."""
+    if _blank(value):
+        return None
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        if value.day != 1:
+            raise RowError(f"a month must be the first day of the month, got {value.isoformat()!r}")
+        return value
+    text = str(value).strip()
+    for fmt in ("%Y-%m", "%Y-%m-%d"):
+        try:
+            parsed = dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+        if parsed.day != 1:
+            raise RowError(f"a month must be YYYY-MM (or YYYY-MM-01), got {text!r}")
+        return parsed
+    raise RowError(f"cannot parse {text!r} as a month (use YYYY-MM, e.g. 2026-03)")
+
+
+def coerce_attribute(value: Any) -> Any:
+    """Unknown columns keep their value: CSV text becomes a bool, int or float when it reads as one."""
+    if _blank(value):
+        return None
+    if isinstance(value, bool | int | str):
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    if isinstance(value, float | Decimal):
+        return float(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset specifications
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str  # the column name in the file
+    parse: Callable[[Any], Any]
+    required: bool = False
+    target: str | None = None  # the database column, when it differs from ``name``
+
+    @property
+    def db_column(self) -> str:
+        return self.target or self.name
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    table: sa.Table
+    columns: tuple[ColumnSpec, ...]
+    key: str  # the file column that, with the organization, identifies a row
+
+    @property
+    def by_name(self) -> dict[str, ColumnSpec]:
+        return {column.name: column for column in self.columns}
+
+    @property
+    def required(self) -> list[str]:
+        return [column.name for column in self.columns if column.required]
+
+    @property
+    def key_db_column(self) -> str:
+        return self.by_name[self.key].db_column
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "leads": DatasetSpec(
+        name="leads",
+        table=Lead.__table__,  # type: ignore[arg-type]
+        key="lead_id",
+        columns=(
+            ColumnSpec("lead_id", parse_text, required=True, target="external_id"),
+            ColumnSpec("created_at", parse_timestamp, required=True),
+            ColumnSpec("industry", parse_text),
+            ColumnSpec("company_employees", parse_int),
+            ColumnSpec("company_revenue", parse_float),
+            ColumnSpec("email_opens", parse_int),
+            ColumnSpec("website_visits", parse_int),
+            ColumnSpec("pages_viewed", parse_int),
+            ColumnSpec("time_on_site_seconds", parse_float),
+            ColumnSpec("days_since_last_activity", parse_int),
+            ColumnSpec("job_title", parse_text),
+            ColumnSpec("seniority", parse_text),
+            ColumnSpec("timeline", parse_text),
+            ColumnSpec("budget_signal", parse_text),
+            ColumnSpec("description", parse_text),
+            ColumnSpec("source", parse_text),
+            ColumnSpec("region", parse_text),
+            ColumnSpec("converted", parse_bool),
+            ColumnSpec("converted_at", parse_timestamp),
+        ),
+    ),
+    "sales": DatasetSpec(
+        name="sales",
+        table=MonthlySales.__table__,  # type: ignore[arg-type]
+        key="month",
+        columns=(
+            ColumnSpec("month", parse_month, required=True),
+            ColumnSpec("revenue", parse_float, required=True),
+        ),
+    ),
+    "interactions": DatasetSpec(
+        name="interactions",
+        table=Interaction.__table__,  # type: ignore[arg-type]
+        key="interaction_id",
+        columns=(
+            ColumnSpec("interaction_id", parse_text, required=True, target="external_id"),
+            ColumnSpec("text", parse_text, required=True),
+            ColumnSpec("created_at", parse_timestamp, required=True),
+            ColumnSpec("lead_id", parse_text, target="lead_external_id"),
+            ColumnSpec("channel", parse_text),
+            ColumnSpec("sentiment_label", parse_text),
+        ),
+    ),
+}
+
+
+def normalize_header(name: str) -> str:
+    return "_".join(str(name).strip().lower().split())
+
+
+def content_hash(record: Mapping[str, Any]) -> str:
+    """A stable hash of a row's values (keys sorted), to tell an unchanged re-import from an update."""
+    payload = json.dumps(record, sort_keys=True, default=_json_default, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+@dataclass
+class SourceRow:
+    number: int  # 1-based data row, header excluded
+    values: dict[str, Any] | None  # header name -> raw value; None when the row is malformed
+    raw: dict[str, Any]  # what goes to quarantine
+    location: str  # e.g. "row 17 (line 18)"
+    error: str | None = None
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    kind: str  # csv | parquet
+    header: list[str]
+    total_units: int | None
+    rows: Iterator[SourceRow]
+    position: Callable[[], int]
+
+
+def _detect_kind(path: Path) -> str:
+    if not path.exists():
+        raise ImportFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImportFileError(f"{path}: is a directory, not a file")
+    if path.stat().st_size == 0:
+        raise ImportFileError(f"{path}: the file is empty")
+    suffix = path.suffix.lower()
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+    is_parquet = head.startswith(b"PAR1")
+    if suffix in (".parquet", ".pq"):
+        if not is_parquet:
+            raise ImportFileError(f"{path}: named {suffix} but is not a Parquet file (no PAR1 magic bytes)")
+        return "parquet"
+    if suffix in (".csv", ".txt"):
+        if is_parquet:
+            raise ImportFileError(f"{path}: named {suffix} but holds Parquet data; rename it to .parquet")
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            raise ImportFileError(f"{path}: not a CSV file (its bytes are not UTF-8 text)") from None
+        if b"\x00" in head:
+            raise ImportFileError(f"{path}: not a CSV file (binary content)")
+        return "csv"
+    raise ImportFileError(
+        f"{path}: unsupported file kind {suffix or '(no extension)'!r}: use .csv or .parquet"
+    )
+
+
+def _check_header(path: Path, header: Sequence[str]) -> list[str]:
+    names = [normalize_header(name) for name in header]
+    seen: set[str] = set()
+    for position, name in enumerate(names, start=1):
+        if not name:
+            raise ImportFileError(f"{path}: header column {position} has no name")
+        if name in seen:
+            raise ImportFileError(f"{path}: column {name!r} appears more than once in the header")
+        seen.add(name)
+    return names
+
+
+def _open_csv(path: Path) -> SourceFile:
+    raw = path.open("rb")
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    try:
+        header_row = next(reader, None)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raw.close()
+        raise ImportFileError(f"{path}: cannot read the CSV header: {exc}") from None
+    if header_row is None or not any(cell.strip() for cell in header_row):
+        raw.close()
+        raise ImportFileError(f"{path}: the file is empty (no header row)")
+    header = _check_header(path, header_row)
+
+    def rows() -> Iterator[SourceRow]:
+        number = 0
+        try:
+            for record in reader:
+                if not record or (len(record) == 1 and record[0].strip() == ""):
+                    continue  # blank line: not a row
+                number += 1
+                location = f"row {number} (line {reader.line_num})"
+                if len(record) != len(header):
+                    yield SourceRow(
+                        number,
+                        None,
+                        {"fields": record},
+                        location,
+                        f"has {len(record)} fields but the header has {len(header)}",
+                    )
+                    continue
+                values = dict(zip(header, record, strict=True))
+                yield SourceRow(number, values, dict(values), location)
+        except UnicodeDecodeError:
+            raise ImportFileError(
+                f"{path}: bytes after row {number} (line {reader.line_num}) are not UTF-8 text"
+            ) from None
+        except csv.Error as exc:
+            raise ImportFileError(f"{path}: row {number + 1} (line {reader.line_num}): {exc}") from None
+        finally:
+            raw.close()
+
+    return SourceFile(path, "csv", header, path.stat().st_size, rows(), raw.tell)
+
+
+def _open_parquet(path: Path, chunk_rows: int) -> SourceFile:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:
+        raise ImportFileError(f"{path}: not a readable Parquet file: {exc}") from None
+    header = _check_header(path, parquet.schema_arrow.names)
+    total = parquet.metadata.num_rows
+    done = 0
+
+    def rows() -> Iterator[SourceRow]:
+        nonlocal done
+        number = 0
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            for record in batch.to_pylist():
+                number += 1
+                done = number
+                values = {normalize_header(k): v for k, v in record.items()}
+                raw = {k: coerce_attribute(v) for k, v in values.items()}
+                yield SourceRow(number, values, raw, f"row {number}")
+
+    return SourceFile(path, "parquet", header, total, rows(), lambda: done)
+
+
+def open_source(path: Path, chunk_rows: int) -> SourceFile:
+    kind = _detect_kind(path)
+    return _open_csv(path) if kind == "csv" else _open_parquet(path, chunk_rows)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing rows
+
+
+def parse_row(spec: DatasetSpec, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse one row: (known database columns present in the file, attributes). Raises RowError."""
+    known = spec.by_name
+    record: dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in values.items():
+        column = known.get(name)
+        if column is None:
+            coerced = coerce_attribute(value)
+            if coerced is not None:
+                attributes[name] = coerced
+            continue
+        try:
+            parsed = column.parse(value)
+        except RowError as exc:
+            problems.append(f"column {name!r}: {exc}")
+            continue
+        if parsed is None and column.required:
+            problems.append(f"column {name!r}: required but empty")
+            continue
+        record[column.db_column] = parsed
+    if problems:
+        raise RowError("; ".join(problems))
+    return record, attributes
+
+
+# ---------------------------------------------------------------------------------------------
+# Import
+
+
+@dataclass
+class QuarantineNote:
+    location: str
+    reason: str
+
+
+@dataclass
+class ImportSummary:
+    dataset: str
+    organization_id: int
+    organization_name: str
+    file: str
+    file_format: str
+    batch_id: int
+    rows_read: int = 0
+    imported: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    quarantine_notes: list[QuarantineNote] = field(default_factory=list)
+
+    MAX_NOTES = 20
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def row_content(spec: DatasetSpec, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a row is stored (and hashed) with: the dataset's columns plus ``attributes``."""
+    content_columns = [column.db_column for column in spec.columns]
+    content = {name: record.get(name) for name in content_columns}
+    content["attributes"] = record.get("attributes") or {}
+    return content
+
+
+class _Importer:
+    def __init__(
+        self,
+        conn: sa.Connection,
+        spec: DatasetSpec,
+        organization_id: int,
+        source: SourceFile,
+        sha256: str,
+        summary: ImportSummary,
+    ) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.organization_id = organization_id
+        self.source = source
+        self.sha256 = sha256
+        self.summary = summary
+        self.seen: dict[Any, str] = {}  # natural key -> location of its first row in this file
+        self.table = spec.table
+        self.key_column = self.table.c[spec.key_db_column]
+
+    def quarantine(self, row: SourceRow, reason: str) -> None:
+        self.summary.quarantined += 1
+        if len(self.summary.quarantine_notes) < ImportSummary.MAX_NOTES:
+            self.summary.quarantine_notes.append(QuarantineNote(row.location, reason))
+        self.pending_quarantine.append(
+            {
+                "created_at": utcnow(),
+                "import_batch_id": self.summary.batch_id,
+                "dataset": self.spec.name,
+                "organization_id": self.organization_id,
+                "source_file": str(self.source.path),
+                "file_sha256": self.sha256,
+                "row_number": row.number,
+                "raw": row.raw,
+                "reason": f"{row.location}: {reason}",
+            }
+        )
+
+    def process(self, chunk: list[SourceRow]) -> None:
+        self.pending_quarantine: list[dict[str, Any]] = []
+        parsed: list[tuple[SourceRow, dict[str, Any], dict[str, Any]]] = []
+        for row in chunk:
+            self.summary.rows_read += 1
+            if row.values is None:
+                self.quarantine(row, row.error or "malformed row")
+                continue
+            try:
+                record, attributes = parse_row(self.spec, row.values)
+            except RowError as exc:
+                self.quarantine(row, str(exc))
+                continue
+            key = record[self.spec.key_db_column]
+            first = self.seen.get(key)
+            if first is not None:
+                self.quarantine(
+                    row, f"duplicate {self.spec.key} {_show(key)}: the same key is already at {first}"
+                )
+                continue
+            self.seen[key] = row.location
+            parsed.append((row, record, attributes))
+        self._write(parsed)
+        if self.pending_quarantine:
+            self.conn.execute(_insert_ignore(self.conn, QuarantinedRow.__table__), self.pending_quarantine)  # type: ignore[arg-type]
+
+    def _write(self, parsed: list[tuple[SourceRow, dict[str, Any], dict[str, Any]]]) -> None:
+        if not parsed:
+            return
+        keys = [record[self.spec.key_db_column] for _, record, _ in parsed]
+        existing = {
+            row._mapping[self.spec.key_db_column]: row._mapping
+            for row in self.conn.execute(
+                sa.select(self.table).where(
+                    self.table.c.organization_id == self.organization_id, self.key_column.in_(keys)
+                )
+            )
+        }
+        now = utcnow()
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for _, record, attributes in parsed:
+            key = record[self.spec.key_db_column]
+            current = existing.get(key)
+            if current is None:
+                row_values = row_content(self.spec, {**record, "attributes": attributes})
+                row_values["content_hash"] = content_hash(row_values)
+                inserts.append({**row_values, "organization_id": self.organization_id, "updated_at": now})
+                continue
+            # Columns absent from the file keep their stored value; attributes merge.
+            merged = row_content(self.spec, current)
+            merged.update(record)
+            merged["attributes"] = {**(current["attributes"] or {}), **attributes}
+            digest = content_hash(merged)
+            if digest == current["content_hash"]:
+                self.summary.unchanged += 1
+                continue
+            updates.append({**merged, "content_hash": digest, "updated_at": now, "_id": current["id"]})
+        if inserts:
+            self.conn.execute(sa.insert(self.table), inserts)
+            self.summary.imported += len(inserts)
+        if updates:
+            # executemany: the SET clause comes from the keys of the parameter dicts
+            self.conn.execute(sa.update(self.table).where(self.table.c.id == sa.bindparam("_id")), updates)
+            self.summary.updated += len(updates)
+
+
+def _show(value: Any) -> str:
+    return repr(value.isoformat() if isinstance(value, dt.date) else value)
+
+
+def import_file(
+    path: str | Path,
+    dataset: str,
+    organization: str | int,
+    *,
+    engine: sa.Engine | None = None,
+    chunk_rows: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ImportSummary:
+    """Import ``path`` as ``dataset`` for ``organization`` (id or name); see the module docstring."""
+    spec = DATASETS.get(dataset)
+    if spec is None:
+        raise ImportFileError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    path = Path(path)
+    chunk_rows = chunk_rows or get_settings().import_chunk_rows
+    engine = engine or get_engine()
+    require_current_schema(engine)
+    source = open_source(path, chunk_rows)  # header checks happen before any write
+    missing = [name for name in spec.required if name not in source.header]
+    if missing:
+        raise ImportFileError(
+            f"{path}: missing required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)} for a {dataset} file "
+            f"(found: {', '.join(source.header)})"
+        )
+    sha256 = file_sha256(path)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        org = resolve_organization(conn, organization)
+        batch_id = conn.scalar(
+            sa.insert(ImportBatch)
+            .values(
+                dataset=dataset,
+                organization_id=org.id,
+                source_file=str(path),
+                file_sha256=sha256,
+                file_format=source.kind,
+                started_at=utcnow(),
+            )
+            .returning(ImportBatch.id)
+        )
+        assert batch_id is not None
+        summary = ImportSummary(dataset, org.id, org.name, str(path), source.kind, batch_id)
+        importer = _Importer(conn, spec, org.id, source, sha256, summary)
+        chunk: list[SourceRow] = []
+        for row in source.rows:
+            chunk.append(row)
+            if len(chunk) >= chunk_rows:
+                importer.process(chunk)
+                chunk = []
+                if progress:
+                    progress(source.position(), source.total_units)
+        importer.process(chunk)
+        if progress:
+            progress(source.total_units or source.position(), source.total_units)
+        if summary.rows_read == 0:
+            raise ImportFileError(f"{path}: has a header but no data rows")
+        summary.seconds = time.perf_counter() - started
+        conn.execute(
+            sa.update(ImportBatch)
+            .where(ImportBatch.id == batch_id)
+            .values(
+                rows_read=summary.rows_read,
+                imported=summary.imported,
+                updated=summary.updated,
+                unchanged=summary.unchanged,
+                quarantined=summary.quarantined,
+                finished_at=utcnow(),
+            )
+        )
+    return summary
