@@ -256,5 +256,19 @@ def status() -> None:
     out.print(orgs)
 
 
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@main.command()
+def demo() -> None:
+    """Run the story so far on the embedded defaults: migrate, seed, import (with quarantine), status.
+
+    Starts from an empty embedded store under NEURACRM_HOME (the SQLite file is recreated).
+    """
+    from neuracrm_mlops.demo import run_demo
+
+    run_demo(lambda line: out.print(line, markup=False))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -607,7 +607,7 @@ class _Importer:
                 inserts.append({**row_values, "organization_id": self.organization_id, "updated_at": now})
                 continue
             # Columns absent from the file keep their stored value; attributes merge.
-            merged = row_content(self.spec, current)
+            merged = row_content(self.spec, dict(current))
             merged.update(record)
             merged["attributes"] = {**(current["attributes"] or {}), **attributes}
             digest = content_hash(merged)

@@ -118,24 +118,28 @@ def seed_database(
         say("writing organizations and API keys")
         org_ids: dict[int, int] = {}
         now = utcnow()
-        for org in crm.organizations.itertuples(index=False):
+        for org in crm.organizations.to_dict("records"):
+            name = str(org["name"])
             org_id = conn.scalar(
                 sa.insert(Organization)
                 .values(
-                    name=org.name,
-                    feature_flags={"ai_enabled": bool(org.ai_enabled), "sales_profile": org.sales_profile},
+                    name=name,
+                    feature_flags={
+                        "ai_enabled": bool(org["ai_enabled"]),
+                        "sales_profile": str(org["sales_profile"]),
+                    },
                     created_at=now,
                 )
                 .returning(Organization.id)
             )
             assert org_id is not None
-            org_ids[int(org.org_index)] = org_id
-            keys.append((org_id, org.name, seeded_api_key(seed, org.name)))
+            org_ids[int(org["org_index"])] = org_id
+            keys.append((org_id, name, seeded_api_key(seed, name)))
         conn.execute(sa.insert(ApiKey), [api_key_row(org_id, key, "seed") for org_id, _, key in keys])
         for dataset, frame, table in (
-            ("leads", crm.leads, Lead.__table__),
-            ("sales", crm.monthly_sales, MonthlySales.__table__),
-            ("interactions", crm.interactions, Interaction.__table__),
+            ("leads", crm.leads, Lead),
+            ("sales", crm.monthly_sales, MonthlySales),
+            ("interactions", crm.interactions, Interaction),
         ):
             say(f"writing {len(frame):,} {dataset} rows")
             for batch in _batched(_records(frame, org_ids, dataset), INSERT_BATCH_ROWS):

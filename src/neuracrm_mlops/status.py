@@ -54,7 +54,7 @@ def _counts_by_org(
 ) -> dict[int, int]:
     column = model.organization_id
     rows = conn.execute(sa.select(column, sa.func.count()).where(column.in_(org_ids)).group_by(column))
-    return {org_id: count for org_id, count in rows.tuples()}
+    return dict(rows.tuples().all())
 
 
 def crm_status(engine: sa.Engine, *, max_organizations: int = 20) -> CRMStatus:

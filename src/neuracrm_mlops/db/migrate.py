@@ -55,3 +55,13 @@ def require_current_schema(engine: sa.Engine) -> None:
             f"the database {redact_url(engine.url.render_as_string(False))} {state}; "
             "run `neuracrm-mlops db upgrade` first"
         )
+
+
+def downgrade(engine: sa.Engine, revision: str) -> str | None:
+    """Migrate down to ``revision`` (``base`` drops everything); returns the revision after."""
+    check_connection(engine)
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+    return current_revision(engine)

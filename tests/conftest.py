@@ -1,0 +1,87 @@
+"""Shared fixtures: a private NEURACRM_HOME per test, and fresh databases on SQLite and PostgreSQL.
+
+PostgreSQL is the real server at 127.0.0.1:5432 (override with NEURACRM_TEST_PG_ADMIN_URL). Each
+test gets its own database, created here and dropped afterwards, so two runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from neuracrm_mlops.config import reset_settings
+from neuracrm_mlops.db.engine import create_engine, dispose_engines
+from neuracrm_mlops.db.migrate import upgrade
+
+PG_ADMIN_URL = os.environ.get(
+    "NEURACRM_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(autouse=True)
+def neuracrm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test runs on its own data dir and re-reads the environment."""
+    home = tmp_path / "neuracrm-home"
+    monkeypatch.setenv("NEURACRM_HOME", str(home))
+    for name in ("NEURACRM_DB_URL", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "NEURACRM_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    yield home
+    dispose_engines()
+    reset_settings()
+
+
+def _create_pg_database() -> str:
+    name = f"neuracrm_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is needed for this test and is not reachable: {exc.orig}")
+    finally:
+        admin.dispose()
+    return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(url: str) -> None:
+    name = sa.make_url(url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(
+    request: pytest.FixtureRequest, neuracrm_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """An empty database (no schema) on each backend; also set as NEURACRM_DB_URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{neuracrm_home / 'test.sqlite'}"
+        monkeypatch.setenv("NEURACRM_DB_URL", url)
+        reset_settings()
+        yield url
+        return
+    url = _create_pg_database()
+    monkeypatch.setenv("NEURACRM_DB_URL", url)
+    reset_settings()
+    try:
+        yield url
+    finally:
+        dispose_engines()
+        _drop_pg_database(url)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """A migrated database on each backend."""
+    engine = create_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,87 @@
+"""The `neuracrm-mlops` entry point: help everywhere, organizations, status, clear failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from neuracrm_mlops.cli import main
+from neuracrm_mlops.orgs import organization_for_api_key
+
+BIN = Path(sys.executable).parent / "neuracrm-mlops"
+
+
+def _all_command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            paths += _all_command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize("path", _all_command_paths(main), ids=lambda p: " ".join(p) or "main")
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+    assert len(result.output.splitlines()) > 3
+
+
+def test_installed_entry_point_runs(neuracrm_home: Path) -> None:
+    result = subprocess.run(
+        [str(BIN), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "NEURACRM_HOME": str(neuracrm_home)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("neuracrm-mlops, version ")
+
+
+def test_db_upgrade_then_org_create_issues_a_working_key(db_url: str) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["db", "upgrade"])
+    assert first.exit_code == 0, first.output
+    assert "to revision 0001" in first.output
+    assert "up to date" in runner.invoke(main, ["db", "upgrade"]).output
+
+    created = runner.invoke(main, ["org", "create", "Initech", "--no-ai"])
+    assert created.exit_code == 0, created.output
+    api_key = created.output.split("not shown again): ")[1].strip()
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        assert organization_for_api_key(conn, api_key).name == "Initech"
+        assert organization_for_api_key(conn, api_key + "x") is None
+        assert api_key not in str(conn.execute(sa.text("SELECT key_hash FROM api_keys")).all())
+    engine.dispose()
+
+    duplicate = runner.invoke(main, ["org", "create", "Initech"])
+    assert duplicate.exit_code == 1
+    assert "already exists" in duplicate.output
+    listing = runner.invoke(main, ["org", "list"])
+    assert "Initech" in listing.output and "ai_enabled=False" in listing.output
+
+
+def test_status_before_db_upgrade_says_what_to_run(db_url: str) -> None:
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1
+    assert "run `neuracrm-mlops db upgrade` first" in result.output
+
+
+def test_status_shows_organizations_and_row_counts(engine: sa.Engine) -> None:
+    runner = CliRunner()
+    runner.invoke(main, ["org", "create", "Acme"])
+    result = runner.invoke(main, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "Acme" in result.output
+    assert "organizations" in result.output and "quarantine" in result.output
