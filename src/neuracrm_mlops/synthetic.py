@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "SENTIMENT_LABELS",
     "SOURCES",
     "TIMELINES",
+    "UNKNOWN_OUTCOME_DAYS",
     "SyntheticCRM",
     "generate_crm",
 ]
@@ -105,13 +107,13 @@ _SOURCE_EFFECT = np.array([0.45, 0.25, 0.10, 0.05, -0.10, 0.0, -0.40])
 _REGION_P = np.array([0.42, 0.30, 0.14, 0.09, 0.05])
 _REGION_EFFECT = np.array([0.10, 0.0, -0.10, -0.15, -0.20])
 _PRODUCT_INTEREST_P = np.array([0.30, 0.30, 0.25, 0.15])
-_PRODUCT_INTEREST_EFFECT = np.array([0.5, 0.2, 0.0, -0.6])
+_PRODUCT_INTEREST_EFFECT = np.array([0.7, 0.3, 0.0, -0.8])
 
 # text intent of the description: strong buying signal, weak buying signal, no signal, disinterest
 _INTENT_P = np.array([0.14, 0.24, 0.40, 0.22])
 _INTENT_EFFECT = np.array([2.0, 0.8, 0.0, -2.2])
 
-_LEAD_INTERCEPT = -1.75
+_LEAD_INTERCEPT = -1.9
 _ORG_EFFECT_SD = 0.2
 _LEAD_NOISE_SD = 0.35
 UNKNOWN_OUTCOME_DAYS = 45
@@ -382,6 +384,7 @@ _NAME_SECOND = (
     "Partners", "Software", "Dynamics", "Solutions", "Works", "Group",
 )  # fmt: skip
 
+_FORMATTER = string.Formatter()
 _NS_PER_DAY = 86_400 * 1_000_000_000
 _NS_PER_SECOND = 1_000_000_000
 
@@ -468,21 +471,31 @@ def _largest_remainder(shares: np.ndarray, total: int) -> np.ndarray:
     counts = np.floor(raw).astype(np.int64)
     order = np.argsort(-(raw - counts), kind="stable")
     counts[order[: total - counts.sum()]] += 1
-    return counts
+    return np.asarray(counts, dtype=np.int64)
 
 
 def _fill(templates: np.ndarray, idx: np.ndarray, **slots: np.ndarray) -> list[str]:
-    """Fill ``templates[idx[i]]`` with row i of every slot array (unused slots are ignored)."""
-    chosen = templates[idx]
-    keys = list(slots)
-    columns = [slots[k] for k in keys]
-    out = []
-    for i, tmpl in enumerate(chosen):
-        if "{" in tmpl:
-            out.append(tmpl.format(**{k: col[i] for k, col in zip(keys, columns, strict=True)}))
-        else:
-            out.append(tmpl)
-    return out
+    """Fill ``templates[idx[i]]`` with row i of every slot array it names (unused slots are ignored).
+
+    Rows are grouped by template, so the per-row work is one ``str.format`` on plain Python values.
+    """
+    out = np.empty(idx.size, dtype=object)
+    order = np.argsort(idx, kind="stable")
+    bounds = np.flatnonzero(np.diff(idx[order])) + 1
+    for rows in np.split(order, bounds):
+        if rows.size == 0:
+            continue
+        template = str(templates[idx[rows[0]]])
+        fields = list(dict.fromkeys(f for _, f, _, _ in _FORMATTER.parse(template) if f))
+        if not fields:
+            out[rows] = template
+            continue
+        columns = [np.asarray(slots[f])[rows].tolist() for f in fields]
+        out[rows] = [
+            template.format_map(dict(zip(fields, values, strict=True)))
+            for values in zip(*columns, strict=True)
+        ]
+    return list(out)
 
 
 def _timestamps(ns: np.ndarray) -> pd.Series:
@@ -522,7 +535,7 @@ def _organizations(rng: np.random.Generator, n_orgs: int) -> pd.DataFrame:
 def _size_effect(employees: np.ndarray) -> np.ndarray:
     """Mid-size companies (about 100-3,000 employees) convert best; the very small and very large worst."""
     x = np.log10(employees)
-    return 2.6 * np.exp(-(((x - 2.7) / 0.75) ** 2)) - 1.3
+    return np.asarray(2.6 * np.exp(-(((x - 2.7) / 0.75) ** 2)) - 1.3, dtype=np.float64)
 
 
 def _leads(
@@ -657,7 +670,7 @@ def _descriptions(rng: np.random.Generator, intent: np.ndarray) -> list[str]:
     sizes = np.diff(offsets)
 
     def pick(group: np.ndarray) -> np.ndarray:
-        return offsets[group] + (rng.random(group.size) * sizes[group]).astype(np.int64)
+        return np.asarray(offsets[group] + (rng.random(group.size) * sizes[group]).astype(np.int64))
 
     slots = {
         "n": rng.choice(np.array([5, 10, 12, 15, 20, 25, 40, 50, 75, 100, 150, 200]), n),
@@ -752,7 +765,8 @@ def _monthly_sales(
     present &= ~is_["empty"]
 
     org_idx, month_idx = np.nonzero(present)
-    month_arr = np.array(month_dates + [None], dtype=object)[:-1]
+    month_arr = np.empty(m, dtype=object)
+    month_arr[:] = month_dates
     return pd.DataFrame(
         {
             "org_index": org_idx.astype(np.int64),

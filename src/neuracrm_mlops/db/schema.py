@@ -307,5 +307,25 @@ class QuarantinedRow(Base):
     reason: Mapped[str] = mapped_column(sa.Text)
 
 
+class ValidationRun(Base):
+    """One Great Expectations run over a dataset (optionally one organization's slice of it)."""
+
+    __tablename__ = "validation_runs"
+    __table_args__ = (sa.Index("ix_validation_runs_dataset_org_created", "dataset", "organization_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    dataset: Mapped[str] = mapped_column(sa.String(32))
+    organization_id: Mapped[int | None] = mapped_column(sa.Integer)
+    row_count: Mapped[int] = mapped_column(sa.Integer)
+    success: Mapped[bool] = mapped_column(sa.Boolean)  # False when a critical expectation failed
+    critical_failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    warning_failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed_expectations: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    report_path: Mapped[str | None] = mapped_column(sa.Text)  # the Data Docs HTML page
+    snapshot_hash: Mapped[str] = mapped_column(sa.String(64))  # hash of the validated data
+    run_id: Mapped[str | None] = mapped_column(sa.String(250))  # the DAG run, or "cli"
+
+
 metadata = Base.metadata
 CRM_TABLES = {"leads": Lead.__table__, "sales": MonthlySales.__table__, "interactions": Interaction.__table__}

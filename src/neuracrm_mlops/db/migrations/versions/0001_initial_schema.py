@@ -33,7 +33,6 @@ LEDGER_GUARD_POSTGRESQL = [
 
 
 def upgrade() -> None:
-
     op.create_table(
         "alerts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
