@@ -214,6 +214,72 @@ def import_command(dataset: str, file: Path, organization: str) -> None:
         sys.exit(EXIT_QUARANTINED)
 
 
+# --- validate and train ---------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["leads", "sales", "interactions"]))
+@click.option("--org", "organization", default=None, help="Organization id or name (default: all).")
+def validate(dataset: str, organization: str | None) -> None:
+    """Run the Great Expectations suite of DATASET; exit 1 when a critical expectation fails.
+
+    Failed expectations (critical or warning) also write an alert; the HTML report path is printed.
+    """
+    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.orgs import resolve_organization
+    from neuracrm_mlops.validation import validate_dataset
+
+    engine = get_engine()
+    org_id = None
+    if organization is not None:
+        with engine.connect() as conn:
+            org_id = resolve_organization(conn, organization).id
+    report = validate_dataset(dataset, org_id, engine=engine, run_id="cli")
+    out.print(report.summary(), markup=False)
+    for outcome in report.outcomes:
+        if not outcome.success:
+            out.print(f"  FAILED [{outcome.severity}] {outcome.expectation}", markup=False)
+    out.print(f"report: {report.data_docs_path}", markup=False)
+    if not report.success:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("family", type=click.Choice(["lead_scoring", "sales_forecast", "sentiment"]))
+@click.option("--org", "organization", default=None, help="sales_forecast only: one organization id or name.")
+def train(family: str, organization: str | None) -> None:
+    """Validate the family's data, then train, gate and register a new version in MLflow.
+
+    The same functions the training DAGs run; a failed critical expectation stops before training.
+    """
+    from neuracrm_mlops.pipelines import FAMILY_DATASETS, train_family, validate_for_training
+    from neuracrm_mlops.training import Lineage
+
+    if organization is not None and family != "sales_forecast":
+        raise click.UsageError("--org applies to sales_forecast only")
+    lineage = Lineage.for_cli(family)
+    err.print(f"[dim]… validating {FAMILY_DATASETS[family]}[/]", markup=True)
+    validation = validate_for_training(FAMILY_DATASETS[family], run_id="cli")
+    err.print(f"[dim]… training {family}[/]", markup=True)
+    outcome = train_family(
+        family, run_key=lineage.run_key, dag_run_id="cli", validation=validation, organization=organization
+    )
+    out.print(_describe_outcome(outcome), markup=False)
+
+
+def _describe_outcome(outcome: dict[str, Any]) -> str:
+    if "organizations" in outcome:  # forecasts: one line per status
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome["status_counts"].items()))
+        n_orgs = len(outcome["organizations"])
+        return f"{outcome['model_name']}: {n_orgs} organizations: {counts} ({outcome['seconds']:.1f} s)"
+    version = (
+        f"version {outcome['version']} ({outcome['semver']})" if outcome.get("version") else "no version"
+    )
+    accuracy = outcome.get("metrics", {}).get("accuracy")
+    shown = f", holdout accuracy {accuracy:.3f}" if accuracy is not None else ""
+    return f"{outcome['model_name']}: {version} {outcome['status']}{shown}: {outcome['reason']}"
+
+
 # --- status ---------------------------------------------------------------------------------------
 
 

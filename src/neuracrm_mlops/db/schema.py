@@ -311,7 +311,9 @@ class ValidationRun(Base):
     """One Great Expectations run over a dataset (optionally one organization's slice of it)."""
 
     __tablename__ = "validation_runs"
-    __table_args__ = (sa.Index("ix_validation_runs_dataset_org_created", "dataset", "organization_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_validation_runs_dataset_org_created", "dataset", "organization_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

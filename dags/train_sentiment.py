@@ -1,0 +1,53 @@
+"""Retrain the sentiment model.
+
+validate_interactions: the Great Expectations ``interactions`` suite; a failed critical expectation fails
+the run (no retry: bad data does not fix itself), writes an alert and leaves the champion untouched.
+train_and_register_sentiment_model: TF-IDF + logistic regression (VADER while labels are too few) vs the
+champion on a time-based holdout; registers a version (alias ``challenger`` when it passes the gates).
+Runs nightly and whenever new interactions are announced (asset ``neuracrm://crm/interactions``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import dag, task
+
+from neuracrm_mlops.dag_support import START_DATE, default_args, run_key, training_schedule
+
+
+@dag(
+    dag_id="train_sentiment",
+    schedule=training_schedule("30 2 * * *", "interactions"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=["neuracrm", "training", "sentiment"],
+    default_args=default_args(),
+    doc_md=__doc__,
+)
+def train_sentiment() -> None:
+    @task
+    def validate_interactions(**context: Any) -> dict[str, Any]:
+        from airflow.exceptions import AirflowFailException
+
+        from neuracrm_mlops.errors import NeuraCRMError
+        from neuracrm_mlops.pipelines import validate_for_training
+
+        try:
+            return validate_for_training("interactions", run_id=context["run_id"])
+        except NeuraCRMError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task
+    def train_and_register_sentiment_model(validation: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from neuracrm_mlops.pipelines import train_family
+
+        return train_family(
+            "sentiment", run_key=run_key(context), dag_run_id=context["run_id"], validation=validation
+        )
+
+    train_and_register_sentiment_model(validate_interactions())
+
+
+train_sentiment()

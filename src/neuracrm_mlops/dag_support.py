@@ -1,0 +1,45 @@
+"""What the DAG files share: schedules (time or a new-data asset event), default args, run keys.
+
+Imports only the Airflow task SDK, so DAG files stay cheap to parse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
+
+START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+OWNER = "ml-platform"
+
+# An import (or any producer) that emits one of these asset events triggers the matching training.
+CRM_ASSETS = {
+    "leads": Asset("neuracrm://crm/leads"),
+    "sales": Asset("neuracrm://crm/monthly_sales"),
+    "interactions": Asset("neuracrm://crm/interactions"),
+}
+
+
+def training_schedule(cron: str, dataset: str) -> AssetOrTimeSchedule:
+    """Run on ``cron`` (UTC), and also whenever new ``dataset`` data is announced as an asset event."""
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[CRM_ASSETS[dataset]]
+    )
+
+
+def default_args() -> dict[str, Any]:
+    """retries >= 2; the delay is configurable (NEURACRM_RETRY_DELAY_SECONDS, default 300)."""
+    return {
+        "owner": OWNER,
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=int(os.environ.get("NEURACRM_RETRY_DELAY_SECONDS", "300"))),
+    }
+
+
+def run_key(context: Any) -> str:
+    """The idempotency key of a DAG run: the DAG and its logical date (or run id when there is none)."""
+    dag_id = context["dag"].dag_id
+    logical_date = context.get("logical_date")
+    return f"{dag_id}/{logical_date.isoformat() if logical_date else context['run_id']}"

@@ -1,0 +1,149 @@
+"""The MLflow side: experiments, registered models, versions with lineage tags, aliases.
+
+Names: one registered model per family (``lead_scoring``, ``sentiment``, the rule baseline
+``lead_scoring_rules``) and one per organization for forecasts (``sales_forecast_org_<id>``).
+Aliases: ``champion`` (serving), ``challenger`` (in rollout), ``previous`` (the rollback target).
+Every version carries tags: ``status`` (challenger / rejected / champion / previous), ``reason``,
+``semver``, ``run_key`` (the DAG run's idempotency key), and lineage (``data_snapshot_hash``,
+``validation_run_id``, ``gx_report``, ``git_commit``, ``dag_run_id``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from neuracrm_mlops.config import get_settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+LEAD_MODEL = "lead_scoring"
+LEAD_RULES_MODEL = "lead_scoring_rules"
+SENTIMENT_MODEL = "sentiment"
+FORECAST_MODEL_PREFIX = "sales_forecast_org_"
+
+
+def forecast_model_name(organization_id: int) -> str:
+    return f"{FORECAST_MODEL_PREFIX}{organization_id}"
+
+
+def configure_mlflow() -> Any:
+    """Point MLflow at the configured store, quietly; returns an MlflowClient."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    uri = get_settings().mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment's id; local stores keep artifacts under NEURACRM_HOME/mlartifacts."""
+    client = configure_mlflow()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    settings = get_settings()
+    location = None
+    if not settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
+        location = (settings.home / "mlartifacts" / name).resolve().as_uri()
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except Exception:  # created concurrently by another task
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def ensure_registered_model(client: Any, name: str, description: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(name, description=description)
+        except MlflowException:
+            client.get_registered_model(name)  # created concurrently
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The code version: NEURACRM_GIT_COMMIT, else the checkout's HEAD, else "unknown"."""
+    if os.environ.get("NEURACRM_GIT_COMMIT"):
+        return os.environ["NEURACRM_GIT_COMMIT"]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        )
+        return result.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def stable_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    """The model version behind ``name@alias``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def find_version_by_run_key(client: Any, name: str, run_key: str) -> Any | None:
+    """A version already registered for this DAG run (idempotent re-runs), or None."""
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.tags.get("run_key") == run_key:
+            return version
+    return None
+
+
+def next_semantic_version(client: Any, name: str, schema_hash: str, params_hash: str) -> str:
+    """major: the input schema changed; minor: the model or its parameters changed; patch: new data only."""
+    latest = None
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if "semver" in version.tags and (latest is None or int(version.version) > int(latest.version)):
+            latest = version
+    if latest is None:
+        return "1.0.0"
+    major, minor, patch = (int(p) for p in latest.tags["semver"].split("."))
+    if latest.tags.get("schema_hash") != schema_hash:
+        return f"{major + 1}.0.0"
+    if latest.tags.get("params_hash") != params_hash:
+        return f"{major}.{minor + 1}.0"
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def load_family_object(name: str, alias: str) -> tuple[Any, str] | None:
+    """The family object (e.g. a LeadScoringModel) behind ``name@alias`` and its version, or None."""
+    import mlflow.pyfunc
+
+    client = configure_mlflow()
+    version = alias_version(client, name, alias)
+    if version is None:
+        return None
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    return pyfunc.unwrap_python_model().model, str(version.version)

@@ -1,0 +1,477 @@
+"""Train, evaluate, gate and register each model family (the bodies of the training DAG tasks).
+
+Every function takes plain arguments, returns a ``TrainingOutcome`` (ids and URIs, JSON-friendly)
+and can run without Airflow; ``neuracrm-mlops train`` calls the same functions.
+
+Gates (``decide_registration``, a pure function): accuracy on the holdout >= the floor (0.80) and
+no worse than the current champion on the same holdout beyond a tolerance. A version that fails is
+still registered, tagged ``status=rejected`` with the reason, and never gets an alias.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from neuracrm_mlops import registry
+from neuracrm_mlops.config import get_settings
+from neuracrm_mlops.db.engine import get_engine
+from neuracrm_mlops.db.migrate import require_current_schema
+from neuracrm_mlops.db.schema import Interaction, Lead
+from neuracrm_mlops.evaluation import evaluate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE = 0.02
+MIN_LEADS_WITH_OUTCOME = 200
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a training run comes from: the DAG run (or CLI call) and the validation it passed."""
+
+    run_key: str  # idempotency key, e.g. "train_lead_scoring/2026-11-22T00:00:00+00:00"
+    dag_run_id: str = "cli"
+    validation: dict[str, Any] = field(default_factory=dict)  # ValidationReport.as_dict() summary
+
+    @classmethod
+    def for_cli(cls, family: str) -> Lineage:
+        return cls(run_key=f"cli/{family}/{dt.datetime.now(dt.UTC).isoformat()}")
+
+
+@dataclass
+class TrainingOutcome:
+    model_name: str
+    status: str  # challenger | rejected | existing | skipped
+    reason: str
+    version: str | None = None
+    semver: str | None = None
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+
+
+def decide_registration(
+    accuracy: float,
+    *,
+    floor: float,
+    champion_accuracy: float | None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> GateDecision:
+    """The registration gate, a pure function of the holdout numbers."""
+    if not np.isfinite(accuracy):
+        return GateDecision(False, "accuracy could not be computed on the holdout")
+    if accuracy < floor:
+        return GateDecision(False, f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f}")
+    if champion_accuracy is not None and accuracy < champion_accuracy - tolerance:
+        return GateDecision(
+            False,
+            f"holdout accuracy {accuracy:.3f} is worse than the champion's {champion_accuracy:.3f} "
+            f"by more than the tolerance {tolerance:.3f}",
+        )
+    versus = "no champion yet" if champion_accuracy is None else f"champion {champion_accuracy:.3f}"
+    return GateDecision(True, f"holdout accuracy {accuracy:.3f} >= floor {floor:.2f}; {versus}")
+
+
+def time_split(frame: pd.DataFrame, column: str, holdout_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Older rows train, the newest ``holdout_share`` are the holdout (no shuffling across time)."""
+    if not 0 < holdout_share < 1:
+        raise ValueError(f"holdout_share must be between 0 and 1, got {holdout_share}")
+    ordered = frame.sort_values(column, kind="stable").reset_index(drop=True)
+    cut = round(len(ordered) * (1 - holdout_share))
+    return ordered.iloc[:cut], ordered.iloc[cut:]
+
+
+def snapshot_hash(values: pd.Series) -> str:
+    """A hash of the training data (the rows' content hashes, order-independent)."""
+    digest = hashlib.sha256()
+    for value in sorted(values.astype(str)):
+        digest.update(value.encode())
+    return digest.hexdigest()
+
+
+def _lineage_tags(lineage: Lineage, data_hash: str) -> dict[str, str]:
+    validation = lineage.validation or {}
+    return {
+        "run_key": lineage.run_key,
+        "dag_run_id": lineage.dag_run_id,
+        "git_commit": registry.git_commit(),
+        "data_snapshot_hash": data_hash,
+        "validation_run_id": str(validation.get("run_row_id", "")),
+        "validation_success": str(validation.get("success", "")),
+        "gx_report": str(validation.get("data_docs_path", "")),
+    }
+
+
+def _plot(path: Path, draw: Callable[[Any], None]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 4))
+    draw(axes)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "pandas", "numpy", "joblib")]
+
+
+def _log_and_register(
+    *,
+    model_name: str,
+    description: str,
+    family_object: Any,
+    pyfunc: Any,
+    decision: GateDecision,
+    tags: dict[str, str],
+    semver_inputs: tuple[str, str],
+    workdir: Path,
+) -> tuple[str, str]:
+    """Log the pyfunc in the active run, register a version with its tags, alias it when it passed."""
+    import joblib
+    import mlflow
+
+    client = registry.configure_mlflow()
+    registry.ensure_registered_model(client, model_name, description)
+    artifact = workdir / "model.joblib"
+    joblib.dump(family_object, artifact)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=pyfunc,
+        artifacts={"model": str(artifact)},
+        pip_requirements=_pip_requirements(),
+    )
+    semver = registry.next_semantic_version(client, model_name, *semver_inputs)
+    status = registry.CHALLENGER if decision.passed else "rejected"
+    version = mlflow.register_model(
+        info.model_uri,
+        model_name,
+        tags={
+            **tags,
+            "status": status,
+            "reason": decision.reason,
+            "semver": semver,
+            "schema_hash": semver_inputs[0],
+            "params_hash": semver_inputs[1],
+        },
+    )
+    if decision.passed:
+        client.set_registered_model_alias(model_name, registry.CHALLENGER, version.version)
+    return str(version.version), semver
+
+
+def _existing(model_name: str, lineage: Lineage) -> TrainingOutcome | None:
+    client = registry.configure_mlflow()
+    version = registry.find_version_by_run_key(client, model_name, lineage.run_key)
+    if version is None:
+        return None
+    return TrainingOutcome(
+        model_name=model_name,
+        status="existing",
+        reason=f"version {version.version} was already registered for run {lineage.run_key}",
+        version=str(version.version),
+        semver=version.tags.get("semver"),
+        run_id=version.run_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Lead scoring
+
+
+def load_leads_with_outcome(engine: sa.Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(Lead).where(Lead.converted.is_not(None))).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows])
+
+
+def _lead_plots(workdir: Path, y: np.ndarray, model_p: np.ndarray, rules_p: np.ndarray) -> list[Path]:
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_curve
+
+    def roc(axes: Any) -> None:
+        for label, p in (("model", model_p), ("rules", rules_p)):
+            fpr, tpr, _ = roc_curve(y, p)
+            axes.plot(fpr, tpr, label=label)
+        axes.plot([0, 1], [0, 1], "k:", linewidth=0.8)
+        axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on the holdout")
+        axes.legend()
+
+    def calibration(axes: Any) -> None:
+        for label, p in (("model", model_p), ("rules", rules_p)):
+            observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
+            axes.plot(predicted, observed, marker="o", label=label)
+        axes.plot([0, 1], [0, 1], "k:", linewidth=0.8)
+        axes.set(xlabel="predicted probability", ylabel="observed conversion", title="Calibration")
+        axes.legend()
+
+    return [_plot(workdir / "roc_curve.png", roc), _plot(workdir / "calibration_curve.png", calibration)]
+
+
+def ensure_rule_baseline() -> str:
+    """Register the rule-based scorer once (``lead_scoring_rules@champion``); returns its version."""
+    import mlflow
+
+    from neuracrm_mlops.models.lead_scoring_model import RULE_WEIGHTS, RuleScorer
+    from neuracrm_mlops.models.pyfunc_wrappers import LeadScoringPyfunc
+
+    client = registry.configure_mlflow()
+    existing = registry.alias_version(client, registry.LEAD_RULES_MODEL, registry.CHAMPION)
+    if existing is not None:
+        return str(existing.version)
+    mlflow.set_experiment(experiment_id=registry.ensure_experiment("lead_scoring"))
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="rule-based baseline"):
+        mlflow.log_params({f"weight_{k}": v for k, v in RULE_WEIGHTS.items()})
+        version, _ = _log_and_register(
+            model_name=registry.LEAD_RULES_MODEL,
+            description="Hand-weighted six-factor lead scorer: baseline and fallback.",
+            family_object=RuleScorer(),
+            pyfunc=LeadScoringPyfunc(),
+            decision=GateDecision(True, "rule-based baseline: always available as fallback"),
+            tags={"run_key": "rule-baseline", "git_commit": registry.git_commit()},
+            semver_inputs=(registry.stable_hash(RULE_WEIGHTS), registry.stable_hash(RULE_WEIGHTS)),
+            workdir=Path(tmp),
+        )
+    client.set_registered_model_alias(registry.LEAD_RULES_MODEL, registry.CHAMPION, version)
+    client.delete_registered_model_alias(registry.LEAD_RULES_MODEL, registry.CHALLENGER)
+    client.set_model_version_tag(registry.LEAD_RULES_MODEL, version, "status", registry.CHAMPION)
+    return version
+
+
+def train_lead_scoring(
+    lineage: Lineage,
+    *,
+    engine: sa.Engine | None = None,
+    holdout_share: float = 0.2,
+    tolerance: float = DEFAULT_TOLERANCE,
+    config: Any = None,
+) -> TrainingOutcome:
+    """Train the lead model on leads with known outcomes, gate it and register it."""
+    import mlflow
+
+    from neuracrm_mlops.models import lead_scoring_model as lsm
+    from neuracrm_mlops.models.pyfunc_wrappers import LeadScoringPyfunc
+
+    started = time.perf_counter()
+    engine = engine or get_engine()
+    require_current_schema(engine)
+    existing = _existing(registry.LEAD_MODEL, lineage)
+    if existing is not None:
+        return existing
+    ensure_rule_baseline()
+    leads = load_leads_with_outcome(engine)
+    if len(leads) < MIN_LEADS_WITH_OUTCOME:
+        return TrainingOutcome(
+            registry.LEAD_MODEL,
+            "skipped",
+            f"{len(leads)} leads with a known outcome, fewer than the {MIN_LEADS_WITH_OUTCOME} needed",
+        )
+    train_part, holdout = time_split(leads, "created_at", holdout_share)
+    config = config or lsm.LeadModelConfig()
+    model = lsm.train(train_part, train_part["converted"].astype(bool), config)
+    y = holdout["converted"].astype(int).to_numpy()
+
+    def score(scorer: Any) -> tuple[dict[str, float], np.ndarray]:
+        p = scorer.predict_proba(holdout)
+        return evaluate("lead_scoring", y, (p >= 0.5).astype(int), probabilities=p), p
+
+    metrics, model_p = score(model)
+    rules_metrics, rules_p = score(lsm.RuleScorer())
+    champion = registry.load_family_object(registry.LEAD_MODEL, registry.CHAMPION)
+    champion_metrics = score(champion[0])[0] if champion else None
+    decision = decide_registration(
+        metrics["accuracy"],
+        floor=get_settings().accuracy_floor,
+        champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
+        tolerance=tolerance,
+    )
+    data_hash = snapshot_hash(leads["content_hash"])
+    mlflow.set_experiment(experiment_id=registry.ensure_experiment("lead_scoring"))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow.start_run(run_name=f"lead_scoring {lineage.run_key}") as run,
+    ):
+        workdir = Path(tmp)
+        mlflow.log_params(
+            {
+                **config.as_params(),
+                "holdout_share": holdout_share,
+                "train_rows": len(train_part),
+                "holdout_rows": len(holdout),
+                "custom_attributes": ",".join(model.attribute_numeric + model.attribute_categorical)
+                or "none",
+            }
+        )
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"rules_{k}": v for k, v in rules_metrics.items() if np.isfinite(v)})
+        if champion_metrics:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if np.isfinite(v)})
+        for plot in _lead_plots(workdir, y, model_p, rules_p):
+            mlflow.log_artifact(str(plot), "plots")
+        mlflow.log_dict(lineage.validation or {}, "validation/gx_result.json")
+        tags = _lineage_tags(lineage, data_hash)
+        mlflow.set_tags(tags)
+        version, semver = _log_and_register(
+            model_name=registry.LEAD_MODEL,
+            description="Probability that a lead converts: calibrated gradient boosting, six factor groups.",
+            family_object=model,
+            pyfunc=LeadScoringPyfunc(),
+            decision=decision,
+            tags=tags,
+            semver_inputs=(
+                registry.stable_hash(model.feature_schema),
+                registry.stable_hash(config.as_params()),
+            ),
+            workdir=workdir,
+        )
+    return TrainingOutcome(
+        model_name=registry.LEAD_MODEL,
+        status=registry.CHALLENGER if decision.passed else "rejected",
+        reason=decision.reason,
+        version=version,
+        semver=semver,
+        run_id=run.info.run_id,
+        metrics={**metrics, **{f"rules_{k}": v for k, v in rules_metrics.items()}},
+        seconds=time.perf_counter() - started,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentiment
+
+
+def load_labelled_interactions(engine: sa.Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                Interaction.text,
+                Interaction.sentiment_label,
+                Interaction.created_at,
+                Interaction.content_hash,
+            ).where(Interaction.sentiment_label.is_not(None))
+        ).all()
+    return pd.DataFrame(rows, columns=["text", "sentiment_label", "created_at", "content_hash"])
+
+
+def train_sentiment(
+    lineage: Lineage,
+    *,
+    engine: sa.Engine | None = None,
+    holdout_share: float = 0.2,
+    tolerance: float = DEFAULT_TOLERANCE,
+    config: Any = None,
+) -> TrainingOutcome:
+    """Train TF-IDF + logistic regression when enough labels exist (else register VADER), gate, register."""
+    import mlflow
+
+    from neuracrm_mlops.models import sentiment_model as sm
+    from neuracrm_mlops.models.pyfunc_wrappers import SentimentPyfunc
+
+    started = time.perf_counter()
+    engine = engine or get_engine()
+    require_current_schema(engine)
+    existing = _existing(registry.SENTIMENT_MODEL, lineage)
+    if existing is not None:
+        return existing
+    config = config or sm.SentimentConfig()
+    frame = load_labelled_interactions(engine)
+    frame = frame[frame["sentiment_label"].isin(sm.LABELS)]
+    if len(frame) < 10:
+        return TrainingOutcome(
+            registry.SENTIMENT_MODEL, "skipped", f"only {len(frame)} labelled interactions"
+        )
+    train_part, holdout = time_split(frame, "created_at", holdout_share)
+    vader = sm.VaderScorer(config.vader_threshold)
+    can_train, why = sm.enough_labels(list(train_part["sentiment_label"]), config)
+    candidate: Any = (
+        sm.train(list(train_part["text"]), list(train_part["sentiment_label"]), config)
+        if can_train
+        else vader
+    )
+
+    def score(model: Any) -> dict[str, float]:
+        predicted = [p["label"] for p in sm.predict(model, list(holdout["text"]))]
+        return evaluate("sentiment", list(holdout["sentiment_label"]), predicted)
+
+    metrics = score(candidate)
+    vader_metrics = metrics if candidate is vader else score(vader)
+    champion = registry.load_family_object(registry.SENTIMENT_MODEL, registry.CHAMPION)
+    champion_metrics = score(champion[0]) if champion else None
+    decision = decide_registration(
+        metrics["accuracy"],
+        floor=get_settings().accuracy_floor,
+        champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
+        tolerance=tolerance,
+    )
+    data_hash = snapshot_hash(frame["content_hash"])
+    mlflow.set_experiment(experiment_id=registry.ensure_experiment("sentiment"))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow.start_run(run_name=f"sentiment {lineage.run_key}") as run,
+    ):
+        mlflow.log_params(
+            {
+                **config.as_params(),
+                "model_kind": candidate.kind,
+                "why": why,
+                "train_rows": len(train_part),
+                "holdout_rows": len(holdout),
+            }
+        )
+        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({f"vader_{k}": v for k, v in vader_metrics.items()})
+        if champion_metrics:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+        mlflow.log_dict(lineage.validation or {}, "validation/gx_result.json")
+        tags = {**_lineage_tags(lineage, data_hash), "model_kind": candidate.kind}
+        mlflow.set_tags(tags)
+        version, semver = _log_and_register(
+            model_name=registry.SENTIMENT_MODEL,
+            description="Sentiment of interaction text: negative / neutral / positive.",
+            family_object=candidate,
+            pyfunc=SentimentPyfunc(),
+            decision=decision,
+            tags=tags,
+            semver_inputs=(
+                registry.stable_hash(["text"]),
+                registry.stable_hash([candidate.kind, config.as_params()]),
+            ),
+            workdir=Path(tmp),
+        )
+    return TrainingOutcome(
+        model_name=registry.SENTIMENT_MODEL,
+        status=registry.CHALLENGER if decision.passed else "rejected",
+        reason=decision.reason if can_train else f"{decision.reason} (VADER baseline: {why})",
+        version=version,
+        semver=semver,
+        run_id=run.info.run_id,
+        metrics={**metrics, **{f"vader_{k}": v for k, v in vader_metrics.items()}},
+        seconds=time.perf_counter() - started,
+    )

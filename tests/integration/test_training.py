@@ -1,0 +1,127 @@
+"""Training registers versions in a real MLflow store, with lineage, gates and idempotent re-runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sklearn.metrics import roc_auc_score
+
+from neuracrm_mlops import registry
+from neuracrm_mlops.config import reset_settings
+from neuracrm_mlops.models import lead_scoring_model as lsm
+from neuracrm_mlops.seeding import seed_database
+from neuracrm_mlops.synthetic import generate_crm
+from neuracrm_mlops.training import Lineage, time_split, train_lead_scoring, train_sentiment
+
+LINEAGE = Lineage(
+    run_key="train_lead_scoring/2026-11-01T00:00:00+00:00",
+    dag_run_id="scheduled__2026-11-01T00:00:00+00:00",
+    validation={"run_row_id": 7, "success": True, "data_docs_path": "/reports/leads.html"},
+)
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+    """A small seeded CRM on SQLite with its own MLflow store under the test's NEURACRM_HOME."""
+    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.db.migrate import upgrade
+
+    # registration is what these tests check; model quality is checked on more data below
+    monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.70")
+    reset_settings()
+    engine = get_engine()
+    upgrade(engine)
+    seed_database(30, 36, 5, engine=engine)
+    return engine
+
+
+def _version(name: str, version: str) -> dict[str, str]:
+    return dict(registry.configure_mlflow().get_model_version(name, version).tags)
+
+
+@pytest.mark.slow
+def test_lead_model_is_registered_as_challenger_with_lineage_and_rerun_adds_no_version(
+    seeded: sa.Engine,
+) -> None:
+    outcome = train_lead_scoring(LINEAGE, engine=seeded)
+    assert outcome.status == "challenger", outcome.reason
+    assert (outcome.version, outcome.semver) == ("1", "1.0.0")
+    assert outcome.metrics["accuracy"] >= 0.70
+    assert outcome.metrics["accuracy"] > outcome.metrics["rules_accuracy"]
+    tags = _version("lead_scoring", "1")
+    assert tags["status"] == "challenger"
+    assert tags["run_key"] == LINEAGE.run_key
+    assert tags["dag_run_id"] == LINEAGE.dag_run_id
+    assert tags["validation_run_id"] == "7" and tags["gx_report"] == "/reports/leads.html"
+    assert len(tags["data_snapshot_hash"]) == 64
+    assert tags["git_commit"] != ""
+    client = registry.configure_mlflow()
+    assert str(registry.alias_version(client, "lead_scoring", "challenger").version) == "1"
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "plots")}
+    assert artifacts == {"plots/roc_curve.png", "plots/calibration_curve.png"}
+    # the rule baseline is registered once, as the fallback's champion
+    assert registry.alias_version(client, "lead_scoring_rules", "champion") is not None
+
+    again = train_lead_scoring(LINEAGE, engine=seeded)
+    assert (again.status, again.version) == ("existing", "1")
+    assert len(client.search_model_versions("name = 'lead_scoring'")) == 1
+
+    # new run key, same data and parameters: a patch version
+    newer = train_lead_scoring(Lineage(run_key="train_lead_scoring/2026-11-02T00:00:00+00:00"), engine=seeded)
+    assert (newer.version, newer.semver) == ("2", "1.0.1")
+    # new parameters: a minor version
+    changed = train_lead_scoring(
+        Lineage(run_key="cli/3"), engine=seeded, config=lsm.LeadModelConfig(max_iter=120)
+    )
+    assert changed.semver == "1.1.0"
+
+
+@pytest.mark.slow
+def test_a_version_below_the_floor_is_registered_rejected_with_the_reason_and_no_alias(
+    seeded: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.99")
+    reset_settings()
+    outcome = train_sentiment(Lineage(run_key="train_sentiment/1"), engine=seeded)
+    assert outcome.status == "rejected"
+    assert "below the floor 0.99" in outcome.reason
+    tags = _version("sentiment", outcome.version or "")
+    assert tags["status"] == "rejected" and "below the floor" in tags["reason"]
+    assert registry.alias_version(registry.configure_mlflow(), "sentiment", "challenger") is None
+
+
+@pytest.mark.slow
+def test_a_challenger_worse_than_the_champion_is_rejected(seeded: sa.Engine) -> None:
+    first = train_sentiment(Lineage(run_key="train_sentiment/1"), engine=seeded)
+    client = registry.configure_mlflow()
+    client.set_registered_model_alias("sentiment", "champion", first.version)
+    from neuracrm_mlops.models.sentiment_model import SentimentConfig
+
+    # VADER-only (too few labels demanded) is far worse than the TF-IDF champion
+    worse = train_sentiment(
+        Lineage(run_key="train_sentiment/2"), engine=seeded, config=SentimentConfig(min_labelled=10**6)
+    )
+    assert worse.status == "rejected"
+    assert "champion" in worse.reason or "floor" in worse.reason
+    assert str(registry.alias_version(client, "sentiment", "champion").version) == first.version
+
+
+@pytest.mark.slow
+def test_lead_model_reaches_auc_085_and_beats_the_rule_scorer_on_a_fixed_seed() -> None:
+    crm = generate_crm(200, 36, 21)
+    leads = crm.leads[crm.leads["converted"].notna()]
+    train, holdout = time_split(leads, "created_at", 0.2)
+    model = lsm.train(train, train["converted"].astype(bool))
+    y = holdout["converted"].astype(int).to_numpy()
+    model_auc = roc_auc_score(y, model.predict_proba(holdout))
+    rules_auc = roc_auc_score(y, lsm.RuleScorer().predict_proba(holdout))
+    assert model_auc >= 0.85
+    assert model_auc >= rules_auc + 0.03
+    scored = lsm.predict(model, holdout.head(5))
+    assert all(0 <= s["score"] <= 100 and s["tier"] in ("hot", "warm", "cold") for s in scored)
+    assert all(len(s["factors"]) == 3 for s in scored)
+    assert {f["group"] for s in scored for f in s["factors"]} <= set(lsm.FACTOR_GROUPS)
+    assert np.isfinite([s["probability"] for s in scored]).all()
