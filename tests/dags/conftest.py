@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,34 +32,25 @@ class AirflowHarness:
         """Run one DAG run with `airflow dags test`; returns (final state, full log)."""
         result = subprocess.run(
             [str(AIRFLOW), "dags", "test", dag_id],
-            env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=REPO,
         )
         log = result.stdout + result.stderr
         states = re.findall(r"DagRun Finished: dag_id=" + re.escape(dag_id) + r".*?state=(\w+)", log)
         return (states[-1] if states else f"no final state (exit {result.returncode})"), log
 
     def inspect_dags(self, env: dict[str, str]) -> dict[str, object]:
-        script = textwrap.dedent(
-            """
-            import json
-            from airflow.dag_processing.dagbag import DagBag
-            bag = DagBag(dag_folder=%r)
-            dags = {}
-            for dag_id, dag in bag.dags.items():
-                dags[dag_id] = {
-                    "file_stem": __import__("pathlib").Path(dag.fileloc).stem,
-                    "tags": sorted(dag.tags),
-                    "schedule": type(dag.timetable).__name__,
-                    "retries": {t.task_id: t.retries for t in dag.tasks},
-                    "doc": bool(dag.doc_md),
-                    "catchup": dag.catchup,
-                }
-            print("JSON:" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags}))
-            """
-            % str(REPO / "dags")
-        )
         result = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False
+            [sys.executable, str(Path(__file__).with_name("inspect_dagbag.py")), str(REPO / "dags")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         lines = [line for line in result.stdout.splitlines() if line.startswith("JSON:")]
         assert lines, result.stdout + result.stderr
@@ -85,7 +75,12 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowHarness
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     migrate = subprocess.run(
-        [str(AIRFLOW), "db", "migrate"], env=base_env, capture_output=True, text=True, timeout=300, check=False
+        [str(AIRFLOW), "db", "migrate"],
+        env=base_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
     yield AirflowHarness(home, base_env)

@@ -34,9 +34,16 @@ def test_dag_follows_the_conventions(dag_info: dict[str, dict[str, dict[str, obj
 
 def test_no_bare_imports_of_top_level_folders() -> None:
     offenders = []
-    for path in [*REPO.glob("dags/*.py"), *REPO.glob("models/*.py"), *REPO.glob("serving/*.py"), *REPO.glob("src/**/*.py")]:
+    sources = [
+        *REPO.glob("dags/*.py"),
+        *REPO.glob("models/*.py"),
+        *REPO.glob("serving/*.py"),
+        *REPO.glob("src/**/*.py"),
+    ]
+    bare = ("import models", "from models", "import serving", "from serving", "from .")
+    for path in sources:
         for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
             stripped = line.strip()
-            if stripped.startswith(("import models", "from models", "import serving", "from serving", "from . ", "from .")):
+            if stripped.startswith(bare):
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {stripped}")
     assert offenders == []

@@ -1,0 +1,67 @@
+"""Real DAG runs (`airflow dags test`) on seeded data: validation gates training, versions land in
+MLflow with lineage, and a corrupted batch stops at validation without touching the champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import AirflowHarness
+
+from neuracrm_mlops import registry
+from neuracrm_mlops.db.engine import get_engine
+from neuracrm_mlops.db.migrate import upgrade
+from neuracrm_mlops.db.schema import Alert, Lead
+from neuracrm_mlops.seeding import seed_database
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def seeded_home(neuracrm_home: Path) -> Path:
+    engine = get_engine()
+    upgrade(engine)
+    seed_database(25, 30, 9, engine=engine)
+    return neuracrm_home
+
+
+def _versions(name: str) -> list[dict[str, str]]:
+    client = registry.configure_mlflow()
+    found = client.search_model_versions(f"name = '{name}'")
+    return [dict(v.tags) | {"version": str(v.version)} for v in found]
+
+
+def test_lead_dag_registers_a_version_then_a_corrupted_batch_stops_at_validation(
+    airflow: AirflowHarness, seeded_home: Path
+) -> None:
+    env = airflow.env(seeded_home)
+    state, log = airflow.run_dag("train_lead_scoring", env)
+    assert state == "success", log[-5000:]
+    [version] = _versions("lead_scoring")
+    assert version["dag_run_id"].startswith("manual__")
+    assert version["run_key"].startswith("train_lead_scoring/")
+    assert version["validation_success"] == "True" and version["gx_report"].endswith(".html")
+    assert version["status"] in ("challenger", "rejected") and version["reason"]
+    client = registry.configure_mlflow()
+    client.set_registered_model_alias("lead_scoring", "champion", version["version"])
+
+    engine = get_engine()
+    with engine.begin() as conn:
+        conn.execute(sa.update(Lead).where(Lead.id <= 5).values(email_opens=-3))
+    state, log = airflow.run_dag("train_lead_scoring", env)
+    assert state == "failed"
+    assert "leads validation failed" in log and "email_opens" in log
+    assert len(_versions("lead_scoring")) == 1  # nothing new registered
+    assert str(registry.alias_version(client, "lead_scoring", "champion").version) == version["version"]
+    with engine.connect() as conn:
+        alert = conn.execute(sa.select(Alert).where(Alert.severity == "critical")).one()
+    assert alert.kind.startswith("validation") and "email_opens" in alert.message
+
+
+def test_sentiment_dag_registers_a_version_with_lineage(airflow: AirflowHarness, seeded_home: Path) -> None:
+    state, log = airflow.run_dag("train_sentiment", airflow.env(seeded_home))
+    assert state == "success", log[-5000:]
+    [version] = _versions("sentiment")
+    assert version["dag_run_id"].startswith("manual__")
+    assert version["data_snapshot_hash"] and version["git_commit"]
