@@ -42,6 +42,7 @@ class Settings:
     alert_webhook_url: str | None
     accuracy_floor: float
     import_chunk_rows: int = 5_000
+    forecast_chunk_size: int = 50
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -58,6 +59,11 @@ class Settings:
             ) from None
         if chunk_rows < 1:
             raise ConfigurationError("NEURACRM_IMPORT_CHUNK_ROWS must be at least 1")
+        chunk_size_raw = os.environ.get("NEURACRM_FORECAST_CHUNK_SIZE", "50")
+        if not chunk_size_raw.isdigit() or int(chunk_size_raw) < 1:
+            raise ConfigurationError(
+                f"NEURACRM_FORECAST_CHUNK_SIZE={chunk_size_raw!r} must be a whole number >= 1"
+            )
         return cls(
             home=home,
             db_url=db_url,
@@ -67,6 +73,7 @@ class Settings:
             alert_webhook_url=os.environ.get("NEURACRM_ALERT_WEBHOOK_URL") or None,
             accuracy_floor=_env_float("NEURACRM_ACCURACY_FLOOR", 0.80, low=0.0, high=1.0),
             import_chunk_rows=chunk_rows,
+            forecast_chunk_size=int(chunk_size_raw),
         )
 
 

@@ -65,3 +65,23 @@ def train_family(
         raise ValueError(f"unknown model family {family!r}: use one of {', '.join(trainers)}")
     outcome: TrainingOutcome = trainers[family](lineage)
     return outcome.as_dict()
+
+
+def train_forecast_chunk(
+    organization_ids: list[int], *, run_key: str, dag_run_id: str, validation: dict[str, Any]
+) -> dict[str, Any]:
+    """One mapped task of the forecast DAG: train and register a chunk of organizations."""
+    from neuracrm_mlops.forecast_training import train_forecast_chunk as train_chunk
+
+    lineage = Lineage(run_key=run_key, dag_run_id=dag_run_id, validation=validation)
+    summary: dict[str, Any] = train_chunk(organization_ids, lineage).as_dict()
+    return summary
+
+
+def summarize_forecast_chunks(results: list[dict[str, Any]]) -> dict[str, int]:
+    """Organizations per status over every chunk of a forecast DAG run."""
+    counts: dict[str, int] = {}
+    for result in results:
+        for status, count in result["status_counts"].items():
+            counts[status] = counts.get(status, 0) + count
+    return counts

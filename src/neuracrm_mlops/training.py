@@ -110,7 +110,7 @@ def snapshot_hash(values: pd.Series) -> str:
     return digest.hexdigest()
 
 
-def _lineage_tags(lineage: Lineage, data_hash: str) -> dict[str, str]:
+def lineage_tags(lineage: Lineage, data_hash: str) -> dict[str, str]:
     validation = lineage.validation or {}
     return {
         "run_key": lineage.run_key,
@@ -123,7 +123,7 @@ def _lineage_tags(lineage: Lineage, data_hash: str) -> dict[str, str]:
     }
 
 
-def _plot(path: Path, draw: Callable[[Any], None]) -> Path:
+def save_plot(path: Path, draw: Callable[[Any], None]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,7 +137,7 @@ def _plot(path: Path, draw: Callable[[Any], None]) -> Path:
     return path
 
 
-def _pip_requirements() -> list[str]:
+def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "pandas", "numpy", "joblib")]
@@ -166,7 +166,7 @@ def _log_and_register(
         name="model",
         python_model=pyfunc,
         artifacts={"model": str(artifact)},
-        pip_requirements=_pip_requirements(),
+        pip_requirements=pip_requirements(),
     )
     semver = registry.next_semantic_version(client, model_name, *semver_inputs)
     status = registry.CHALLENGER if decision.passed else "rejected"
@@ -232,7 +232,10 @@ def _lead_plots(workdir: Path, y: np.ndarray, model_p: np.ndarray, rules_p: np.n
         axes.set(xlabel="predicted probability", ylabel="observed conversion", title="Calibration")
         axes.legend()
 
-    return [_plot(workdir / "roc_curve.png", roc), _plot(workdir / "calibration_curve.png", calibration)]
+    return [
+        save_plot(workdir / "roc_curve.png", roc),
+        save_plot(workdir / "calibration_curve.png", calibration),
+    ]
 
 
 def ensure_rule_baseline() -> str:
@@ -336,7 +339,7 @@ def train_lead_scoring(
         for plot in _lead_plots(workdir, y, model_p, rules_p):
             mlflow.log_artifact(str(plot), "plots")
         mlflow.log_dict(lineage.validation or {}, "validation/gx_result.json")
-        tags = _lineage_tags(lineage, data_hash)
+        tags = lineage_tags(lineage, data_hash)
         mlflow.set_tags(tags)
         version, semver = _log_and_register(
             model_name=registry.LEAD_MODEL,
@@ -450,7 +453,7 @@ def train_sentiment(
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
         mlflow.log_dict(lineage.validation or {}, "validation/gx_result.json")
-        tags = {**_lineage_tags(lineage, data_hash), "model_kind": candidate.kind}
+        tags = {**lineage_tags(lineage, data_hash), "model_kind": candidate.kind}
         mlflow.set_tags(tags)
         version, semver = _log_and_register(
             model_name=registry.SENTIMENT_MODEL,
