@@ -7,6 +7,7 @@ test gets its own database, created here and dropped afterwards, so two runs nev
 from __future__ import annotations
 
 import os
+import shutil
 
 # Before scikit-learn loads: OpenMP threads spin badly on 2 busy cores (HistGradientBoosting
 # predictions ran 30x slower under load); one thread each is faster and steadier here.
@@ -23,16 +24,26 @@ from neuracrm_mlops.config import reset_settings
 from neuracrm_mlops.db.engine import create_engine, dispose_engines
 from neuracrm_mlops.db.migrate import upgrade
 
+REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
     "NEURACRM_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
 
+@pytest.fixture(scope="session")
+def gx_root_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the GX context, so that test runs never write into the repository."""
+    root = tmp_path_factory.mktemp("gx-context") / "expectations"
+    shutil.copytree(REPO / "expectations", root, ignore=shutil.ignore_patterns("uncommitted"))
+    return root
+
+
 @pytest.fixture(autouse=True)
-def neuracrm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every test runs on its own data dir and re-reads the environment."""
+def neuracrm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gx_root_copy: Path) -> Iterator[Path]:
+    """Every test runs on its own data dir and GX context copy, and re-reads the environment."""
     home = tmp_path / "neuracrm-home"
     monkeypatch.setenv("NEURACRM_HOME", str(home))
+    monkeypatch.setenv("NEURACRM_GX_ROOT", str(gx_root_copy))
     for name in ("NEURACRM_DB_URL", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "NEURACRM_REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
     reset_settings()

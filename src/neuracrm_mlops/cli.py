@@ -257,13 +257,31 @@ def train(family: str, organization: str | None) -> None:
 
     if organization is not None and family != "sales_forecast":
         raise click.UsageError("--org applies to sales_forecast only")
-    lineage = Lineage.for_cli(family)
     err.print(f"[dim]… validating {FAMILY_DATASETS[family]}[/]", markup=True)
     validation = validate_for_training(FAMILY_DATASETS[family], run_id="cli")
+    lineage = Lineage(run_key=Lineage.for_cli(family).run_key, dag_run_id="cli", validation=validation)
     err.print(f"[dim]… training {family}[/]", markup=True)
-    outcome = train_family(
-        family, run_key=lineage.run_key, dag_run_id="cli", validation=validation, organization=organization
-    )
+    if family == "sales_forecast":
+        from neuracrm_mlops.forecast_training import train_forecasts_for
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("organizations", total=None)
+            summary = train_forecasts_for(
+                organization,
+                lineage,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        outcome = summary.as_dict()
+    else:
+        outcome = train_family(family, run_key=lineage.run_key, dag_run_id="cli", validation=validation)
     out.print(_describe_outcome(outcome), markup=False)
 
 

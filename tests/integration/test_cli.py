@@ -86,3 +86,33 @@ def test_status_shows_organizations_and_row_counts(engine: sa.Engine) -> None:
     assert result.exit_code == 0, result.output
     assert "Acme" in result.output
     assert "organizations" in result.output and "quarantine" in result.output
+
+
+@pytest.mark.slow
+def test_validate_and_train_commands_run_the_same_library_path(neuracrm_home: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(main, ["seed", "--orgs", "6", "--months", "30", "--seed", "4"]).exit_code == 0
+    validated = runner.invoke(main, ["validate", "sales"])
+    assert validated.exit_code == 0, validated.output
+    assert "report: " in validated.output and ".html" in validated.output
+    trained = runner.invoke(main, ["train", "sales_forecast", "--org", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert "sales_forecast_org_*: 1 organizations:" in trained.output
+    wrong = runner.invoke(main, ["train", "sentiment", "--org", "1"])
+    assert wrong.exit_code == 2 and "--org applies to sales_forecast only" in wrong.output
+
+
+def test_validate_fails_with_exit_1_and_names_the_expectation(engine: sa.Engine) -> None:
+    runner = CliRunner()
+    runner.invoke(main, ["org", "create", "Acme"])
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO monthly_sales (organization_id, month, revenue, attributes, content_hash, "
+                "updated_at) VALUES (1, '2026-01-01', -50, '{}', 'x', CURRENT_TIMESTAMP)"
+            )
+        )
+    result = runner.invoke(main, ["validate", "sales", "--org", "Acme"])
+    assert result.exit_code == 1
+    assert "FAILED [critical]" in result.output and "revenue" in result.output
