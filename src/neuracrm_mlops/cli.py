@@ -345,7 +345,7 @@ def status() -> None:
 
 @main.command()
 def demo() -> None:
-    """Run the story so far on the embedded defaults: migrate, seed, import (with quarantine), status.
+    """Run the story so far on the embedded defaults: migrate, seed, import, validate, train, register.
 
     Starts from an empty embedded store under NEURACRM_HOME (the SQLite file is recreated).
     """

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -36,13 +38,17 @@ class DemoResult:
     first_import: ImportSummary
     second_import: ImportSummary
     status: CRMStatus
+    trained: list[dict[str, Any]]
 
 
 def _reset_embedded_store(say: Say) -> None:
-    """Start from an empty store: delete the embedded SQLite file, or refuse to touch a configured one."""
+    """Start from empty stores: delete the embedded SQLite files (CRM and MLflow) and MLflow artifacts;
+    a configured (production) database is never deleted: the demo refuses one that has data."""
     settings = get_settings()
-    embedded = settings.db_url == f"sqlite:///{settings.home / 'crm.sqlite'}"
-    if embedded:
+    if settings.mlflow_tracking_uri == f"sqlite:///{settings.home / 'mlflow.sqlite'}":
+        (settings.home / "mlflow.sqlite").unlink(missing_ok=True)
+        shutil.rmtree(settings.home / "mlartifacts", ignore_errors=True)
+    if settings.db_url == f"sqlite:///{settings.home / 'crm.sqlite'}":
         dispose_engines()
         for suffix in ("", "-wal", "-shm"):
             (settings.home / f"crm.sqlite{suffix}").unlink(missing_ok=True)
@@ -102,7 +108,7 @@ def run_demo(say: Say) -> DemoResult:
     _reset_embedded_store(say)
     engine = get_engine()
     before, after = upgrade(engine)
-    say(f"1/4 schema migrated ({before or 'empty'} -> {after}) at {redact_url(settings.db_url)}")
+    say(f"1/5 schema migrated ({before or 'empty'} -> {after}) at {redact_url(settings.db_url)}")
 
     seeded = seed_database(
         DEMO_ORGS,
@@ -113,7 +119,7 @@ def run_demo(say: Say) -> DemoResult:
         step=lambda message: say(f"    {message}"),
     )
     say(
-        f"2/4 seeded {seeded.organizations} organizations: {seeded.leads:,} leads, "
+        f"2/5 seeded {seeded.organizations} organizations: {seeded.leads:,} leads, "
         f"{seeded.monthly_sales:,} monthly sales rows, {seeded.interactions:,} interactions "
         f"in {seeded.seconds:.1f} s"
     )
@@ -123,7 +129,7 @@ def run_demo(say: Say) -> DemoResult:
     example = write_example_leads_file(settings.home / "examples" / "leads_export.csv")
     first = import_file(example, "leads", org.id, engine=engine)
     say(
-        f"3/4 imported {example.name} for {org.name!r}: {first.imported} imported, "
+        f"3/5 imported {example.name} for {org.name!r}: {first.imported} imported, "
         f"{first.quarantined} quarantined (custom column 'account_owner' kept in attributes)"
     )
     for note in first.quarantine_notes:
@@ -134,8 +140,42 @@ def run_demo(say: Say) -> DemoResult:
         f"{second.unchanged} unchanged (idempotent)"
     )
 
+    trained = validate_and_train(say)
+
     report = crm_status(engine)
     counts = ", ".join(f"{name} {count:,}" for name, count in report.table_counts.items() if count)
-    say(f"4/4 store now holds: {counts}")
-    say("next: `.venv/bin/neuracrm-mlops status`, or open the SQLite file with any SQLite client")
-    return DemoResult(seeded, example, first, second, report)
+    say(f"5/5 store now holds: {counts}")
+    say(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+    say("Great Expectations reports: expectations/uncommitted/data_docs/local_site/index.html")
+    return DemoResult(seeded, example, first, second, report, trained)
+
+
+def validate_and_train(say: Say) -> list[dict[str, Any]]:
+    """Step 4: each family's data through its GX suite, then train, gate and register in MLflow."""
+    from neuracrm_mlops.forecast_training import train_forecasts_for
+    from neuracrm_mlops.pipelines import FAMILY_DATASETS, train_family, validate_for_training
+    from neuracrm_mlops.training import Lineage
+
+    say("4/5 validating with Great Expectations, then training and registering in MLflow")
+    outcomes = []
+    for family, dataset in FAMILY_DATASETS.items():
+        validation = validate_for_training(dataset, run_id="demo")
+        say(f"    {dataset}: {validation['row_count']:,} rows valid; report {validation['data_docs_path']}")
+        lineage = Lineage(run_key=Lineage.for_cli(family).run_key, dag_run_id="demo", validation=validation)
+        if family == "sales_forecast":
+            outcome = train_forecasts_for(
+                None,
+                lineage,
+                progress=lambda done, total: say(f"    forecasts: {done}/{total} organizations"),
+            ).as_dict()
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome["status_counts"].items()))
+            say(f"    sales_forecast: one model per organization: {counts}")
+        else:
+            outcome = train_family(family, run_key=lineage.run_key, dag_run_id="demo", validation=validation)
+            accuracy = outcome["metrics"].get("accuracy", float("nan"))
+            say(
+                f"    {family}: version {outcome['version']} ({outcome['semver']}) {outcome['status']}, "
+                f"holdout accuracy {accuracy:.3f}: {outcome['reason']}"
+            )
+        outcomes.append(outcome)
+    return outcomes

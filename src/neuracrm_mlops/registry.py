@@ -41,6 +41,10 @@ def configure_mlflow() -> Any:
     from mlflow import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # benign on every save: no signature for pandas-in/pandas-out wrappers, pip version unknown in
+    # uv venvs, the cloudpickle notice for python_model objects
+    for noisy in ("mlflow.pyfunc", "mlflow.utils.environment", "mlflow.models.model"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     uri = get_settings().mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -170,9 +170,11 @@ def _log_and_register(
     )
     semver = registry.next_semantic_version(client, model_name, *semver_inputs)
     status = registry.CHALLENGER if decision.passed else "rejected"
-    version = mlflow.register_model(
-        info.model_uri,
+    version = client.create_model_version(
         model_name,
+        info.model_uri,
+        run_id=info.run_id,
+        model_id=info.model_id,
         tags={
             **tags,
             "status": status,
