@@ -189,6 +189,69 @@ def _log_and_register(
     return str(version.version), semver
 
 
+@dataclass
+class TrainingRecord:
+    """Everything one training run logs to MLflow and registers (see ``record_and_register``)."""
+
+    model_name: str
+    experiment: str
+    description: str
+    family_object: Any
+    pyfunc: Any
+    decision: GateDecision
+    lineage: Lineage
+    data_hash: str
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, float]]  # prefix ("" for the candidate) -> metrics
+    semver_inputs: tuple[str, str]  # (input schema hash, parameters hash)
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    plots: Callable[[Path], list[Path]] | None = None  # draws PNGs into the run's work dir
+    reason_note: str = ""
+
+
+def record_and_register(record: TrainingRecord, started: float) -> TrainingOutcome:
+    """One MLflow run (params, metrics, plots, GX result, lineage tags) and one registered version."""
+    import mlflow
+
+    flat = {
+        f"{prefix}{name}": value
+        for prefix, group in record.metrics.items()
+        for name, value in group.items()
+        if np.isfinite(value)
+    }
+    mlflow.set_experiment(experiment_id=registry.ensure_experiment(record.experiment))
+    run_name = f"{record.model_name} {record.lineage.run_key}"
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name) as run:
+        workdir = Path(tmp)
+        mlflow.log_params(record.params)
+        mlflow.log_metrics(flat)
+        for plot in record.plots(workdir) if record.plots else []:
+            mlflow.log_artifact(str(plot), "plots")
+        mlflow.log_dict(record.lineage.validation or {}, "validation/gx_result.json")
+        tags = {**lineage_tags(record.lineage, record.data_hash), **record.extra_tags}
+        mlflow.set_tags(tags)
+        version, semver = _log_and_register(
+            model_name=record.model_name,
+            description=record.description,
+            family_object=record.family_object,
+            pyfunc=record.pyfunc,
+            decision=record.decision,
+            tags=tags,
+            semver_inputs=record.semver_inputs,
+            workdir=workdir,
+        )
+    return TrainingOutcome(
+        model_name=record.model_name,
+        status=registry.CHALLENGER if record.decision.passed else "rejected",
+        reason=record.decision.reason + record.reason_note,
+        version=version,
+        semver=semver,
+        run_id=run.info.run_id,
+        metrics=flat,
+        seconds=time.perf_counter() - started,
+    )
+
+
 def _existing(model_name: str, lineage: Lineage) -> TrainingOutcome | None:
     client = registry.configure_mlflow()
     version = registry.find_version_by_run_key(client, model_name, lineage.run_key)
@@ -279,7 +342,6 @@ def train_lead_scoring(
     config: Any = None,
 ) -> TrainingOutcome:
     """Train the lead model on leads with known outcomes, gate it and register it."""
-    import mlflow
 
     from neuracrm_mlops.models import lead_scoring_model as lsm
     from neuracrm_mlops.models.pyfunc_wrappers import LeadScoringPyfunc
@@ -317,55 +379,27 @@ def train_lead_scoring(
         champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
         tolerance=tolerance,
     )
-    data_hash = snapshot_hash(leads["content_hash"])
-    mlflow.set_experiment(experiment_id=registry.ensure_experiment("lead_scoring"))
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        mlflow.start_run(run_name=f"lead_scoring {lineage.run_key}") as run,
-    ):
-        workdir = Path(tmp)
-        mlflow.log_params(
-            {
-                **config.as_params(),
-                "holdout_share": holdout_share,
-                "train_rows": len(train_part),
-                "holdout_rows": len(holdout),
-                "custom_attributes": ",".join(model.attribute_numeric + model.attribute_categorical)
-                or "none",
-            }
-        )
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.log_metrics({f"rules_{k}": v for k, v in rules_metrics.items() if np.isfinite(v)})
-        if champion_metrics:
-            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if np.isfinite(v)})
-        for plot in _lead_plots(workdir, y, model_p, rules_p):
-            mlflow.log_artifact(str(plot), "plots")
-        mlflow.log_dict(lineage.validation or {}, "validation/gx_result.json")
-        tags = lineage_tags(lineage, data_hash)
-        mlflow.set_tags(tags)
-        version, semver = _log_and_register(
-            model_name=registry.LEAD_MODEL,
-            description="Probability that a lead converts: calibrated gradient boosting, six factor groups.",
-            family_object=model,
-            pyfunc=LeadScoringPyfunc(),
-            decision=decision,
-            tags=tags,
-            semver_inputs=(
-                registry.stable_hash(model.feature_schema),
-                registry.stable_hash(config.as_params()),
-            ),
-            workdir=workdir,
-        )
-    return TrainingOutcome(
+    record = TrainingRecord(
         model_name=registry.LEAD_MODEL,
-        status=registry.CHALLENGER if decision.passed else "rejected",
-        reason=decision.reason,
-        version=version,
-        semver=semver,
-        run_id=run.info.run_id,
-        metrics={**metrics, **{f"rules_{k}": v for k, v in rules_metrics.items()}},
-        seconds=time.perf_counter() - started,
+        experiment="lead_scoring",
+        description="Probability that a lead converts: calibrated gradient boosting, six factor groups.",
+        family_object=model,
+        pyfunc=LeadScoringPyfunc(),
+        decision=decision,
+        lineage=lineage,
+        data_hash=snapshot_hash(leads["content_hash"]),
+        params={
+            **config.as_params(),
+            "holdout_share": holdout_share,
+            "train_rows": len(train_part),
+            "holdout_rows": len(holdout),
+            "custom_attributes": ",".join(model.attribute_numeric + model.attribute_categorical) or "none",
+        },
+        metrics={"": metrics, "rules_": rules_metrics, "champion_": champion_metrics or {}},
+        semver_inputs=(registry.stable_hash(model.feature_schema), registry.stable_hash(config.as_params())),
+        plots=lambda workdir: _lead_plots(workdir, y, model_p, rules_p),
     )
+    return record_and_register(record, started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +428,6 @@ def train_sentiment(
     config: Any = None,
 ) -> TrainingOutcome:
     """Train TF-IDF + logistic regression when enough labels exist (else register VADER), gate, register."""
-    import mlflow
 
     from neuracrm_mlops.models import sentiment_model as sm
     from neuracrm_mlops.models.pyfunc_wrappers import SentimentPyfunc
@@ -435,48 +468,28 @@ def train_sentiment(
         champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
         tolerance=tolerance,
     )
-    data_hash = snapshot_hash(frame["content_hash"])
-    mlflow.set_experiment(experiment_id=registry.ensure_experiment("sentiment"))
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        mlflow.start_run(run_name=f"sentiment {lineage.run_key}") as run,
-    ):
-        mlflow.log_params(
-            {
-                **config.as_params(),
-                "model_kind": candidate.kind,
-                "why": why,
-                "train_rows": len(train_part),
-                "holdout_rows": len(holdout),
-            }
-        )
-        mlflow.log_metrics(metrics)
-        mlflow.log_metrics({f"vader_{k}": v for k, v in vader_metrics.items()})
-        if champion_metrics:
-            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
-        mlflow.log_dict(lineage.validation or {}, "validation/gx_result.json")
-        tags = {**lineage_tags(lineage, data_hash), "model_kind": candidate.kind}
-        mlflow.set_tags(tags)
-        version, semver = _log_and_register(
-            model_name=registry.SENTIMENT_MODEL,
-            description="Sentiment of interaction text: negative / neutral / positive.",
-            family_object=candidate,
-            pyfunc=SentimentPyfunc(),
-            decision=decision,
-            tags=tags,
-            semver_inputs=(
-                registry.stable_hash(["text"]),
-                registry.stable_hash([candidate.kind, config.as_params()]),
-            ),
-            workdir=Path(tmp),
-        )
-    return TrainingOutcome(
+    record = TrainingRecord(
         model_name=registry.SENTIMENT_MODEL,
-        status=registry.CHALLENGER if decision.passed else "rejected",
-        reason=decision.reason if can_train else f"{decision.reason} (VADER baseline: {why})",
-        version=version,
-        semver=semver,
-        run_id=run.info.run_id,
-        metrics={**metrics, **{f"vader_{k}": v for k, v in vader_metrics.items()}},
-        seconds=time.perf_counter() - started,
+        experiment="sentiment",
+        description="Sentiment of interaction text: negative / neutral / positive.",
+        family_object=candidate,
+        pyfunc=SentimentPyfunc(),
+        decision=decision,
+        lineage=lineage,
+        data_hash=snapshot_hash(frame["content_hash"]),
+        params={
+            **config.as_params(),
+            "model_kind": candidate.kind,
+            "why": why,
+            "train_rows": len(train_part),
+            "holdout_rows": len(holdout),
+        },
+        metrics={"": metrics, "vader_": vader_metrics, "champion_": champion_metrics or {}},
+        semver_inputs=(
+            registry.stable_hash(["text"]),
+            registry.stable_hash([candidate.kind, config.as_params()]),
+        ),
+        extra_tags={"model_kind": candidate.kind},
+        reason_note="" if can_train else f" (VADER baseline: {why})",
     )
+    return record_and_register(record, started)
