@@ -356,7 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cost-orgs", type=int, default=0, help="also time N synthetic orgs at 48/120 months"
     )
+    parser.add_argument("--cost-only", action="store_true", help="skip M3: only the --cost-orgs timing")
     args = parser.parse_args(argv)
+    command = "python benchmarks/m3_forecast_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.cost_only:
+        cost_only = cost_on_synthetic(args.cost_orgs or 200, args.workers, args.seed)
+        text = render_cost(cost_only, command.strip(), args.workers)
+        print(text)
+        if args.output:
+            args.output.write_text(text)
+        return 0
 
     data = load_m3(args.data)
     ids = list(data)

@@ -21,7 +21,7 @@ from neuracrm_mlops.models.forecasting_model import (
     train,
 )
 
-# the production models without Prophet: same machinery, a third of the CPU (Prophet has its own tests)
+# the production models without Prophet: same machinery, about half the CPU (Prophet has its own tests)
 NO_PROPHET = ForecastConfig(models=("arima", "ets", "theta", "linear", "seasonal_naive"))
 
 
@@ -100,6 +100,7 @@ def test_predict_returns_month_starts_after_the_history(production_fit: FittedFo
     assert result.weights == production_fit.backtest.weights
     assert result.best_model == production_fit.backtest.best_model
     assert production_fit.predict(24).point[:3] == result.point
+    assert fm.predict(production_fit, 3) == result  # the module-level form every family exposes
 
 
 def test_predict_is_a_fast_slice(production_fit: FittedForecaster) -> None:
