@@ -93,6 +93,24 @@ def decide_registration(
     return GateDecision(True, f"holdout accuracy {accuracy:.3f} >= floor {floor:.2f}; {versus}")
 
 
+def gate_against_champion(
+    model_name: str,
+    score: Callable[[Any], dict[str, float]],
+    metrics: dict[str, float],
+    tolerance: float,
+) -> tuple[dict[str, float] | None, GateDecision]:
+    """Score the current champion (if any) on the same holdout with ``score``, then apply the gate."""
+    champion = registry.load_family_object(model_name, registry.CHAMPION)
+    champion_metrics = score(champion[0]) if champion else None
+    decision = decide_registration(
+        metrics["accuracy"],
+        floor=get_settings().accuracy_floor,
+        champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
+        tolerance=tolerance,
+    )
+    return champion_metrics, decision
+
+
 def time_split(frame: pd.DataFrame, column: str, holdout_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Older rows train, the newest ``holdout_share`` are the holdout (no shuffling across time)."""
     if not 0 < holdout_share < 1:
@@ -342,7 +360,6 @@ def train_lead_scoring(
     config: Any = None,
 ) -> TrainingOutcome:
     """Train the lead model on leads with known outcomes, gate it and register it."""
-
     from neuracrm_mlops.models import lead_scoring_model as lsm
     from neuracrm_mlops.models.pyfunc_wrappers import LeadScoringPyfunc
 
@@ -371,13 +388,8 @@ def train_lead_scoring(
 
     metrics, model_p = score(model)
     rules_metrics, rules_p = score(lsm.RuleScorer())
-    champion = registry.load_family_object(registry.LEAD_MODEL, registry.CHAMPION)
-    champion_metrics = score(champion[0])[0] if champion else None
-    decision = decide_registration(
-        metrics["accuracy"],
-        floor=get_settings().accuracy_floor,
-        champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
-        tolerance=tolerance,
+    champion_metrics, decision = gate_against_champion(
+        registry.LEAD_MODEL, lambda champion: score(champion)[0], metrics, tolerance
     )
     record = TrainingRecord(
         model_name=registry.LEAD_MODEL,
@@ -428,7 +440,6 @@ def train_sentiment(
     config: Any = None,
 ) -> TrainingOutcome:
     """Train TF-IDF + logistic regression when enough labels exist (else register VADER), gate, register."""
-
     from neuracrm_mlops.models import sentiment_model as sm
     from neuracrm_mlops.models.pyfunc_wrappers import SentimentPyfunc
 
@@ -460,14 +471,7 @@ def train_sentiment(
 
     metrics = score(candidate)
     vader_metrics = metrics if candidate is vader else score(vader)
-    champion = registry.load_family_object(registry.SENTIMENT_MODEL, registry.CHAMPION)
-    champion_metrics = score(champion[0]) if champion else None
-    decision = decide_registration(
-        metrics["accuracy"],
-        floor=get_settings().accuracy_floor,
-        champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
-        tolerance=tolerance,
-    )
+    champion_metrics, decision = gate_against_champion(registry.SENTIMENT_MODEL, score, metrics, tolerance)
     record = TrainingRecord(
         model_name=registry.SENTIMENT_MODEL,
         experiment="sentiment",
