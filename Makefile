@@ -8,7 +8,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV_BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test lint typecheck pytest clean
+.PHONY: help install demo serve bento test lint typecheck pytest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,16 @@ install: .venv/.installed  ## install the locked dependencies into .venv
 
 demo: install  ## run the platform end to end on the embedded defaults (SQLite, local MLflow)
 	$(VENV_BIN)/neuracrm-mlops demo
+
+serve: install  ## run the prediction service on 127.0.0.1:3000 (models from the MLflow registry)
+	$(VENV_BIN)/bentoml serve neuracrm_mlops.serving.service:PredictionService --host 127.0.0.1 --port 3000
+
+bento: install  ## build the prediction service's Bento (locked requirements + this project's wheel)
+	@mkdir -p build/bento
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --format requirements-txt \
+		--quiet -o build/bento/requirements.txt
+	$(UV) build --wheel --quiet -o build/bento
+	BENTOML_DO_NOT_TRACK=true $(VENV_BIN)/bentoml build -f serving/bentofile.yaml .
 
 test: install lint typecheck pytest  ## lint, type-check and run every test (needs PostgreSQL on 127.0.0.1:5432)
 

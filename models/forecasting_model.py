@@ -1303,3 +1303,33 @@ def _train(y: FloatArray, first_month: pd.Period, config: ForecastConfig, cpu0: 
 def predict(model: FittedForecaster, months: int) -> ForecastResult:
     """Module-level form of :meth:`FittedForecaster.predict` (every model family exposes ``predict``)."""
     return model.predict(months)
+
+
+def seasonal_naive_forecast(history: pd.Series, months: int, m: int = 12) -> ForecastResult:
+    """The last resort when no trained forecaster can answer: last year's months again (or the last
+    value, with less than a year of history), with intervals from the history's seasonal differences.
+
+    ``history``: revenue indexed by month (anything ``pd.Period(..., "M")`` accepts), at least 1 month.
+    """
+    if months < 1:
+        raise ValueError(f"months must be at least 1, got {months}")
+    y, first_month = _to_monthly(history)
+    if y.size == 0:
+        raise ValueError("seasonal naive needs at least one month of history")
+    lag = m if y.size >= m else 1
+    point = np.resize(y[-lag:], months).astype(np.float64)
+    diffs = y[lag:] - y[:-lag] if y.size > lag else np.zeros(1)
+    sigma = float(np.std(diffs)) if diffs.size > 1 else float(abs(y[-1]) * 0.25)
+    steps = np.sqrt(np.arange(months) // lag + 1.0)  # one more seasonal step per cycle ahead
+    last_month = first_month + (y.size - 1)
+    width80, width95 = 1.2816 * sigma * steps, 1.9600 * sigma * steps
+    return ForecastResult(
+        months=[(last_month + i).start_time.date() for i in range(1, months + 1)],
+        point=point.tolist(),
+        lower_80=np.maximum(point - width80, 0.0).tolist(),
+        upper_80=(point + width80).tolist(),
+        lower_95=np.maximum(point - width95, 0.0).tolist(),
+        upper_95=(point + width95).tolist(),
+        weights={"seasonal_naive" if lag == m else "naive": 1.0},
+        best_model="seasonal_naive" if lag == m else "naive",
+    )

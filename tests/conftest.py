@@ -13,21 +13,18 @@ import shutil
 # predictions ran 30x slower under load); one thread each is faster and steadier here.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pg_databases import create_pg_database, drop_pg_database
 
 from neuracrm_mlops.config import reset_settings
 from neuracrm_mlops.db.engine import create_engine, dispose_engines
 from neuracrm_mlops.db.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get(
-    "NEURACRM_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 @pytest.fixture(scope="session")
@@ -52,27 +49,6 @@ def neuracrm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gx_root_copy:
     reset_settings()
 
 
-def _create_pg_database() -> str:
-    name = f"neuracrm_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is needed for this test and is not reachable: {exc.orig}")
-    finally:
-        admin.dispose()
-    return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg_database(url: str) -> None:
-    name = sa.make_url(url).database
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(
     request: pytest.FixtureRequest, neuracrm_home: Path, monkeypatch: pytest.MonkeyPatch
@@ -84,14 +60,14 @@ def db_url(
         reset_settings()
         yield url
         return
-    url = _create_pg_database()
+    url = create_pg_database()
     monkeypatch.setenv("NEURACRM_DB_URL", url)
     reset_settings()
     try:
         yield url
     finally:
         dispose_engines()
-        _drop_pg_database(url)
+        drop_pg_database(url)
 
 
 @pytest.fixture

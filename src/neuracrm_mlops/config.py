@@ -43,6 +43,9 @@ class Settings:
     accuracy_floor: float
     import_chunk_rows: int = 5_000
     forecast_chunk_size: int = 50
+    model_poll_seconds: float = 10.0
+    forecast_cache_ttl_seconds: int = 3_600
+    prediction_log_flush_seconds: float = 0.5
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -74,6 +77,13 @@ class Settings:
             accuracy_floor=_env_float("NEURACRM_ACCURACY_FLOOR", 0.80, low=0.0, high=1.0),
             import_chunk_rows=chunk_rows,
             forecast_chunk_size=int(chunk_size_raw),
+            model_poll_seconds=_env_float("NEURACRM_MODEL_POLL_SECONDS", 10.0, low=0.1, high=3_600.0),
+            prediction_log_flush_seconds=_env_float(
+                "NEURACRM_PREDICTION_LOG_FLUSH_SECONDS", 0.5, low=0.01, high=3_600.0
+            ),
+            forecast_cache_ttl_seconds=int(
+                _env_float("NEURACRM_FORECAST_CACHE_TTL_SECONDS", 3_600, low=1, high=7 * 86_400)
+            ),
         )
 
 

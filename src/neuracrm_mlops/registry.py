@@ -151,3 +151,34 @@ def load_family_object(name: str, alias: str) -> tuple[Any, str] | None:
         return None
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     return pyfunc.unwrap_python_model().model, str(version.version)
+
+
+CANARY_WEIGHT_TAG = "canary_weight"
+
+
+def canary_weight_of(tags: dict[str, str]) -> float:
+    """The challenger's traffic share held in a registered model's tags (0 when unset or unreadable)."""
+    try:
+        weight = float(tags.get(CANARY_WEIGHT_TAG, "0") or 0)
+    except ValueError:
+        log.warning("ignoring an unreadable %s tag %r", CANARY_WEIGHT_TAG, tags.get(CANARY_WEIGHT_TAG))
+        return 0.0
+    return min(max(weight, 0.0), 1.0)
+
+
+def set_canary_weight(client: Any, name: str, weight: float) -> None:
+    """Set the challenger's traffic share (0..1); serving picks it up at its next poll.
+
+    Callers record the change in the promotion ledger; this only moves the number.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"canary weight must be between 0 and 1, got {weight}")
+    client.set_registered_model_tag(name, CANARY_WEIGHT_TAG, repr(float(weight)))
+
+
+def load_version_object(name: str, version: str) -> Any:
+    """The family object (e.g. a FittedForecaster) saved in ``name`` version ``version``."""
+    import mlflow.pyfunc
+
+    configure_mlflow()
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model

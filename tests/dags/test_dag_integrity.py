@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, AirflowHarness
+from airflow_harness import REPO, AirflowHarness
 
 DAG_FILES = sorted(p.stem for p in (REPO / "dags").glob("*.py"))
 

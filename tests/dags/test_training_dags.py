@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import AirflowHarness
+from airflow_harness import AirflowHarness
 
 from neuracrm_mlops import registry
 from neuracrm_mlops.db.engine import get_engine

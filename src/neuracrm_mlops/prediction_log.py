@@ -1,0 +1,203 @@
+"""The durable prediction log: every served prediction becomes a row of ``predictions``.
+
+Requests only append to an in-memory queue; a background thread writes batches (every
+``flush_seconds`` or ``batch_rows`` rows, whichever comes first) in one transaction each. When the
+database cannot be reached the rows stay queued and the write is retried; ``close()`` (called on a
+graceful shutdown) flushes what is left, and if the database is still unreachable then, the rows are
+written to a JSON-lines spill file under ``NEURACRM_HOME/prediction-spill/`` that ``replay_spill``
+loads at the next start. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from neuracrm_mlops.db.schema import Prediction
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "created_at",
+    "model_name",
+    "model_version",
+    "route",
+    "request_id",
+    "organization_id",
+    "entity_id",
+    "features",
+    "output",
+    "latency_ms",
+    "fallback",
+    "error",
+)
+
+
+def prediction_row(
+    *,
+    model_name: str,
+    model_version: str | None,
+    route: str,
+    request_id: str,
+    organization_id: int | None,
+    entity_id: str | None,
+    features: dict[str, Any],
+    output: dict[str, Any],
+    latency_ms: float,
+    fallback: bool,
+    error: str | None = None,
+    created_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "created_at": created_at or dt.datetime.now(dt.UTC),
+        "model_name": model_name,
+        "model_version": model_version,
+        "route": route,
+        "request_id": request_id,
+        "organization_id": organization_id,
+        "entity_id": entity_id,
+        "features": features,
+        "output": output,
+        "latency_ms": round(latency_ms, 3),
+        "fallback": fallback,
+        "error": error,
+    }
+
+
+class PredictionLogWriter:
+    """Batches prediction rows off the request path into the ``predictions`` table."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        spill_dir: Path,
+        flush_seconds: float = 0.5,
+        batch_rows: int = 1_000,
+        retry_seconds: float = 2.0,
+    ) -> None:
+        self._engine = engine
+        self.spill_dir = spill_dir
+        self._flush_seconds = flush_seconds
+        self._batch_rows = batch_rows
+        self._retry_seconds = retry_seconds
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.failed_writes = 0
+        self.last_error: str | None = None
+
+    # -- request path ----------------------------------------------------------------------------
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        self._queue.extend(rows)
+        if len(self._queue) >= self._batch_rows:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + self._in_flight
+
+    # -- background ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="neuracrm-prediction-log", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._flush_seconds)
+            self._wake.clear()
+            if not self._write_pending():
+                self._stopping.wait(self._retry_seconds)
+
+    def _take(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        while self._queue and len(rows) < self._batch_rows:
+            rows.append(self._queue.popleft())
+        self._in_flight = len(rows)
+        return rows
+
+    def _write_pending(self) -> bool:
+        """Write everything queued; False (rows put back, in order) when the database refused."""
+        while self._queue:
+            rows = self._take()
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.insert(Prediction), rows)
+            except Exception as exc:
+                self._queue.extendleft(reversed(rows))
+                self._in_flight = 0
+                self.failed_writes += 1
+                message = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                if message != self.last_error:
+                    log.error("cannot write %d prediction rows, will retry: %s", len(rows), message)
+                self.last_error = message
+                return False
+            self._in_flight = 0
+            self.written += len(rows)
+            self.last_error = None
+        return True
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write what is queued now (from the caller's thread); True when the queue is empty."""
+        deadline = time.monotonic() + timeout
+        while self._queue and time.monotonic() < deadline:
+            if not self._write_pending():
+                time.sleep(min(0.2, self._retry_seconds))
+        return not self._queue
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and flush; rows the database still refuses go to the spill file."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self.flush(timeout):
+            return
+        path = self._spill(list(self._queue))
+        self._queue.clear()
+        log.error("the database refused the last prediction rows; kept them in %s", path)
+
+    def _spill(self, rows: list[dict[str, Any]]) -> Path:
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spill_dir / f"predictions-{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps({**row, "created_at": row["created_at"].isoformat()}) + "\n")
+        return path
+
+
+def replay_spill(engine: sa.Engine, spill_dir: Path) -> int:
+    """Load spilled prediction rows into the database (at service start); returns how many."""
+    if not spill_dir.is_dir():
+        return 0
+    total = 0
+    for path in sorted(spill_dir.glob("predictions-*.jsonl")):
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                row["created_at"] = dt.datetime.fromisoformat(row["created_at"])
+                rows.append(row)
+        with engine.begin() as conn:
+            if rows:
+                conn.execute(sa.insert(Prediction), rows)
+        path.unlink()
+        total += len(rows)
+        log.info("replayed %d spilled prediction rows from %s", len(rows), path.name)
+    return total

@@ -1,0 +1,52 @@
+"""A real Airflow for DAG tests: runs of `airflow dags test` in a subprocess on a private AIRFLOW_HOME,
+so Airflow's configuration never leaks into the test process. (Not in ``conftest``: tests/ and
+tests/dags/ each have one, so ``from conftest import`` is ambiguous.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = Path(sys.executable).parent / "airflow"
+
+
+@dataclass
+class AirflowHarness:
+    home: Path
+    base_env: dict[str, str]
+
+    def env(self, neuracrm_home: Path, **extra: str) -> dict[str, str]:
+        return {**self.base_env, "NEURACRM_HOME": str(neuracrm_home), **extra}
+
+    def run_dag(self, dag_id: str, env: dict[str, str], timeout: int = 900) -> tuple[str, str]:
+        """Run one DAG run with `airflow dags test`; returns (final state, full log)."""
+        result = subprocess.run(
+            [str(AIRFLOW), "dags", "test", dag_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=REPO,
+        )
+        log = result.stdout + result.stderr
+        states = re.findall(r"DagRun Finished: dag_id=" + re.escape(dag_id) + r".*?state=(\w+)", log)
+        return (states[-1] if states else f"no final state (exit {result.returncode})"), log
+
+    def inspect_dags(self, env: dict[str, str]) -> dict[str, object]:
+        result = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("inspect_dagbag.py")), str(REPO / "dags")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        lines = [line for line in result.stdout.splitlines() if line.startswith("JSON:")]
+        assert lines, result.stdout + result.stderr
+        return dict(json.loads(lines[-1][5:]))
