@@ -338,6 +338,193 @@ def status() -> None:
             f"{row.quarantined:,}",
         )
     out.print(orgs)
+    _print_models_and_ledger(engine)
+
+
+def _print_models_and_ledger(engine: sa.Engine) -> None:
+    """Served models (aliases, canary weight) and the latest promotion ledger entries."""
+    from neuracrm_mlops.ledger import latest_entries
+    from neuracrm_mlops.rollout import RolloutError, model_state
+
+    models = Table("model", "champion", "challenger", "canary weight", "previous", title="served models")
+    for name in SERVED_MODELS:
+        try:
+            state = model_state(name)
+        except RolloutError:
+            models.add_row(name, "-", "-", "-", "-")
+            continue
+        models.add_row(
+            name,
+            state["champion"] or "-",
+            state["challenger"] or "-",
+            f"{state['canary_weight']:.0%}",
+            state["previous"] or "-",
+        )
+    out.print(models)
+    entries = latest_entries(engine, limit=10)
+    ledger_table = Table("when", "model", "action", "from", "to", "weight", "actor", "reason", title="ledger")
+    for e in entries:
+        ledger_table.add_row(
+            e.created_at.strftime("%Y-%m-%d %H:%M"),
+            e.model_name,
+            e.action,
+            e.from_version or "-",
+            e.to_version or "-",
+            f"{e.weight:.0%}" if e.weight is not None else "-",
+            e.actor,
+            e.reason,
+        )
+    out.print(ledger_table if entries else "promotion ledger: empty")
+
+
+# --- rollout, rollback, monitoring, alerts ---------------------------------------------------------
+
+SERVED_MODELS = ("lead_scoring", "sentiment")
+
+
+def _print_rollout(result: Any) -> None:
+    weight = f"{result.weight:.0%}"
+    out.print(
+        f"{result.model_name}: {result.action}; champion v{result.champion or '-'}, "
+        f"challenger v{result.challenger or '-'} at {weight}: {result.reason}"
+    )
+    if result.alert_id:
+        out.print(f"alert {result.alert_id} raised")
+
+
+@main.command()
+@click.argument("model", type=click.Choice(SERVED_MODELS))
+@click.argument("action", type=click.Choice(["start", "step", "promote", "abort"]))
+@click.option("--reason", default=None, help="promote / abort: why (written to the promotion ledger).")
+def rollout(model: str, action: str, reason: str | None) -> None:
+    """Canary rollout of MODEL's challenger: start (first step's weight), step (judge the current step
+    and act on it), promote (challenger becomes champion now), abort (challenger out of traffic)."""
+    from neuracrm_mlops import rollout as rollouts
+    from neuracrm_mlops.ledger import actor_for_cli
+
+    actor = actor_for_cli()
+    if action == "start":
+        result = rollouts.start_rollout(model, actor=actor)
+    elif action == "step":
+        result = rollouts.judge_step(model, actor=actor)
+    elif action == "promote":
+        result = rollouts.promote(model, actor=actor, reason=reason or "promoted by hand from the CLI")
+    else:
+        result = rollouts.abort(model, actor=actor, reason=reason or "aborted by hand from the CLI")
+    _print_rollout(result)
+
+
+@main.command()
+@click.argument("model", type=click.Choice(SERVED_MODELS))
+@click.option("--org", "organization", type=int, default=None, help="Not supported yet for shared models.")
+@click.option("--to", "to_version", default=None, help="Version to restore (default: the previous champion).")
+@click.option("--reason", default="rolled back by hand from the CLI", show_default=True)
+def rollback(model: str, organization: int | None, to_version: str | None, reason: str) -> None:
+    """Put MODEL's previous champion (from the promotion ledger) or --to VERSION back as champion."""
+    from neuracrm_mlops import rollout as rollouts
+    from neuracrm_mlops.ledger import actor_for_cli
+
+    if organization is not None:
+        raise click.UsageError(f"{model} is one model for every organization: drop --org")
+    _print_rollout(rollouts.rollback(model, actor=actor_for_cli(), reason=reason, to_version=to_version))
+
+
+@main.command()
+@click.argument("model", type=click.Choice(SERVED_MODELS), required=False)
+def monitor(model: str | None) -> None:
+    """One monitoring pass: live accuracy (rollback below the floor), drift, bias, serving health."""
+    from neuracrm_mlops.ledger import actor_for_cli
+    from neuracrm_mlops.monitoring import monitor_model
+
+    failed = False
+    for name in [model] if model else list(SERVED_MODELS):
+        report = monitor_model(name, actor=actor_for_cli())
+        shown = f"{report.accuracy:.3f}" if report.accuracy is not None else "n/a"
+        out.print(
+            f"{name} v{report.champion or '-'}: {report.verdict}, accuracy {shown} "
+            f"over {report.outcomes} outcomes: {report.reason}"
+        )
+        if report.rolled_back_to:
+            out.print(f"  rolled back to v{report.rolled_back_to}; retraining needed")
+            failed = True
+        for warning in report.warnings:
+            out.print(f"  warning: {warning}")
+    if failed:
+        sys.exit(4)
+
+
+@main.command()
+@click.option("--open", "open_only", is_flag=True, help="Only alerts not yet resolved.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def alerts(open_only: bool, limit: int) -> None:
+    """Persisted alerts, newest first: severity, status, count, what happened and what was done."""
+    from neuracrm_mlops.alerts import list_alerts
+    from neuracrm_mlops.db.engine import get_engine
+
+    rows = list_alerts(get_engine(), open_only=open_only, limit=limit)
+    table = Table("id", "severity", "status", "count", "model", "title", "action taken", title="alerts")
+    for a in rows:
+        model_text = f"{a.model_name or ''}{' v' + a.model_version if a.model_version else ''}"
+        table.add_row(
+            str(a.id), a.severity, a.status, str(a.occurrences), model_text, a.title, a.action_taken or ""
+        )
+    out.print(table if rows else "no alerts")
+
+
+@main.command()
+@click.argument("alert_id", type=int)
+def ack(alert_id: int) -> None:
+    """Acknowledge alert ALERT_ID (stops its escalation)."""
+    from neuracrm_mlops.alerts import acknowledge
+    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.ledger import actor_for_cli
+
+    row = acknowledge(get_engine(), alert_id, by=actor_for_cli())
+    out.print(f"alert {row.id} acknowledged by {row.acked_by}: {row.title}")
+
+
+@main.group()
+def simulate() -> None:
+    """Drive the loop on demand (demo, drills, tests)."""
+
+
+@simulate.command("outcomes")
+@click.option(
+    "--model", "models", multiple=True, type=click.Choice(SERVED_MODELS), help="Default: every served model."
+)
+@click.option(
+    "--degrade",
+    "degrade",
+    default=None,
+    help="MODEL or MODEL:VERSION whose predictions the world now disagrees with more often "
+    "(default version: the champion).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate_outcomes_command(models: tuple[str, ...], degrade: str | None, seed: int) -> None:
+    """Write simulated outcomes for logged predictions that have none (source 'simulated')."""
+    from neuracrm_mlops import registry
+    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.outcomes import simulate_outcomes
+
+    degraded: dict[str, str] = {}
+    if degrade:
+        name, _, version = degrade.partition(":")
+        if name not in SERVED_MODELS:
+            raise click.BadParameter(
+                f"{name!r} is not one of {', '.join(SERVED_MODELS)}", param_hint="--degrade"
+            )
+        if not version:
+            champion = registry.alias_version(registry.configure_mlflow(), name, registry.CHAMPION)
+            if champion is None:
+                raise click.BadParameter(f"{name} has no champion; name a version", param_hint="--degrade")
+            version = str(champion.version)
+        degraded[name] = version
+    for name in models or SERVED_MODELS:
+        summary = simulate_outcomes(
+            get_engine(), name, degrade=[degraded[name]] if name in degraded else [], seed=seed
+        )
+        extra = f" ({summary.degraded} for degraded v{degraded[name]})" if name in degraded else ""
+        out.print(f"{name}: {summary.written} simulated outcomes written{extra}")
 
 
 # --- demo ---------------------------------------------------------------------------------------

@@ -28,6 +28,40 @@ def _env_float(name: str, default: float, *, low: float, high: float) -> float:
     return value
 
 
+def _env_int(name: str, default: int, *, low: int, high: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name}={raw!r} must be between {low} and {high}")
+    return value
+
+
+def _env_steps(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Canary weights as percentages or shares, comma-separated: ``10,50,100`` or ``0.1,0.5,1``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = [float(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} must be comma-separated numbers, e.g. 10,50,100") from None
+    if values and max(values) > 1.0:
+        values = [v / 100.0 for v in values]
+    if (
+        not values
+        or values[-1] != 1.0
+        or any(not 0 < v <= 1 for v in values)
+        or values != sorted(set(values))
+    ):
+        raise ConfigurationError(f"{name}={raw!r} must rise strictly to 100 (e.g. 10,50,100)")
+    return tuple(values)
+
+
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -46,6 +80,19 @@ class Settings:
     model_poll_seconds: float = 10.0
     forecast_cache_ttl_seconds: int = 3_600
     prediction_log_flush_seconds: float = 0.5
+    # unacknowledged critical alerts are re-delivered as ESCALATED after this long
+    alert_escalate_after_minutes: float = 30.0
+    # webhook delivery: attempts per delivery (the first try included), backoff doubling from the base
+    alert_webhook_retries: int = 3
+    alert_webhook_backoff_seconds: float = 0.5
+    alert_webhook_timeout_seconds: float = 5.0
+    # canary rollout and monitoring
+    rollout_steps: tuple[float, ...] = (0.10, 0.50, 1.00)
+    min_outcomes: int = 100
+    bake_deadline_hours: float = 72.0
+    bake_poke_seconds: float = 300.0
+    monitor_window_hours: float = 168.0
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -84,6 +131,24 @@ class Settings:
             forecast_cache_ttl_seconds=int(
                 _env_float("NEURACRM_FORECAST_CACHE_TTL_SECONDS", 3_600, low=1, high=7 * 86_400)
             ),
+            alert_escalate_after_minutes=_env_float(
+                "NEURACRM_ALERT_ESCALATE_MINUTES", 30.0, low=0.0, high=7 * 24 * 60.0
+            ),
+            alert_webhook_retries=_env_int("NEURACRM_ALERT_WEBHOOK_RETRIES", 3, low=1, high=10),
+            alert_webhook_backoff_seconds=_env_float(
+                "NEURACRM_ALERT_WEBHOOK_BACKOFF_SECONDS", 0.5, low=0.0, high=60.0
+            ),
+            alert_webhook_timeout_seconds=_env_float(
+                "NEURACRM_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0, low=0.1, high=120.0
+            ),
+            rollout_steps=_env_steps("NEURACRM_ROLLOUT_STEPS", (0.10, 0.50, 1.00)),
+            min_outcomes=_env_int("NEURACRM_MIN_OUTCOMES", 100, low=1, high=10_000_000),
+            bake_deadline_hours=_env_float("NEURACRM_BAKE_DEADLINE_HOURS", 72.0, low=0.0, high=24 * 90.0),
+            bake_poke_seconds=_env_float("NEURACRM_BAKE_POKE_SECONDS", 300.0, low=1.0, high=86_400.0),
+            monitor_window_hours=_env_float(
+                "NEURACRM_MONITOR_WINDOW_HOURS", 168.0, low=0.01, high=24 * 365.0
+            ),
+            mlflow_ui_url=os.environ.get("NEURACRM_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
         )
 
 

@@ -30,12 +30,35 @@ def training_schedule(cron: str, dataset: str) -> AssetOrTimeSchedule:
 
 
 def default_args() -> dict[str, Any]:
-    """retries >= 2; the delay is configurable (NEURACRM_RETRY_DELAY_SECONDS, default 300)."""
+    """retries >= 2; the delay is configurable (NEURACRM_RETRY_DELAY_SECONDS, default 300); a task
+    that fails for good raises a critical NeuraCRM alert carrying its error (delivered, deduplicated)."""
+    from neuracrm_mlops.alert_notifier import NeuraCRMAlertNotifier
+
     return {
         "owner": OWNER,
         "retries": 2,
         "retry_delay": dt.timedelta(seconds=int(os.environ.get("NEURACRM_RETRY_DELAY_SECONDS", "300"))),
+        "on_failure_callback": [NeuraCRMAlertNotifier()],
     }
+
+
+def rollout_step_count() -> int:
+    """How many canary steps the rollout DAG chains (NEURACRM_ROLLOUT_STEPS, default 10,50,100).
+
+    Read from the environment when the DAG file is parsed (no I/O); the weights themselves are read
+    by the library at run time, so only the count shapes the DAG.
+    """
+    raw = os.environ.get("NEURACRM_ROLLOUT_STEPS", "")
+    return len([part for part in raw.split(",") if part.strip()]) or 3
+
+
+def bake_poke_seconds() -> float:
+    return float(os.environ.get("NEURACRM_BAKE_POKE_SECONDS", "300"))
+
+
+def bake_timeout_seconds() -> float:
+    """The sensor gives up an hour after the bake deadline (the library answers 'deadline passed' first)."""
+    return float(os.environ.get("NEURACRM_BAKE_DEADLINE_HOURS", "72")) * 3600 + 3600
 
 
 def run_key(context: Any) -> str:

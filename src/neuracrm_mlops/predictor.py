@@ -60,6 +60,8 @@ class Answer:
     model: ModelRef
     fallback_reason: str | None = None
     features: dict[str, Any] = field(default_factory=dict)
+    # the served version that failed (raised or answered NaN) when the fallback answered instead
+    failed_version: str | None = None
 
     @property
     def fallback(self) -> bool:
@@ -179,6 +181,7 @@ class Predictor:
         slots = self.live.slots(registry.LEAD_MODEL)
         groups: dict[int, tuple[LoadedModel, str, list[int]]] = {}
         fallback: dict[int, str] = {}
+        failed: dict[int, str] = {}
         for i, item in enumerate(items):
             if not item.tenant.ai_enabled:
                 fallback[i] = "AI features are switched off for this organization"
@@ -202,6 +205,7 @@ class Predictor:
                 reason = f"{loaded.name} v{loaded.version} failed: {type(exc).__name__}: {exc}"
                 log.error("lead scoring: %s; answering with the rule-based scorer", reason)
                 fallback.update(dict.fromkeys(indices, reason))
+                failed.update(dict.fromkeys(indices, loaded.version))
                 continue
             ref = ModelRef(loaded.name, loaded.version, route)
             for i, result in zip(indices, results, strict=True):
@@ -217,7 +221,9 @@ class Predictor:
                 ref = ModelRef(registry.LEAD_RULES_MODEL, BUILTIN_VERSION, FALLBACK_ROUTE)
                 results = self._predict_leads(self._builtin_rules, leads)
             for i, result in zip(indices, results, strict=True):
-                answers[i] = Answer(items[i].entity_id, result, ref, fallback[i], features=items[i].lead)
+                answers[i] = Answer(
+                    items[i].entity_id, result, ref, fallback[i], items[i].lead, failed.get(i)
+                )
         return [answers[i] for i in range(len(items))]
 
     # -- forecasts -------------------------------------------------------------------------------
@@ -278,6 +284,7 @@ class Predictor:
         org = tenant.organization_id
         answers: dict[int, Answer] = {}
         fallback: dict[int, str] = {}
+        failed: dict[int, str] = {}
         groups: dict[int, tuple[LoadedModel, str, list[int]]] = {}
         for i, entity in enumerate(entity_ids):
             if not tenant.ai_enabled:
@@ -297,6 +304,7 @@ class Predictor:
                 reason = f"{loaded.name} v{loaded.version} failed: {type(exc).__name__}: {exc}"
                 log.error("sentiment: %s; answering with VADER", reason)
                 fallback.update(dict.fromkeys(indices, reason))
+                failed.update(dict.fromkeys(indices, loaded.version))
                 continue
             ref = ModelRef(loaded.name, loaded.version, route)
             for i, result in zip(indices, results, strict=True):
@@ -314,6 +322,7 @@ class Predictor:
                     ref,
                     fallback[i],
                     features=_text_features(texts[i]),
+                    failed_version=failed.get(i),
                 )
         return [answers[i] for i in range(len(texts))]
 
@@ -358,11 +367,12 @@ class Predictor:
         self.log_writer.append(
             [
                 prediction_row(
-                    # rows are kept per family model; a fallback names what answered in its version
+                    # rows are kept per family model; a fallback row names the version that failed
+                    # (so that its error rate counts it) or else what answered, as name:version
                     model_name=family_model,
                     model_version=a.model.version
                     if not a.fallback
-                    else f"{a.model.name}:{a.model.version}"[:32],
+                    else a.failed_version or f"{a.model.name}:{a.model.version}"[:32],
                     route=a.model.route,
                     request_id=request_id,
                     organization_id=tenant.organization_id,

@@ -182,3 +182,13 @@ def load_version_object(name: str, version: str) -> Any:
 
     configure_mlflow()
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model
+
+
+def version_links(name: str, version: str | None) -> dict[str, str]:
+    """Where on-call looks at a version: the MLflow UI page (``NEURACRM_MLFLOW_UI_URL``)."""
+    from neuracrm_mlops.config import get_settings
+
+    if version is None:
+        return {}
+    base = get_settings().mlflow_ui_url.rstrip("/")
+    return {"mlflow_version": f"{base}/#/models/{name}/versions/{version}"}

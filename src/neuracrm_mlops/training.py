@@ -15,7 +15,7 @@ import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,32 @@ class TrainingRecord:
     extra_tags: dict[str, str] = field(default_factory=dict)
     plots: Callable[[Path], list[Path]] | None = None  # draws PNGs into the run's work dir
     reason_note: str = ""
+    # the training features' reference profile (drift.reference_profile), kept with the version
+    reference: dict[str, Any] | None = None
+
+
+REFERENCE_ARTIFACT = "reference/features.json"
+LEAD_NUMERIC_FEATURES = (
+    "company_employees",
+    "company_revenue",
+    "email_opens",
+    "website_visits",
+    "pages_viewed",
+    "time_on_site_seconds",
+    "days_since_last_activity",
+)
+LEAD_CATEGORICAL_FEATURES = ("industry", "seniority", "timeline", "budget_signal", "source", "region")
+
+
+def reference_profile(
+    frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]
+) -> dict[str, Any]:
+    from neuracrm_mlops import drift
+
+    present = set(frame.columns)
+    return drift.reference_profile(
+        frame, [c for c in numeric if c in present], [c for c in categorical if c in present]
+    )
 
 
 def record_and_register(record: TrainingRecord, started: float) -> TrainingOutcome:
@@ -246,6 +272,8 @@ def record_and_register(record: TrainingRecord, started: float) -> TrainingOutco
         for plot in record.plots(workdir) if record.plots else []:
             mlflow.log_artifact(str(plot), "plots")
         mlflow.log_dict(record.lineage.validation or {}, "validation/gx_result.json")
+        if record.reference is not None:
+            mlflow.log_dict(record.reference, REFERENCE_ARTIFACT)
         tags = {**lineage_tags(record.lineage, record.data_hash), **record.extra_tags}
         mlflow.set_tags(tags)
         version, semver = _log_and_register(
@@ -410,6 +438,7 @@ def train_lead_scoring(
         metrics={"": metrics, "rules_": rules_metrics, "champion_": champion_metrics or {}},
         semver_inputs=(registry.stable_hash(model.feature_schema), registry.stable_hash(config.as_params())),
         plots=lambda workdir: _lead_plots(workdir, y, model_p, rules_p),
+        reference=reference_profile(train_part, LEAD_NUMERIC_FEATURES, LEAD_CATEGORICAL_FEATURES),
     )
     return record_and_register(record, started)
 

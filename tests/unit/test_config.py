@@ -39,3 +39,34 @@ def test_bad_threshold_names_the_variable(monkeypatch: pytest.MonkeyPatch, value
 def test_plain_postgresql_urls_use_psycopg_3() -> None:
     assert normalize_url("postgresql://u:p@db:5432/crm") == "postgresql+psycopg://u:p@db:5432/crm"
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_alert_delivery_settings_have_defaults_and_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in (
+        "NEURACRM_ALERT_WEBHOOK_URL",
+        "NEURACRM_ALERT_ESCALATE_MINUTES",
+        "NEURACRM_ALERT_WEBHOOK_RETRIES",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = get_settings()
+    assert settings.alert_webhook_url is None
+    assert settings.alert_escalate_after_minutes == 30
+    assert settings.alert_webhook_retries == 3
+    monkeypatch.setenv("NEURACRM_ALERT_WEBHOOK_URL", "https://hooks.example.com/x")
+    monkeypatch.setenv("NEURACRM_ALERT_ESCALATE_MINUTES", "5")
+    monkeypatch.setenv("NEURACRM_ALERT_WEBHOOK_RETRIES", "1")
+    reset_settings()
+    settings = get_settings()
+    assert settings.alert_webhook_url == "https://hooks.example.com/x"
+    assert (settings.alert_escalate_after_minutes, settings.alert_webhook_retries) == (5, 1)
+
+
+@pytest.mark.parametrize(("value", "problem"), [("2.5", "not a whole number"), ("0", "between 1 and 10")])
+def test_bad_webhook_retries_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("NEURACRM_ALERT_WEBHOOK_RETRIES", value)
+    with pytest.raises(ConfigurationError, match=f"NEURACRM_ALERT_WEBHOOK_RETRIES={value!r} .*{problem}"):
+        get_settings()

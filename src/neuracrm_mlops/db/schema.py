@@ -242,6 +242,12 @@ class Alert(Base):
     acked_by: Mapped[str | None] = mapped_column(sa.String(128))
     escalated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(sa.String(128))
+    # webhook delivery (neuracrm_mlops.alerts.deliver): pending | delivered | failed | log_only
+    delivery_status: Mapped[str] = mapped_column(sa.String(16), default="pending", server_default="pending")
+    delivery_attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")  # all, ever
+    last_delivery_error: Mapped[str | None] = mapped_column(sa.Text)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # last successful webhook post
 
 
 class PromotionLedgerEntry(Base):
@@ -257,7 +263,7 @@ class PromotionLedgerEntry(Base):
     organization_id: Mapped[int | None] = mapped_column(sa.Integer)
     action: Mapped[str] = mapped_column(
         sa.String(32)
-    )  # register | canary | promote | reject | rollback | abort
+    )  # register | canary | promote | reject | rollback | abort | hold (neuracrm_mlops.ledger)
     alias: Mapped[str | None] = mapped_column(sa.String(32))
     from_version: Mapped[str | None] = mapped_column(sa.String(32))
     to_version: Mapped[str | None] = mapped_column(sa.String(32))

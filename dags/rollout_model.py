@@ -1,0 +1,85 @@
+"""Roll a challenger out to traffic in canary steps (10% -> 50% -> 100% by default).
+
+start_canary: the challenger gets the first step's weight (a model with no champion is promoted
+at once). Then, per step: bake_step_N waits (a sensor in reschedule mode: no worker slot is held)
+until both versions have NEURACRM_MIN_OUTCOMES labelled outcomes or the step's deadline passes;
+judge_step_N compares challenger and champion on live accuracy, error rate and p95 latency and
+acts: next step, promote at 100% (the old champion keeps alias ``previous``), reject (weight 0,
+tagged rejected, alert), or hold (alert after the deadline; never promotes). Anything but "next
+step" ends the run. Every change is in the promotion ledger. Triggered by hand or by the CLI, with
+``{"model": "lead_scoring"}`` or ``{"model": "sentiment"}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import CronTriggerTimetable, Param, PokeReturnValue, dag, task
+
+from neuracrm_mlops.dag_support import (
+    START_DATE,
+    bake_poke_seconds,
+    bake_timeout_seconds,
+    default_args,
+    rollout_step_count,
+)
+
+
+@dag(
+    dag_id="rollout_model",
+    schedule=CronTriggerTimetable("0 6 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=["neuracrm", "rollout"],
+    default_args=default_args(),
+    params={"model": Param("lead_scoring", enum=["lead_scoring", "sentiment"])},
+    doc_md=__doc__,
+)
+def rollout_model() -> None:
+    @task.short_circuit
+    def start_canary(params: dict[str, Any], **context: Any) -> bool:
+        from neuracrm_mlops.ledger import actor_for_dag
+        from neuracrm_mlops.rollout import RolloutError, start_rollout
+
+        try:
+            result = start_rollout(params["model"], actor=actor_for_dag(context))
+        except RolloutError as exc:  # nothing to roll out (no challenger): the run ends here
+            print(f"no rollout: {exc}")
+            return False
+        print(result.as_dict())
+        return result.action in ("start", "noop") and result.weight > 0
+
+    previous = start_canary()
+    for step in range(1, rollout_step_count() + 1):
+
+        @task.sensor(
+            task_id=f"bake_step_{step}",
+            mode="reschedule",
+            poke_interval=dt.timedelta(seconds=bake_poke_seconds()),
+            timeout=dt.timedelta(seconds=bake_timeout_seconds()),
+        )
+        def bake(params: dict[str, Any]) -> PokeReturnValue:
+            from neuracrm_mlops.rollout import bake_status
+
+            status = bake_status(params["model"])
+            print(status)
+            return PokeReturnValue(is_done=status.ready, xcom_value=status.detail)
+
+        @task.short_circuit(task_id=f"judge_step_{step}")
+        def judge(params: dict[str, Any], **context: Any) -> bool:
+            from neuracrm_mlops.ledger import actor_for_dag
+            from neuracrm_mlops.rollout import judge_step
+
+            result = judge_step(params["model"], actor=actor_for_dag(context))
+            print(result.as_dict())
+            return result.action == "next_step"
+
+        baked = bake()
+        judged = judge()
+        previous >> baked >> judged
+        previous = judged
+
+
+rollout_model()

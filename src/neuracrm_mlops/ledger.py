@@ -1,0 +1,283 @@
+"""The promotion ledger: an append-only record of every alias or traffic-weight change.
+
+MLflow keeps no alias history, so the ledger is where "who moved what, from which version to which,
+why, on which numbers" lives, and where a rollback finds "the previous champion". The table refuses
+UPDATE and DELETE (database triggers, see migration 0001): rows are only ever appended.
+
+Write a row in the same transaction as the change it records by passing an open connection::
+
+    with engine.begin() as conn:
+        ...  # the change itself
+        record_change(conn, actor=actor_for_dag(context), model_name="lead_scoring", action="promote",
+                      alias="champion", from_version="3", to_version="4", reason="canary passed",
+                      metrics={"accuracy": 0.91})
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import getpass
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import sqlalchemy as sa
+
+from neuracrm_mlops.db.schema import PromotionLedgerEntry, utcnow
+
+ACTIONS = ("register", "canary", "promote", "reject", "rollback", "abort", "hold")
+# the actions that change which version holds the ``champion`` alias
+CHAMPION_ALIAS = "champion"
+CHAMPION_ACTIONS = ("promote", "rollback")
+
+_ACTOR_MAX = 200  # PromotionLedgerEntry.actor is VARCHAR(200)
+_VERSION_MAX = 32
+_ALIAS_MAX = 32
+_MODEL_NAME_MAX = 128
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    created_at: dt.datetime
+    actor: str
+    model_name: str
+    organization_id: int | None
+    action: str
+    alias: str | None
+    from_version: str | None
+    to_version: str | None
+    weight: float | None
+    reason: str
+    metrics: dict[str, Any]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON: numpy scalars and arrays become Python numbers and lists, NaN and
+    infinities become None, tuples and sets become lists, dict keys become strings, datetimes and
+    paths become strings; anything else unknown becomes its ``str``."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, decimal.Decimal):
+        return json_safe(float(value))
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if type(value).__module__.split(".")[0] == "numpy":
+        # numpy scalars (np.float64, np.int64, np.bool_) have item(); arrays have tolist()
+        if hasattr(value, "tolist"):
+            return json_safe(value.tolist())
+        if hasattr(value, "item"):
+            return json_safe(value.item())
+    return str(value)
+
+
+def _version(value: str | int | None, field: str) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text or len(text) > _VERSION_MAX:
+        raise ValueError(f"{field} must be a version of 1 to {_VERSION_MAX} characters, got {value!r}")
+    return text
+
+
+def record_change(
+    conn_or_engine: sa.Connection | sa.Engine,
+    *,
+    actor: str,
+    model_name: str,
+    action: str,
+    reason: str,
+    organization_id: int | None = None,
+    alias: str | None = None,
+    from_version: str | int | None = None,
+    to_version: str | int | None = None,
+    weight: float | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> int:
+    """Append one ledger row and return its id.
+
+    With an ``sa.Connection`` the row joins the caller's transaction (it is committed, or rolled back,
+    with the change it records); with an ``sa.Engine`` it is written in a transaction of its own.
+    ``weight`` is the challenger's traffic share (0..1). ``metrics`` is stored as plain JSON
+    (numpy values become numbers, NaN and infinities None). Raises ValueError on a bad argument.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"ledger action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    if not actor or not actor.strip():
+        raise ValueError("ledger actor must name who or what made the change")
+    if not model_name or len(model_name) > _MODEL_NAME_MAX:
+        raise ValueError(f"ledger model_name must be 1 to {_MODEL_NAME_MAX} characters, got {model_name!r}")
+    if not reason or not reason.strip():
+        raise ValueError("ledger reason must say why the change was made")
+    if alias is not None and (not alias or len(alias) > _ALIAS_MAX):
+        raise ValueError(f"ledger alias must be 1 to {_ALIAS_MAX} characters, got {alias!r}")
+    if weight is not None:
+        weight = float(weight)
+        if not 0.0 <= weight <= 1.0:  # also refuses NaN
+            raise ValueError(f"ledger weight is a traffic share between 0 and 1, got {weight}")
+    values = {
+        "created_at": utcnow(),
+        "actor": actor.strip()[:_ACTOR_MAX],
+        "model_name": model_name,
+        "organization_id": organization_id,
+        "action": action,
+        "alias": alias,
+        "from_version": _version(from_version, "from_version"),
+        "to_version": _version(to_version, "to_version"),
+        "weight": weight,
+        "reason": reason.strip(),
+        "metrics": json_safe(dict(metrics or {})),
+    }
+    statement = sa.insert(PromotionLedgerEntry).values(**values).returning(PromotionLedgerEntry.id)
+    if isinstance(conn_or_engine, sa.Engine):
+        with conn_or_engine.begin() as conn:
+            entry_id = conn.scalar(statement)
+    else:
+        entry_id = conn_or_engine.scalar(statement)
+    assert entry_id is not None
+    return int(entry_id)
+
+
+def _entry(row: sa.Row[Any]) -> LedgerEntry:
+    return LedgerEntry(
+        id=row.id,
+        created_at=row.created_at,
+        actor=row.actor,
+        model_name=row.model_name,
+        organization_id=row.organization_id,
+        action=row.action,
+        alias=row.alias,
+        from_version=row.from_version,
+        to_version=row.to_version,
+        weight=row.weight,
+        reason=row.reason,
+        metrics=dict(row.metrics or {}),
+    )
+
+
+def latest_entries(
+    engine: sa.Engine | sa.Connection, *, model_name: str | None = None, limit: int = 20
+) -> list[LedgerEntry]:
+    """The last ``limit`` ledger rows (of ``model_name``, or of every model), newest first."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    query = sa.select(PromotionLedgerEntry.__table__).order_by(PromotionLedgerEntry.id.desc()).limit(limit)
+    if model_name is not None:
+        query = query.where(PromotionLedgerEntry.model_name == model_name)
+    if isinstance(engine, sa.Engine):
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+    else:
+        rows = engine.execute(query).all()
+    return [_entry(row) for row in rows]
+
+
+def previous_champion(
+    engine: sa.Engine | sa.Connection, model_name: str, *, current_version: str | int
+) -> str | None:
+    """The version a rollback from ``current_version`` should restore, read from the ledger.
+
+    Precisely: the rows of ``model_name`` with ``alias='champion'``, action ``promote`` or
+    ``rollback`` and a ``to_version`` are replayed oldest first into the stack of champions:
+
+    - ``promote`` to X pushes X (when X is not already on top). When the row's ``from_version`` is not
+      the top of the stack (the ledger starts mid-history, or the alias was moved outside the
+      platform), ``from_version`` is pushed first: it was the champion at that moment.
+    - ``rollback`` to X undoes promotions: the stack is cut back to the last X on it; when X is not on
+      it, the rolled-back version is popped and X pushed.
+
+    The answer is the version below ``current_version`` on the stack as it stood right after the most
+    recent row that made ``current_version`` champion: the champion before it, skipping versions that
+    were rolled back. So after promote 1, promote 2, promote 3, rollback to 2, the previous champion
+    of 2 is 1 (not 3, which was rolled back), and of 3 is 2. None when ``current_version`` never
+    became champion in the ledger, or nothing was champion before it.
+    """
+    current = str(current_version)
+    query = (
+        sa.select(
+            PromotionLedgerEntry.action, PromotionLedgerEntry.from_version, PromotionLedgerEntry.to_version
+        )
+        .where(
+            PromotionLedgerEntry.model_name == model_name,
+            PromotionLedgerEntry.alias == CHAMPION_ALIAS,
+            PromotionLedgerEntry.action.in_(CHAMPION_ACTIONS),
+            PromotionLedgerEntry.to_version.is_not(None),
+        )
+        .order_by(PromotionLedgerEntry.id)
+    )
+    if isinstance(engine, sa.Engine):
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+    else:
+        rows = engine.execute(query).all()
+
+    stack: list[str] = []
+    answer: str | None = None
+    for action, from_version, to_version in rows:
+        if to_version is None:  # excluded by the query; narrows the type
+            continue
+        if action == "promote":
+            if from_version is not None and (not stack or stack[-1] != from_version):
+                stack.append(from_version)
+            if not stack or stack[-1] != to_version:
+                stack.append(to_version)
+        elif to_version in stack:  # rollback to a version on the stack: undo the promotions above it
+            del stack[len(stack) - stack[::-1].index(to_version) :]
+        else:  # rollback to a version the ledger never saw as champion: replace the rolled-back one
+            if stack:
+                stack.pop()
+            stack.append(to_version)
+        if stack and stack[-1] == current:
+            answer = stack[-2] if len(stack) > 1 else None
+    return answer
+
+
+def actor_for_dag(context_or_dag_id: Mapping[str, Any] | str, run_id: str | None = None) -> str:
+    """``"dag:<dag_id>/<run_id>"`` from an Airflow task context, or from a DAG id and a run id."""
+    if isinstance(context_or_dag_id, str):
+        dag_id = context_or_dag_id
+        if run_id is None:
+            raise ValueError("actor_for_dag needs a run_id with a DAG id")
+    else:
+        context = context_or_dag_id
+        dag_id = _context_dag_id(context)
+        run_id = run_id or _context_run_id(context)
+        if run_id is None:
+            raise ValueError("the Airflow context carries no run_id")
+    return f"dag:{dag_id}/{run_id}"[:_ACTOR_MAX]
+
+
+def _context_dag_id(context: Mapping[str, Any]) -> str:
+    for key in ("dag", "dag_run", "ti", "task_instance"):
+        dag_id = getattr(context.get(key), "dag_id", None)
+        if dag_id:
+            return str(dag_id)
+    raise ValueError("the Airflow context carries no DAG (keys dag, dag_run or ti)")
+
+
+def _context_run_id(context: Mapping[str, Any]) -> str | None:
+    run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", None)
+    return str(run_id) if run_id else None
+
+
+def actor_for_cli() -> str:
+    """``"cli:<OS user>"`` (``cli:unknown`` when the OS cannot name the user)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no USER/LOGNAME (some containers)
+        user = os.environ.get("USER") or "unknown"
+    return f"cli:{user}"[:_ACTOR_MAX]

@@ -1,0 +1,154 @@
+"""Live numbers per served model version, from the prediction log joined with the outcomes.
+
+The one place that turns logged predictions into what the 80% rule and the canary judge:
+- **accuracy**: classification families only for now (lead scoring, sentiment), the share of correct
+  labels (``evaluation.classification_accuracy``) over the entities that have an outcome. A lead's
+  predicted label is ``converted`` when its probability is at least 0.5; sentiment's is its label.
+  Each entity counts once per version (its latest prediction in the window).
+- **error rate**: the share of a version's requests that it failed (raised or answered NaN), so that
+  the fallback answered instead. Fallbacks for other reasons (AI switched off, no model loaded) are
+  not the version's fault and are not counted against it.
+- **p95 latency** in milliseconds, over the version's served rows.
+
+``since`` bounds the predictions (a canary step's start, or the monitoring window); outcomes may
+arrive any time after their prediction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from neuracrm_mlops.db.schema import Outcome, Prediction
+from neuracrm_mlops.evaluation import CLASSIFICATION_FAMILIES
+from neuracrm_mlops.rollout_decisions import VersionLiveStats
+
+CONVERTED, NOT_CONVERTED = "converted", "not_converted"
+SERVED_ROUTES = ("champion", "challenger", "shadow")
+
+
+def family_of(model_name: str) -> str:
+    return "sales_forecast" if model_name.startswith("sales_forecast") else model_name
+
+
+def predicted_label(model_name: str, output: dict[str, Any]) -> str | None:
+    """The label a logged output stands for (None when it has none)."""
+    family = family_of(model_name)
+    if family == "lead_scoring":
+        probability = output.get("probability")
+        if probability is None:
+            return None
+        return CONVERTED if float(probability) >= 0.5 else NOT_CONVERTED
+    if family == "sentiment":
+        label = output.get("label")
+        return str(label) if label is not None else None
+    return None
+
+
+def load_predictions(
+    engine: sa.Engine, model_name: str, *, since: dt.datetime, organization_id: int | None = None
+) -> pd.DataFrame:
+    """Logged predictions of ``model_name`` since ``since`` (one row per prediction)."""
+    query = sa.select(
+        Prediction.id,
+        Prediction.created_at,
+        Prediction.model_version,
+        Prediction.route,
+        Prediction.organization_id,
+        Prediction.entity_id,
+        Prediction.features,
+        Prediction.output,
+        Prediction.latency_ms,
+        Prediction.fallback,
+        Prediction.error,
+    ).where(Prediction.model_name == model_name, Prediction.created_at >= since)
+    if organization_id is not None:
+        query = query.where(Prediction.organization_id == organization_id)
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(Prediction.id)).mappings().all()
+    return pd.DataFrame(
+        [dict(r) for r in rows],
+        columns=[
+            "id",
+            "created_at",
+            "model_version",
+            "route",
+            "organization_id",
+            "entity_id",
+            "features",
+            "output",
+            "latency_ms",
+            "fallback",
+            "error",
+        ],
+    )
+
+
+def load_outcomes(engine: sa.Engine, model_name: str) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(Outcome.organization_id, Outcome.entity_id, Outcome.label, Outcome.value).where(
+                Outcome.model_name == model_name
+            )
+        ).all()
+    return pd.DataFrame(rows, columns=["organization_id", "entity_id", "label", "value"])
+
+
+def labelled(predictions: pd.DataFrame, outcomes: pd.DataFrame, model_name: str) -> pd.DataFrame:
+    """Served, non-fallback predictions (latest per version and entity) with their outcome label."""
+    served = predictions[predictions["route"].isin(SERVED_ROUTES) & ~predictions["fallback"].astype(bool)]
+    if served.empty or outcomes.empty:
+        return pd.DataFrame(columns=["model_version", "organization_id", "entity_id", "predicted", "label"])
+    latest = served.drop_duplicates(["model_version", "organization_id", "entity_id"], keep="last").copy()
+    latest["predicted"] = [predicted_label(model_name, out) for out in latest["output"]]
+    joined = latest.merge(outcomes, on=["organization_id", "entity_id"], how="inner")
+    return joined[joined["label"].notna() & joined["predicted"].notna()]
+
+
+def version_stats(
+    engine: sa.Engine, model_name: str, versions: list[str], *, since: dt.datetime
+) -> dict[str, VersionLiveStats]:
+    """Live stats for each of ``versions`` of ``model_name`` over predictions since ``since``."""
+    if family_of(model_name) not in CLASSIFICATION_FAMILIES:
+        raise NotImplementedError(
+            f"live accuracy for {model_name} is not implemented yet (classification families only)"
+        )
+    predictions = load_predictions(engine, model_name, since=since)
+    joined = labelled(predictions, load_outcomes(engine, model_name), model_name)
+    return {v: _stats_for(v, predictions, joined) for v in versions}
+
+
+def _stats_for(version: str, predictions: pd.DataFrame, joined: pd.DataFrame) -> VersionLiveStats:
+    rows = predictions[predictions["model_version"] == version]
+    mine = joined[joined["model_version"] == version]
+    outcomes = len(mine)
+    accuracy = float((mine["predicted"] == mine["label"]).mean()) if outcomes else None
+    requests = len(rows)
+    failed = int(rows["fallback"].astype(bool).sum()) if requests else 0
+    served = rows[~rows["fallback"].astype(bool)] if requests else rows
+    p95 = float(np.percentile(served["latency_ms"].astype(float), 95)) if len(served) else None
+    return VersionLiveStats(
+        version=version,
+        outcomes=outcomes,
+        accuracy=accuracy,
+        error_rate=failed / requests if requests else 0.0,
+        p95_latency_ms=p95,
+        requests=requests,
+    )
+
+
+def accuracy_by_organization(
+    engine: sa.Engine, model_name: str, version: str, *, since: dt.datetime
+) -> dict[int, tuple[float, int]]:
+    """{organization: (accuracy, outcomes)} for one version (the per-organization breakdown)."""
+    predictions = load_predictions(engine, model_name, since=since)
+    joined = labelled(predictions, load_outcomes(engine, model_name), model_name)
+    mine = joined[joined["model_version"] == version]
+    result: dict[int, tuple[float, int]] = {}
+    for org, group in mine.groupby("organization_id"):
+        result[int(str(org))] = (float((group["predicted"] == group["label"]).mean()), len(group))
+    return result

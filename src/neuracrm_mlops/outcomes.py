@@ -1,0 +1,172 @@
+"""Outcomes: what really happened to the entities the models predicted, joined back by the monitor.
+
+``record_outcomes`` stores real outcomes (a lead converted or not, an interaction's true label);
+one row per (model, organization, entity), a repeat updates it.
+
+``simulate_outcomes`` drives the loop on demand (demo, tests, drills). It is a simulation, said so
+in every row (``source = 'simulated'``): for each logged prediction without an outcome, the world
+agrees with the served prediction with probability ``agree`` (default 0.90), decided by a hash of
+the entity and ``seed`` so that reruns give the same outcomes. ``degrade`` names versions whose
+predictions the world now disagrees with more often (agreement ``degraded_agree``, default 0.55):
+a concept drift that makes that version's live accuracy fall, as it would in production.
+An entity predicted by several versions gets one outcome, judged against its first prediction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from neuracrm_mlops.db.schema import Outcome, Prediction, utcnow
+from neuracrm_mlops.live_stats import CONVERTED, NOT_CONVERTED, SERVED_ROUTES, predicted_label
+
+LABELS = {
+    "lead_scoring": (CONVERTED, NOT_CONVERTED),
+    "sentiment": ("negative", "neutral", "positive"),
+}
+
+
+@dataclass(frozen=True)
+class OutcomeIn:
+    organization_id: int | None
+    entity_id: str
+    label: str | None = None
+    value: float | None = None
+    observed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class SimulationSummary:
+    model_name: str
+    written: int
+    degraded: int
+    already_known: int
+
+
+def normalise_label(model_name: str, label: object) -> str:
+    """A lead outcome as ``converted`` / ``not_converted`` (accepts booleans, 1/0, yes/no)."""
+    text = str(label).strip().lower()
+    if model_name == "lead_scoring":
+        if text in {"converted", "true", "1", "yes", "y", "t"}:
+            return CONVERTED
+        if text in {"not_converted", "false", "0", "no", "n", "f"}:
+            return NOT_CONVERTED
+    elif model_name == "sentiment" and text in LABELS["sentiment"]:
+        return text
+    else:
+        return text
+    raise ValueError(
+        f"{label!r} is not an outcome of {model_name}: use one of {', '.join(LABELS[model_name])}"
+    )
+
+
+def record_outcomes(engine: sa.Engine, model_name: str, outcomes: Iterable[OutcomeIn], *, source: str) -> int:
+    """Insert or update outcomes (one per model, organization and entity); returns how many."""
+    rows = [
+        {
+            "model_name": model_name,
+            "organization_id": o.organization_id,
+            "entity_id": o.entity_id,
+            "label": normalise_label(model_name, o.label) if o.label is not None else None,
+            "value": o.value,
+            "observed_at": o.observed_at or utcnow(),
+            "source": source,
+        }
+        for o in outcomes
+    ]
+    if not rows:
+        return 0
+    with engine.begin() as conn:
+        existing = {
+            (r.organization_id, r.entity_id): r.id
+            for r in conn.execute(
+                sa.select(Outcome.id, Outcome.organization_id, Outcome.entity_id).where(
+                    Outcome.model_name == model_name,
+                    Outcome.entity_id.in_({row["entity_id"] for row in rows}),
+                )
+            )
+        }
+        new = [r for r in rows if (r["organization_id"], r["entity_id"]) not in existing]
+        if new:
+            conn.execute(sa.insert(Outcome), new)
+        for row in rows:
+            outcome_id = existing.get((row["organization_id"], row["entity_id"]))
+            if outcome_id is not None:
+                conn.execute(
+                    sa.update(Outcome)
+                    .where(Outcome.id == outcome_id)
+                    .values(label=row["label"], value=row["value"], observed_at=row["observed_at"])
+                )
+    return len(rows)
+
+
+def _draw(seed: int, organization_id: int | None, entity_id: str) -> float:
+    digest = hashlib.blake2b(f"{seed}:{organization_id}:{entity_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / float(1 << 64)
+
+
+def simulate_outcomes(
+    engine: sa.Engine,
+    model_name: str,
+    *,
+    degrade: Iterable[str] = (),
+    agree: float = 0.90,
+    degraded_agree: float = 0.55,
+    seed: int = 0,
+) -> SimulationSummary:
+    """Write simulated outcomes for logged predictions of ``model_name`` that have none yet."""
+    if model_name not in LABELS:
+        raise ValueError(
+            f"outcomes can be simulated for {', '.join(LABELS)}; {model_name!r} is not one of them"
+        )
+    for name, share in (("agree", agree), ("degraded_agree", degraded_agree)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {share}")
+    degraded_versions = set(degrade)
+    with engine.connect() as conn:
+        known = {
+            (r.organization_id, r.entity_id)
+            for r in conn.execute(
+                sa.select(Outcome.organization_id, Outcome.entity_id).where(Outcome.model_name == model_name)
+            )
+        }
+        predictions = conn.execute(
+            sa.select(
+                Prediction.organization_id, Prediction.entity_id, Prediction.model_version, Prediction.output
+            )
+            .where(
+                Prediction.model_name == model_name,
+                Prediction.route.in_(SERVED_ROUTES),
+                Prediction.fallback.is_(False),
+                Prediction.entity_id.is_not(None),
+            )
+            .order_by(Prediction.id)
+        ).all()
+    labels = LABELS[model_name]
+    first: dict[tuple[int | None, str], tuple[str, str]] = {}
+    already = 0
+    for row in predictions:
+        key = (row.organization_id, row.entity_id)
+        if key in known:
+            already += 1
+            continue
+        label = predicted_label(model_name, row.output)
+        if label is not None and key not in first:
+            first[key] = (str(row.model_version), label)
+    outcomes = []
+    degraded = 0
+    for (org, entity), (version, label) in first.items():
+        bad = version in degraded_versions
+        degraded += bad
+        if _draw(seed, org, entity) < (degraded_agree if bad else agree):
+            truth = label
+        else:
+            others = [candidate for candidate in labels if candidate != label]
+            truth = others[int(_draw(seed + 1, org, entity) * len(others))]
+        outcomes.append(OutcomeIn(org, entity, truth))
+    written = record_outcomes(engine, model_name, outcomes, source="simulated")
+    return SimulationSummary(model_name, written, degraded, already)

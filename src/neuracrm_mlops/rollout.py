@@ -1,0 +1,517 @@
+"""Canary rollout and rollback: the thin callers around the pure decisions of ``rollout_decisions``.
+
+State lives where serving reads it: the MLflow aliases (``champion``, ``challenger``, ``previous``)
+and registered-model tags (``canary_weight``, ``canary_started_at`` for the rollout,
+``canary_step_started_at`` for the current step). Every alias or weight change is written to the
+promotion ledger with the actor, the reason and the numbers behind it.
+
+- ``start_rollout``: the challenger gets the first step's weight (10% by default). A model with no
+  champion yet has nothing to compare with: its challenger is promoted at once (ledger says so).
+- ``bake_status``: whether both versions have enough labelled outcomes to judge the current step,
+  and whether the step's deadline passed (the rollout DAG's sensor waits on this).
+- ``judge_step``: gathers live numbers (challenger: since the step started; champion: since the
+  rollout started, since at 100% it serves nothing new), calls ``decide_rollout_step`` and carries
+  the decision out: next weight, promote, reject (weight 0, ``status=rejected`` with the reason,
+  an alert), or hold (an alert once the deadline passed; an inconclusive rollout never promotes).
+- ``promote`` / ``abort`` / ``rollback``: the same moves for the CLI and the monitor. ``rollback``
+  runs under a per-model lock and only moves the champion if it is still the version the caller
+  judged, so two monitors at once cannot both roll back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from neuracrm_mlops import ledger, registry
+from neuracrm_mlops.alerts import raise_alert
+from neuracrm_mlops.db.schema import utcnow
+from neuracrm_mlops.errors import NeuraCRMError
+from neuracrm_mlops.live_stats import version_stats
+from neuracrm_mlops.rollout_decisions import RolloutDecision, RolloutPolicy, decide_rollout_step
+
+log = logging.getLogger(__name__)
+
+STARTED_TAG = "canary_started_at"
+STEP_STARTED_TAG = "canary_step_started_at"
+RUNBOOK_CANARY_FAILED = (
+    "The challenger was taken out of traffic and tagged rejected; the champion serves everything. "
+    "Read the reason and the numbers, fix the model or the data, retrain; nothing else to undo."
+)
+RUNBOOK_CANARY_HOLD = (
+    "Not enough labelled outcomes to judge the canary before the deadline, so it holds at its weight. "
+    "Check that outcomes flow (simulate or import them), then re-run the rollout DAG, or "
+    "`neuracrm-mlops rollout MODEL abort` to drop the challenger."
+)
+RUNBOOK_ROLLBACK = (
+    "The champion was moved back to the previous version automatically and retraining was triggered. "
+    "Check the data and the outcomes behind the drop (drift report, recent imports); promote again "
+    "only through a new rollout. To undo: `neuracrm-mlops rollback MODEL --to VERSION`."
+)
+
+
+class RolloutError(NeuraCRMError):
+    """A rollout command that cannot be carried out (says what is missing and what to do)."""
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    model_name: str
+    action: str  # start | next_step | promote | hold | rollback | abort | noop
+    champion: str | None
+    challenger: str | None
+    weight: float
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    alert_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BakeStatus:
+    ready: bool
+    deadline_passed: bool
+    detail: str
+
+
+def rollout_policy() -> RolloutPolicy:
+    from neuracrm_mlops.config import get_settings
+
+    settings = get_settings()
+    return RolloutPolicy(
+        steps=settings.rollout_steps,
+        accuracy_floor=settings.accuracy_floor,
+        min_outcomes=settings.min_outcomes,
+        min_requests=settings.min_outcomes,
+    )
+
+
+def _engine(engine: sa.Engine | None) -> sa.Engine:
+    from neuracrm_mlops.db.engine import get_engine
+
+    return engine or get_engine()
+
+
+def _now_iso() -> str:
+    return utcnow().isoformat()
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class _State:
+    champion: str | None
+    challenger: str | None
+    previous: str | None
+    weight: float
+    started_at: dt.datetime | None
+    step_started_at: dt.datetime | None
+
+
+def _state(client: Any, name: str) -> _State:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        raise RolloutError(f"no registered model {name!r} in MLflow: train it first") from exc
+    aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
+    tags = dict(model.tags or {})
+    return _State(
+        champion=aliases.get(registry.CHAMPION),
+        challenger=aliases.get(registry.CHALLENGER),
+        previous=aliases.get(registry.PREVIOUS),
+        weight=registry.canary_weight_of(tags),
+        started_at=_parse_time(tags.get(STARTED_TAG)),
+        step_started_at=_parse_time(tags.get(STEP_STARTED_TAG)),
+    )
+
+
+def _set_weight(client: Any, name: str, weight: float, *, new_step: bool) -> None:
+    registry.set_canary_weight(client, name, weight)
+    if new_step:
+        client.set_registered_model_tag(name, STEP_STARTED_TAG, _now_iso())
+
+
+def _clear_canary(client: Any, name: str) -> None:
+    registry.set_canary_weight(client, name, 0.0)
+    for tag in (STARTED_TAG, STEP_STARTED_TAG):
+        with contextlib.suppress(Exception):
+            client.delete_registered_model_tag(name, tag)
+
+
+def model_state(name: str) -> dict[str, Any]:
+    """Aliases, weight and rollout times of one registered model (for status and the CLI)."""
+    state = _state(registry.configure_mlflow(), name)
+    return {
+        "champion": state.champion,
+        "challenger": state.challenger,
+        "previous": state.previous,
+        "canary_weight": state.weight,
+        "canary_started_at": state.started_at.isoformat() if state.started_at else None,
+    }
+
+
+# -- starting, baking, judging --------------------------------------------------------------------
+
+
+def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> RolloutResult:
+    """Give the challenger the first step's weight (or promote it when there is no champion yet)."""
+    engine = _engine(engine)
+    client = registry.configure_mlflow()
+    state = _state(client, name)
+    if state.challenger is None:
+        raise RolloutError(f"{name} has no challenger to roll out: train a version that passes the gates")
+    if state.champion is None:
+        return promote(name, actor=actor, reason="first version: no champion to compare with", engine=engine)
+    if state.weight > 0 and state.started_at is not None:
+        return RolloutResult(
+            name,
+            "noop",
+            state.champion,
+            state.challenger,
+            state.weight,
+            f"a rollout of v{state.challenger} is already running at {state.weight:.0%}",
+        )
+    policy = rollout_policy()
+    weight = policy.steps[0]
+    client.set_registered_model_tag(name, STARTED_TAG, _now_iso())
+    _set_weight(client, name, weight, new_step=True)
+    reason = (
+        f"canary started: v{state.challenger} gets {weight:.0%} of traffic against champion v{state.champion}"
+    )
+    ledger.record_change(
+        engine,
+        actor=actor,
+        model_name=name,
+        action="canary",
+        alias=registry.CHALLENGER,
+        from_version=state.champion,
+        to_version=state.challenger,
+        weight=weight,
+        reason=reason,
+        metrics={"steps": list(policy.steps)},
+    )
+    return RolloutResult(name, "start", state.champion, state.challenger, weight, reason)
+
+
+def _deadline(step_started_at: dt.datetime | None) -> dt.datetime | None:
+    from neuracrm_mlops.config import get_settings
+
+    if step_started_at is None:
+        return None
+    return step_started_at + dt.timedelta(hours=get_settings().bake_deadline_hours)
+
+
+def _live(engine: sa.Engine, name: str, state: _State) -> tuple[Any, Any]:
+    assert state.challenger is not None
+    rollout_start = state.started_at or utcnow() - dt.timedelta(days=7)
+    step_start = state.step_started_at or rollout_start
+    challenger = version_stats(engine, name, [state.challenger], since=step_start)[state.challenger]
+    champion = (
+        version_stats(engine, name, [state.champion], since=rollout_start)[state.champion]
+        if state.champion
+        else None
+    )
+    return champion, challenger
+
+
+def bake_status(name: str, *, engine: sa.Engine | None = None) -> BakeStatus:
+    """Ready when both versions have enough outcomes for the current step, or its deadline passed."""
+    engine = _engine(engine)
+    state = _state(registry.configure_mlflow(), name)
+    if state.challenger is None or state.weight <= 0:
+        return BakeStatus(True, False, f"{name} has no canary running")
+    policy = rollout_policy()
+    champion, challenger = _live(engine, name, state)
+    counts = f"challenger v{challenger.version}: {challenger.outcomes}/{policy.min_outcomes} outcomes"
+    if champion is not None:
+        counts += f", champion v{champion.version}: {champion.outcomes}/{policy.min_outcomes}"
+    enough = challenger.outcomes >= policy.min_outcomes and (
+        champion is None or champion.outcomes >= policy.min_outcomes
+    )
+    deadline = _deadline(state.step_started_at)
+    passed = deadline is not None and utcnow() >= deadline
+    return BakeStatus(enough or passed, passed and not enough, counts)
+
+
+def judge_step(name: str, *, actor: str, engine: sa.Engine | None = None) -> RolloutResult:
+    """Judge the current canary step and carry out the decision."""
+    engine = _engine(engine)
+    client = registry.configure_mlflow()
+    state = _state(client, name)
+    if state.challenger is None or state.weight <= 0:
+        return RolloutResult(
+            name, "noop", state.champion, state.challenger, state.weight, f"{name} has no canary running"
+        )
+    policy = rollout_policy()
+    champion, challenger = _live(engine, name, state)
+    deadline = _deadline(state.step_started_at)
+    decision = decide_rollout_step(
+        policy,
+        state.weight,
+        champion,
+        challenger,
+        deadline_passed=deadline is not None and utcnow() >= deadline,
+    )
+    return _carry_out(engine, client, name, state, decision, actor)
+
+
+def _carry_out(
+    engine: sa.Engine, client: Any, name: str, state: _State, decision: RolloutDecision, actor: str
+) -> RolloutResult:
+    metrics = dict(decision.metrics)
+    if decision.action == "next_step":
+        assert decision.next_weight is not None
+        _set_weight(client, name, decision.next_weight, new_step=True)
+        ledger.record_change(
+            engine,
+            actor=actor,
+            model_name=name,
+            action="canary",
+            alias=registry.CHALLENGER,
+            from_version=state.champion,
+            to_version=state.challenger,
+            weight=decision.next_weight,
+            reason=decision.reason,
+            metrics=metrics,
+        )
+        return RolloutResult(
+            name,
+            "next_step",
+            state.champion,
+            state.challenger,
+            decision.next_weight,
+            decision.reason,
+            metrics,
+        )
+    if decision.action == "promote":
+        return promote(name, actor=actor, reason=decision.reason, metrics=metrics, engine=engine)
+    if decision.action == "rollback":
+        result = abort(name, actor=actor, reason=decision.reason, metrics=metrics, engine=engine, reject=True)
+        alert = raise_alert(
+            engine,
+            kind="canary_failed",
+            severity="warning",
+            title=f"{name}: canary v{state.challenger} failed and was stopped",
+            message=decision.reason,
+            dedup_key=f"canary_failed:{name}:{state.challenger}",
+            model_name=name,
+            model_version=state.challenger,
+            metrics=metrics,
+            action_taken=(
+                f"weight set to 0, v{state.challenger} tagged rejected; v{state.champion} serves all"
+            ),
+            runbook=RUNBOOK_CANARY_FAILED,
+            links=registry.version_links(name, state.challenger),
+        )
+        return RolloutResult(**{**result.as_dict(), "action": "rollback", "alert_id": alert.id})
+    # hold
+    alert_id = None
+    ledger.record_change(
+        engine,
+        actor=actor,
+        model_name=name,
+        action="hold",
+        alias=registry.CHALLENGER,
+        from_version=state.champion,
+        to_version=state.challenger,
+        weight=state.weight,
+        reason=decision.reason,
+        metrics=metrics,
+    )
+    if decision.alert:
+        alert_id = raise_alert(
+            engine,
+            kind="canary_inconclusive",
+            severity="warning",
+            title=f"{name}: canary v{state.challenger} is inconclusive at {state.weight:.0%}",
+            message=decision.reason,
+            dedup_key=f"canary_inconclusive:{name}:{state.challenger}",
+            model_name=name,
+            model_version=state.challenger,
+            metrics=metrics,
+            action_taken=f"held at {state.weight:.0%}; not promoted",
+            runbook=RUNBOOK_CANARY_HOLD,
+            links=registry.version_links(name, state.challenger),
+        ).id
+    return RolloutResult(
+        name, "hold", state.champion, state.challenger, state.weight, decision.reason, metrics, alert_id
+    )
+
+
+# -- alias moves (CLI, DAGs, monitor) -------------------------------------------------------------
+
+
+def promote(
+    name: str,
+    *,
+    actor: str,
+    reason: str,
+    metrics: dict[str, Any] | None = None,
+    engine: sa.Engine | None = None,
+) -> RolloutResult:
+    """The challenger becomes champion; the old champion keeps alias ``previous``."""
+    engine = _engine(engine)
+    client = registry.configure_mlflow()
+    state = _state(client, name)
+    if state.challenger is None:
+        raise RolloutError(f"{name} has no challenger to promote")
+    new, old = state.challenger, state.champion
+    client.set_registered_model_alias(name, registry.CHAMPION, new)
+    if old is not None and old != new:
+        client.set_registered_model_alias(name, registry.PREVIOUS, old)
+        client.set_model_version_tag(name, old, "status", registry.PREVIOUS)
+    client.delete_registered_model_alias(name, registry.CHALLENGER)
+    client.set_model_version_tag(name, new, "status", registry.CHAMPION)
+    _clear_canary(client, name)
+    ledger.record_change(
+        engine,
+        actor=actor,
+        model_name=name,
+        action="promote",
+        alias=registry.CHAMPION,
+        from_version=old,
+        to_version=new,
+        weight=0.0,
+        reason=reason,
+        metrics=metrics or {},
+    )
+    return RolloutResult(name, "promote", new, None, 0.0, reason, metrics or {})
+
+
+def abort(
+    name: str,
+    *,
+    actor: str,
+    reason: str,
+    metrics: dict[str, Any] | None = None,
+    engine: sa.Engine | None = None,
+    reject: bool = False,
+) -> RolloutResult:
+    """Take the challenger out of traffic (weight 0, alias removed); ``reject`` tags it rejected."""
+    engine = _engine(engine)
+    client = registry.configure_mlflow()
+    state = _state(client, name)
+    if state.challenger is None:
+        raise RolloutError(f"{name} has no challenger to abort")
+    _clear_canary(client, name)
+    client.delete_registered_model_alias(name, registry.CHALLENGER)
+    if reject:
+        client.set_model_version_tag(name, state.challenger, "status", "rejected")
+        client.set_model_version_tag(name, state.challenger, "reason", reason[:5000])
+    ledger.record_change(
+        engine,
+        actor=actor,
+        model_name=name,
+        action="reject" if reject else "abort",
+        alias=registry.CHALLENGER,
+        from_version=state.challenger,
+        to_version=None,
+        weight=0.0,
+        reason=reason,
+        metrics=metrics or {},
+    )
+    return RolloutResult(name, "abort", state.champion, None, 0.0, reason, metrics or {})
+
+
+@contextlib.contextmanager
+def model_lock(engine: sa.Engine, name: str) -> Iterator[sa.Connection]:
+    """A transaction holding an exclusive per-model lock (PostgreSQL advisory lock; SQLite's write
+    lock, BEGIN IMMEDIATE). Writes made on the yielded connection commit with it."""
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def rollback(
+    name: str,
+    *,
+    actor: str,
+    reason: str,
+    to_version: str | None = None,
+    expected_champion: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    engine: sa.Engine | None = None,
+) -> RolloutResult:
+    """Put the previous champion (or ``to_version``) back as champion.
+
+    ``expected_champion``: only act if the champion is still this version (the monitor passes the
+    version it judged; a concurrent rollback that already moved it makes this a no-op).
+    """
+    engine = _engine(engine)
+    client = registry.configure_mlflow()
+    with model_lock(engine, name) as conn:
+        state = _state(client, name)
+        if state.champion is None:
+            raise RolloutError(f"{name} has no champion to roll back")
+        if expected_champion is not None and state.champion != expected_champion:
+            return RolloutResult(
+                name,
+                "noop",
+                state.champion,
+                state.challenger,
+                state.weight,
+                f"champion is already v{state.champion}, not v{expected_champion}: nothing to roll back",
+            )
+        target = to_version or ledger.previous_champion(conn, name, current_version=state.champion)
+        target = target or state.previous
+        if target is None:
+            raise RolloutError(
+                f"{name} has no previous champion to roll back to (the ledger has none before "
+                f"v{state.champion}): use --to VERSION"
+            )
+        try:
+            client.get_model_version(name, target)
+        except Exception as exc:
+            raise RolloutError(f"{name} has no version {target}") from exc
+        bad = state.champion
+        client.set_registered_model_alias(name, registry.CHAMPION, target)
+        client.set_model_version_tag(name, target, "status", registry.CHAMPION)
+        client.set_model_version_tag(name, bad, "status", "rolled_back")
+        client.set_model_version_tag(name, bad, "reason", reason[:5000])
+        earlier = ledger.previous_champion(conn, name, current_version=target)
+        if earlier and earlier != bad:
+            client.set_registered_model_alias(name, registry.PREVIOUS, earlier)
+        else:
+            with contextlib.suppress(Exception):
+                client.delete_registered_model_alias(name, registry.PREVIOUS)
+        ledger.record_change(
+            conn,
+            actor=actor,
+            model_name=name,
+            action="rollback",
+            alias=registry.CHAMPION,
+            from_version=bad,
+            to_version=target,
+            weight=state.weight,
+            reason=reason,
+            metrics=metrics or {},
+        )
+    log.warning("%s: champion rolled back from v%s to v%s (%s)", name, bad, target, reason)
+    return RolloutResult(name, "rollback", target, state.challenger, state.weight, reason, metrics or {})

@@ -1,0 +1,396 @@
+"""Pure canary-rollout and live-accuracy decisions: metrics in, a decision with its reason out.
+
+No I/O here: the rollout and monitoring DAGs gather the numbers, call these functions and carry out
+the result (alias and weight moves, ledger rows, alerts). The rules, with the defaults of
+:class:`RolloutPolicy`:
+
+**Rollout step** (:func:`decide_rollout_step`), evaluated in this order:
+
+1. *Early operational rollback* (while labelled outcomes are still missing): when the challenger
+   and the champion have each served at least ``min_requests`` (200) requests, the challenger is
+   rolled back if
+   - its error rate (errors and fallbacks over its requests) exceeds the champion's by more than
+     ``max_error_rate_increase`` (0.02, absolute: 0.010 -> at most 0.030), or
+   - its p95 latency exceeds ``max(champion_p95 * max_p95_ratio, champion_p95 + p95_slack_ms)``
+     (1.5 and 20 ms: the ratio governs slow models, the slack keeps millisecond jitter on fast ones
+     from aborting a rollout; a 10 ms champion allows 30 ms, a 200 ms champion 300 ms).
+   Latency is compared only when both p95 values are known (batch forecasts have none).
+2. *Hold* while either version has fewer than ``min_outcomes`` (100) labelled outcomes, or its
+   accuracy is unknown. Holding keeps the weight. If the deadline has passed the reason says so and
+   :func:`should_alert` is true; an inconclusive rollout never promotes.
+3. *Rollback* (weight 0, challenger rejected) if the challenger's accuracy is below
+   ``accuracy_floor`` (0.80), or below the champion's by more than ``accuracy_tolerance`` (0.02),
+   or the operational checks of step 1 fail (they always run once the outcomes are in, whatever
+   the request counts). Every failing check is named in the reason.
+4. *Pass*: below the last step -> ``next_step`` to the smallest step above the current weight
+   (a weight between steps moves to the step above it; weight 0 moves to the first step); at the
+   last step (1.0) -> ``promote`` (challenger becomes champion, the old champion ``previous``).
+
+First rollout (no champion at all): the challenger is judged against the floor alone (there is no
+baseline for error rate or latency; the rest of the traffic is answered by the fallback).
+
+Comparisons allow a float slack of 1e-9, so a value exactly at a limit passes (0.85 against a 0.87
+champion with tolerance 0.02 passes; exactly at the floor passes).
+
+Windows: pass each version's numbers over the same window, typically since the rollout started.
+At weight 1.0 the champion serves no new traffic, so its numbers must come from the window in which
+it last served (the cumulative window does that); a champion with no outcomes holds the rollout.
+
+**Live accuracy** (:func:`decide_live_accuracy`, the monitor's 80% rule): ``insufficient_data``
+with fewer than ``min_outcomes`` outcomes or no accuracy, ``below_floor`` when accuracy < floor,
+otherwise ``ok`` (exactly at the floor is ok).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+Action = Literal["next_step", "promote", "hold", "rollback"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
+LiveVerdictKind = Literal["ok", "below_floor", "insufficient_data"]
+
+# Float slack for limit comparisons: a value exactly at a limit must pass despite binary rounding.
+_EPS = 1e-9
+
+MetricValue = float | int | str | bool | None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_unit_interval(name: str, value: float) -> None:
+    if not _is_number(value) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class VersionLiveStats:
+    """One model version's live numbers over the rollout window.
+
+    ``accuracy`` is over ``outcomes`` labelled outcomes (None when there are none); ``error_rate``
+    is the share of its ``requests`` that errored or fell back; ``p95_latency_ms`` is None when no
+    latency was recorded.
+    """
+
+    version: str
+    outcomes: int
+    accuracy: float | None
+    error_rate: float
+    p95_latency_ms: float | None
+    requests: int
+
+    def __post_init__(self) -> None:
+        for name in ("outcomes", "requests"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(
+                    f"{name} must be a whole number >= 0, got {value!r} (version {self.version})"
+                )
+        if self.accuracy is not None:
+            _check_unit_interval("accuracy", self.accuracy)
+        _check_unit_interval("error_rate", self.error_rate)
+        if self.p95_latency_ms is not None and (
+            not _is_number(self.p95_latency_ms)
+            or not math.isfinite(self.p95_latency_ms)
+            or self.p95_latency_ms < 0
+        ):
+            raise ValueError(f"p95_latency_ms must be a number >= 0 or None, got {self.p95_latency_ms!r}")
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """Steps and limits of a canary rollout; see the module docstring for how they are applied."""
+
+    steps: tuple[float, ...] = (0.10, 0.50, 1.00)
+    accuracy_floor: float = 0.80
+    min_outcomes: int = 100
+    accuracy_tolerance: float = 0.02
+    max_error_rate_increase: float = 0.02
+    max_p95_ratio: float = 1.5
+    p95_slack_ms: float = 20.0
+    min_requests: int = 200
+
+    def __post_init__(self) -> None:
+        steps = tuple(self.steps)
+        if not steps:
+            raise ValueError("steps must not be empty: give the canary weights, ending with 1.0")
+        for step in steps:
+            if not _is_number(step) or not math.isfinite(step) or not 0.0 < step <= 1.0:
+                raise ValueError(f"steps must all be in (0, 1], got {step!r} in {steps}")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"steps must be strictly increasing, got {steps}")
+        if steps[-1] != 1.0:
+            raise ValueError(f"steps must end with 1.0 (full traffic before promotion), got {steps}")
+        object.__setattr__(self, "steps", steps)
+        _check_unit_interval("accuracy_floor", self.accuracy_floor)
+        _check_unit_interval("accuracy_tolerance", self.accuracy_tolerance)
+        _check_unit_interval("max_error_rate_increase", self.max_error_rate_increase)
+        for name in ("min_outcomes", "min_requests"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if (
+            not _is_number(self.max_p95_ratio)
+            or not math.isfinite(self.max_p95_ratio)
+            or self.max_p95_ratio < 1.0
+        ):
+            raise ValueError(f"max_p95_ratio must be a number >= 1.0, got {self.max_p95_ratio!r}")
+        if not _is_number(self.p95_slack_ms) or not math.isfinite(self.p95_slack_ms) or self.p95_slack_ms < 0:
+            raise ValueError(f"p95_slack_ms must be a number >= 0, got {self.p95_slack_ms!r}")
+
+    def next_weight(self, current_weight: float) -> float | None:
+        """The smallest step above ``current_weight``; None at (or beyond) the last step."""
+        for step in self.steps:
+            if step > current_weight + _EPS:
+                return step
+        return None
+
+    def p95_allowance_ms(self, champion_p95_ms: float) -> float:
+        """The highest challenger p95 accepted against a champion p95."""
+        return max(champion_p95_ms * self.max_p95_ratio, champion_p95_ms + self.p95_slack_ms)
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    """What to do with the canary: ``next_weight`` is the weight to set (the current one on hold,
+    0.0 on rollback, the next step on next_step) and None on promote (no canary any more)."""
+
+    action: Action
+    next_weight: float | None
+    reason: str
+    metrics: dict[str, MetricValue] = field(default_factory=dict)
+    deadline_passed: bool = False
+
+    @property
+    def alert(self) -> bool:
+        return should_alert(self)
+
+
+def should_alert(decision: RolloutDecision) -> bool:
+    """True for a rollback, and for a hold once the deadline has passed (an inconclusive rollout)."""
+    return decision.action == "rollback" or (decision.action == "hold" and decision.deadline_passed)
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f} ms"
+
+
+def _operational_failures(
+    policy: RolloutPolicy, champion: VersionLiveStats, challenger: VersionLiveStats
+) -> list[str]:
+    failures: list[str] = []
+    error_limit = champion.error_rate + policy.max_error_rate_increase
+    if challenger.error_rate > error_limit + _EPS:
+        failures.append(
+            f"error rate {challenger.error_rate:.3f} exceeds the champion's {champion.error_rate:.3f} "
+            f"+ {policy.max_error_rate_increase:.3f} = {error_limit:.3f}"
+        )
+    if challenger.p95_latency_ms is not None and champion.p95_latency_ms is not None:
+        allowance = policy.p95_allowance_ms(champion.p95_latency_ms)
+        if challenger.p95_latency_ms > allowance + _EPS:
+            failures.append(
+                f"p95 latency {challenger.p95_latency_ms:.1f} ms exceeds the allowance {allowance:.1f} ms "
+                f"(champion {champion.p95_latency_ms:.1f} ms x {policy.max_p95_ratio:g} "
+                f"or + {policy.p95_slack_ms:g} ms, whichever is higher)"
+            )
+    return failures
+
+
+def _metrics(
+    policy: RolloutPolicy,
+    current_weight: float,
+    champion: VersionLiveStats | None,
+    challenger: VersionLiveStats,
+    deadline_passed: bool,
+) -> dict[str, MetricValue]:
+    metrics: dict[str, MetricValue] = {
+        "current_weight": current_weight,
+        "deadline_passed": deadline_passed,
+        "accuracy_floor": policy.accuracy_floor,
+        "min_outcomes": policy.min_outcomes,
+        "challenger_version": challenger.version,
+        "challenger_outcomes": challenger.outcomes,
+        "challenger_accuracy": challenger.accuracy,
+        "challenger_error_rate": challenger.error_rate,
+        "challenger_p95_latency_ms": challenger.p95_latency_ms,
+        "challenger_requests": challenger.requests,
+    }
+    if champion is not None:
+        metrics.update(
+            {
+                "champion_version": champion.version,
+                "champion_outcomes": champion.outcomes,
+                "champion_accuracy": champion.accuracy,
+                "champion_error_rate": champion.error_rate,
+                "champion_p95_latency_ms": champion.p95_latency_ms,
+                "champion_requests": champion.requests,
+                "max_error_rate": champion.error_rate + policy.max_error_rate_increase,
+                "max_p95_latency_ms": (
+                    None
+                    if champion.p95_latency_ms is None
+                    else policy.p95_allowance_ms(champion.p95_latency_ms)
+                ),
+            }
+        )
+        if champion.accuracy is not None:
+            metrics["min_accuracy_vs_champion"] = champion.accuracy - policy.accuracy_tolerance
+    return metrics
+
+
+def _missing_data(policy: RolloutPolicy, role: str, stats: VersionLiveStats) -> str | None:
+    if stats.outcomes < policy.min_outcomes:
+        needed = policy.min_outcomes
+        return f"{role} {stats.version} has {stats.outcomes} of {needed} labelled outcomes needed"
+    if stats.accuracy is None:
+        return f"{role} {stats.version} has {stats.outcomes} outcomes but no accuracy"
+    return None
+
+
+def decide_rollout_step(
+    policy: RolloutPolicy,
+    current_weight: float,
+    champion: VersionLiveStats | None,
+    challenger: VersionLiveStats,
+    *,
+    deadline_passed: bool,
+) -> RolloutDecision:
+    """Hold, roll back, take the next step or promote; the rules are in the module docstring."""
+    if not _is_number(current_weight) or not math.isfinite(current_weight) or not 0 <= current_weight <= 1:
+        raise ValueError(f"current_weight must be a number in [0, 1], got {current_weight!r}")
+    metrics = _metrics(policy, current_weight, champion, challenger, deadline_passed)
+    subject = f"challenger {challenger.version}"
+
+    def decision(action: Action, weight: float | None, reason: str) -> RolloutDecision:
+        return RolloutDecision(action, weight, reason, metrics, deadline_passed)
+
+    def rollback(failures: list[str]) -> RolloutDecision:
+        return decision(
+            "rollback",
+            0.0,
+            f"roll back {subject} at weight {current_weight:.2f}: " + "; ".join(failures),
+        )
+
+    missing = [
+        gap
+        for gap in (
+            _missing_data(policy, "challenger", challenger),
+            None if champion is None else _missing_data(policy, "champion", champion),
+        )
+        if gap is not None
+    ]
+    # 1. While outcomes are missing: operational checks once both versions served enough requests.
+    if (
+        missing
+        and champion is not None
+        and challenger.requests >= policy.min_requests
+        and champion.requests >= policy.min_requests
+    ):
+        failures = _operational_failures(policy, champion, challenger)
+        if failures:
+            return rollback([*failures, f"before the accuracy verdict ({'; '.join(missing)})"])
+
+    # 2. Not enough labelled outcomes: hold (never promote on an inconclusive rollout).
+    if missing:
+        gaps = "; ".join(missing)
+        if deadline_passed:
+            reason = (
+                f"deadline passed with no verdict: {gaps}; holding {subject} at weight "
+                f"{current_weight:.2f} (an inconclusive rollout never promotes)"
+            )
+        else:
+            reason = f"hold {subject} at weight {current_weight:.2f}: {gaps}"
+        return decision("hold", current_weight, reason)
+
+    # 3. Verdict on accuracy (and the operational checks, whatever the request counts).
+    accuracy = challenger.accuracy
+    assert accuracy is not None  # _missing_data guarantees it
+    failures = []
+    if accuracy < policy.accuracy_floor - _EPS:
+        failures.append(f"accuracy {accuracy:.3f} is below the floor {policy.accuracy_floor:.2f}")
+    if champion is not None:
+        assert champion.accuracy is not None
+        if accuracy < champion.accuracy - policy.accuracy_tolerance - _EPS:
+            failures.append(
+                f"accuracy {accuracy:.3f} is worse than the champion's {champion.accuracy:.3f} "
+                f"by more than the tolerance {policy.accuracy_tolerance:.3f}"
+            )
+        failures.extend(_operational_failures(policy, champion, challenger))
+    if failures:
+        return rollback(failures)
+
+    # 4. Pass.
+    if champion is None:
+        summary = (
+            f"accuracy {accuracy:.3f} >= floor {policy.accuracy_floor:.2f} over {challenger.outcomes} "
+            f"outcomes; no champion yet (judged against the floor alone)"
+        )
+    else:
+        assert champion.accuracy is not None
+        summary = (
+            f"accuracy {accuracy:.3f} over {challenger.outcomes} outcomes vs champion {champion.version} "
+            f"{champion.accuracy:.3f} over {champion.outcomes} (floor {policy.accuracy_floor:.2f}, "
+            f"tolerance {policy.accuracy_tolerance:.3f}); error rate {challenger.error_rate:.3f} vs "
+            f"{champion.error_rate:.3f}; p95 {_fmt_ms(challenger.p95_latency_ms)} vs "
+            f"{_fmt_ms(champion.p95_latency_ms)}"
+        )
+    following = policy.next_weight(current_weight)
+    if following is None:
+        return decision("promote", None, f"promote {subject} at weight {current_weight:.2f}: {summary}")
+    return decision(
+        "next_step",
+        following,
+        f"raise {subject} from weight {current_weight:.2f} to {following:.2f}: {summary}",
+    )
+
+
+@dataclass(frozen=True)
+class LiveVerdict:
+    """The monitor's verdict on a model's live accuracy; ``below_floor`` triggers the rollback task."""
+
+    verdict: LiveVerdictKind
+    reason: str
+    accuracy: float | None
+    outcomes: int
+    floor: float
+    min_outcomes: int
+
+    @property
+    def below_floor(self) -> bool:
+        return self.verdict == "below_floor"
+
+
+def decide_live_accuracy(
+    accuracy: float | None, outcomes: int, *, floor: float, min_outcomes: int
+) -> LiveVerdict:
+    """``below_floor`` only with at least ``min_outcomes`` outcomes and accuracy < floor."""
+    _check_unit_interval("floor", floor)
+    if not isinstance(min_outcomes, int) or isinstance(min_outcomes, bool) or min_outcomes < 1:
+        raise ValueError(f"min_outcomes must be a whole number >= 1, got {min_outcomes!r}")
+    if not isinstance(outcomes, int) or isinstance(outcomes, bool) or outcomes < 0:
+        raise ValueError(f"outcomes must be a whole number >= 0, got {outcomes!r}")
+    if accuracy is not None and not (_is_number(accuracy) and (math.isnan(accuracy) or 0 <= accuracy <= 1)):
+        raise ValueError(f"accuracy must be a number in [0, 1] or None, got {accuracy!r}")
+
+    def verdict(kind: LiveVerdictKind, reason: str) -> LiveVerdict:
+        return LiveVerdict(kind, reason, accuracy, outcomes, floor, min_outcomes)
+
+    if outcomes < min_outcomes:
+        shown = "" if accuracy is None or math.isnan(accuracy) else f" (accuracy so far {accuracy:.3f})"
+        return verdict(
+            "insufficient_data",
+            f"{outcomes} of {min_outcomes} labelled outcomes needed to judge live accuracy{shown}",
+        )
+    if accuracy is None or math.isnan(accuracy):
+        return verdict(
+            "insufficient_data", f"{outcomes} labelled outcomes but accuracy could not be computed"
+        )
+    if accuracy < floor - _EPS:
+        return verdict(
+            "below_floor",
+            f"live accuracy {accuracy:.3f} over {outcomes} outcomes is below the floor {floor:.2f}",
+        )
+    return verdict("ok", f"live accuracy {accuracy:.3f} over {outcomes} outcomes >= floor {floor:.2f}")
