@@ -6,8 +6,9 @@ until both versions have NEURACRM_MIN_OUTCOMES labelled outcomes or the step's d
 judge_step_N compares challenger and champion on live accuracy, error rate and p95 latency and
 acts: next step, promote at 100% (the old champion keeps alias ``previous``), reject (weight 0,
 tagged rejected, alert), or hold (alert after the deadline; never promotes). Anything but "next
-step" ends the run. Every change is in the promotion ledger. Triggered by hand or by the CLI, with
-``{"model": "lead_scoring"}`` or ``{"model": "sentiment"}``.
+step" ends the run. Every change is in the promotion ledger. Runs daily at 06:00 UTC for the model
+in its ``model`` param (default lead_scoring; with no challenger waiting the run ends at once), and
+by hand with ``{"model": "sentiment"}``.
 """
 
 from __future__ import annotations

@@ -50,3 +50,17 @@ class AirflowHarness:
         lines = [line for line in result.stdout.splitlines() if line.startswith("JSON:")]
         assert lines, result.stdout + result.stderr
         return dict(json.loads(lines[-1][5:]))
+
+    def list_runs(self, env: dict[str, str], dag_id: str) -> list[dict[str, object]]:
+        """The DAG runs of ``dag_id`` in this Airflow's metadata database (e.g. triggered ones)."""
+        result = subprocess.run(
+            [str(AIRFLOW), "dags", "list-runs", dag_id, "-o", "json"],
+            env=self.env(Path(env["NEURACRM_HOME"]), **env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        start = result.stdout.find("[")
+        return list(json.loads(result.stdout[start:])) if start >= 0 else []
