@@ -62,7 +62,7 @@ def loop_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStore]
 
         engine = get_engine()
         upgrade(engine)
-        seed_database(6, 24, 5, leads_per_org=250, engine=engine, api_keys_file=home / "api_keys.csv")
+        seed_database(25, 24, 5, leads_per_org=120, engine=engine, api_keys_file=home / "api_keys.csv")
     store.load_api_keys()
     yield store
     drop_pg_database(db_url)

@@ -236,7 +236,6 @@ def test_untested_features_do_not_enter_the_correction() -> None:
     reference = crm_frame(1)
     current = crm_frame(2, amount_mean=104.0)
     alone = feature_drift(reference, current, numeric=["amount"]).feature("amount")
-    current["missing_one"] = 0.0
     with_missing = feature_drift(reference, current, numeric=["amount", "visits_gone"]).feature("amount")
     assert alone.p_adjusted == with_missing.p_adjusted == alone.p_value
 
@@ -267,6 +266,13 @@ def test_psi_counts_values_outside_the_training_range() -> None:
     assert numeric_psi(reference, np.full(200, 5.0)) == pytest.approx(0.0)
     assert numeric_psi(reference, np.full(200, 6.0)) > 1.0
     assert numeric_psi(reference, np.full(200, 4.0)) > 1.0
+
+
+def test_psi_treats_values_below_and_above_the_training_range_alike() -> None:
+    reference = np.linspace(0.0, 1.0, 1000)
+    below = numeric_psi(reference, np.full(100, -5.0))
+    assert below > 10.0
+    assert below == pytest.approx(numeric_psi(reference, np.full(100, 6.0)))
 
 
 def test_psi_needs_values_on_both_sides() -> None:

@@ -200,6 +200,10 @@ def test_challenger_worse_than_champion_beyond_tolerance_rolls_back() -> None:
 
 def test_challenger_exactly_at_the_tolerance_passes() -> None:
     assert decide(stats(accuracy=0.85), stats("1", accuracy=0.87)).action == "next_step"
+    # 0.52 - 0.05 is 0.47000000000000003 in binary floating point: still "exactly at" the tolerance
+    policy = RolloutPolicy(accuracy_floor=0.40, accuracy_tolerance=0.05)
+    assert decide(stats(accuracy=0.47), stats("1", accuracy=0.52), policy=policy).action == "next_step"
+    assert decide(stats(accuracy=0.4699), stats("1", accuracy=0.52), policy=policy).action == "rollback"
 
 
 def test_challenger_exactly_at_the_floor_passes() -> None:
@@ -214,6 +218,9 @@ def test_error_rate_increase_beyond_the_limit_rolls_back() -> None:
 
 def test_error_rate_exactly_at_the_limit_passes() -> None:
     assert decide(stats(error_rate=0.03), stats("1", error_rate=0.01)).action == "next_step"
+    # 0.7 + 0.1 is 0.7999999999999999 in binary floating point
+    policy = RolloutPolicy(max_error_rate_increase=0.1)
+    assert decide(stats(error_rate=0.8), stats("1", error_rate=0.7), policy=policy).action == "next_step"
 
 
 def test_p95_beyond_the_ratio_rolls_back_for_a_slow_champion() -> None:

@@ -1,0 +1,145 @@
+"""The rollout and monitoring library on SQLite and the real PostgreSQL, with a real MLflow registry:
+live numbers from the prediction log, holds without data, and rollbacks that cannot happen twice."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from neuracrm_mlops import registry, rollout
+from neuracrm_mlops.config import reset_settings
+from neuracrm_mlops.db.schema import Alert, Prediction, PromotionLedgerEntry
+from neuracrm_mlops.live_stats import version_stats
+from neuracrm_mlops.outcomes import simulate_outcomes
+from neuracrm_mlops.prediction_log import prediction_row
+
+
+def _register(versions: int) -> Any:
+    """``lead_scoring`` with ``versions`` versions (no artifacts: these tests never load them)."""
+    client = registry.configure_mlflow()
+    registry.ensure_registered_model(client, "lead_scoring", "test")
+    for _ in range(versions):
+        client.create_model_version("lead_scoring", "file:///nonexistent", tags={"status": "test"})
+    return client
+
+
+def _log(engine: sa.Engine, version: str, n: int, *, probability: float, fallback: bool = False) -> None:
+    rows = [
+        prediction_row(
+            model_name="lead_scoring",
+            model_version=version,
+            route="fallback" if fallback else "champion",
+            request_id=f"r-{version}-{i}",
+            organization_id=1,
+            entity_id=f"v{version}-lead-{i}{'-fb' if fallback else ''}",
+            features={"region": "emea"},
+            output={"probability": probability},
+            latency_ms=5.0 + i,
+            fallback=fallback,
+        )
+        for i in range(n)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Prediction), rows)
+
+
+def test_live_stats_join_logged_predictions_with_their_outcomes(engine: sa.Engine) -> None:
+    import datetime as dt
+
+    _log(engine, "1", 40, probability=0.9)
+    _log(engine, "2", 40, probability=0.9)
+    _log(engine, "2", 10, probability=0.3, fallback=True)  # v2 failed 10 times: the fallback answered
+    summary = simulate_outcomes(engine, "lead_scoring", degrade=["2"], agree=1.0, degraded_agree=0.0)
+    assert (summary.written, summary.degraded) == (80, 40)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    stats = version_stats(engine, "lead_scoring", ["1", "2"], since=since)
+    assert (stats["1"].accuracy, stats["1"].outcomes, stats["1"].error_rate) == (1.0, 40, 0.0)
+    assert (stats["2"].accuracy, stats["2"].outcomes, stats["2"].requests) == (0.0, 40, 50)
+    assert stats["2"].error_rate == pytest.approx(0.2)
+    assert stats["1"].p95_latency_ms == pytest.approx(5.0 + 39 * 0.95 + 0.0, abs=0.1)
+    again = simulate_outcomes(engine, "lead_scoring", agree=1.0)
+    assert again.written == 0  # outcomes are written once per entity
+
+
+def test_a_rollout_without_outcomes_holds_alerts_after_the_deadline_and_never_promotes(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEURACRM_BAKE_DEADLINE_HOURS", "0")
+    reset_settings()
+    client = _register(2)
+    client.set_registered_model_alias("lead_scoring", "champion", "1")
+    client.set_registered_model_alias("lead_scoring", "challenger", "2")
+    started = rollout.start_rollout("lead_scoring", actor="cli:test", engine=engine)
+    assert (started.action, started.weight) == ("start", 0.1)
+    assert rollout.bake_status("lead_scoring", engine=engine).deadline_passed
+    for attempt in (1, 2):
+        held = rollout.judge_step("lead_scoring", actor="cli:test", engine=engine)
+        assert held.action == "hold" and held.alert_id is not None, held
+        assert "deadline" in held.reason
+        with engine.connect() as conn:
+            alert = conn.execute(
+                sa.select(Alert.kind, Alert.occurrences).where(Alert.id == held.alert_id)
+            ).one()
+        assert alert.kind == "canary_inconclusive" and alert.occurrences == attempt
+    state = rollout.model_state("lead_scoring")
+    assert (state["champion"], state["challenger"], state["canary_weight"]) == ("1", "2", 0.1)
+
+
+def test_two_rollbacks_at_once_move_the_champion_only_once(engine: sa.Engine, tmp_path: Path) -> None:
+    from neuracrm_mlops import ledger
+
+    client = _register(2)
+    client.set_registered_model_alias("lead_scoring", "champion", "1")
+    ledger.record_change(
+        engine,
+        actor="cli:test",
+        model_name="lead_scoring",
+        action="promote",
+        alias="champion",
+        to_version="1",
+        reason="v1",
+    )
+    client.set_registered_model_alias("lead_scoring", "champion", "2")
+    ledger.record_change(
+        engine,
+        actor="cli:test",
+        model_name="lead_scoring",
+        action="promote",
+        alias="champion",
+        from_version="1",
+        to_version="2",
+        reason="v2",
+    )
+    results: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def monitor_run(i: int) -> None:
+        try:
+            barrier.wait()
+            result = rollout.rollback(
+                "lead_scoring",
+                actor=f"dag:monitor_models/run-{i}",
+                reason="live accuracy below the floor",
+                expected_champion="2",
+                engine=engine,
+            )
+            results.append(result.action)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=monitor_run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert sorted(results) == ["noop", "rollback"]
+    assert rollout.model_state("lead_scoring")["champion"] == "1"
+    with engine.connect() as conn:
+        actions = conn.scalars(sa.select(PromotionLedgerEntry.action).order_by(PromotionLedgerEntry.id)).all()
+    assert actions == ["promote", "promote", "rollback"]
