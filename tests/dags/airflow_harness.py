@@ -62,5 +62,8 @@ class AirflowHarness:
             check=False,
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        start = result.stdout.find("[")
-        return list(json.loads(result.stdout[start:])) if start >= 0 else []
+        # Airflow prints warnings before the JSON; the runs are the last line that is a JSON list
+        for line in reversed(result.stdout.splitlines()):
+            if line.startswith(("[{", "[]")):
+                return list(json.loads(line))
+        raise AssertionError(f"no JSON list in: {result.stdout[-2000:]}")

@@ -119,8 +119,29 @@ class Traffic:
             engine.dispose()
 
 
-def run(airflow: AirflowHarness, store: ServingStore, dag_id: str) -> str:
-    state, log = airflow.run_dag(dag_id, airflow.env(store.home, **store.env), timeout=600)
+def wait_until_accuracy_below(store: ServingStore, version: str, level: float, timeout: float = 180) -> None:
+    import datetime as dt
+
+    from neuracrm_mlops.db.engine import create_engine
+    from neuracrm_mlops.live_stats import version_stats
+
+    engine = create_engine(store.env["NEURACRM_DB_URL"])
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            stats = version_stats(engine, "lead_scoring", [version], since=since)[version]
+            if stats.accuracy is not None and stats.accuracy < level:
+                return
+            assert time.monotonic() < deadline, f"v{version} still at {stats}"
+            time.sleep(2)
+    finally:
+        engine.dispose()
+
+
+def run(airflow: AirflowHarness, store: ServingStore, dag_id: str, **extra_env: str) -> str:
+    env = airflow.env(store.home, **{**store.env, **extra_env})
+    state, log = airflow.run_dag(dag_id, env, timeout=600)
     assert state == "success", log[-6000:]
     return log
 
@@ -186,9 +207,10 @@ def test_canary_promotion_failed_canary_and_automatic_rollback_end_to_end(
         assert [a.model_version for a in failed] == [v3]
         assert failed[0].delivery_status == "failed"  # the webhook is down and nothing broke
 
-        # 4. v2's live outcomes degrade below the floor: the monitor rolls back to v1
+        # 4. v2's live outcomes degrade until its accuracy over the monitoring window is below 0.80
+        # (its good canary outcomes are in the window too): the monitor rolls back to v1
         with Traffic(server, store, degrade=(v2,)):
-            time.sleep(4)
+            wait_until_accuracy_below(store, v2, 0.78)
         log = run(airflow, store, "monitor_models")
         assert "retrain_lead_scoring" in log
         assert aliases(store)["champion"] == v1
