@@ -1,7 +1,7 @@
 """Serving benchmark: the same lead model behind `mlflow models serve` and behind the BentoML service,
 loaded in one run with wrk at the same concurrency; requests/s and latency percentiles for each.
 
-    .venv/bin/python benchmarks/serving_throughput.py [--connections 8 32] [--duration 20]
+    .venv/bin/python benchmarks/serving_throughput.py [--connections 8 32] [--duration 20] [--workers 2]
 
 It builds its own store under a temp NEURACRM_HOME (seeded CRM on SQLite, a trained lead model as
 champion), starts both servers on free ports, warms them up, then runs wrk against each in turn
@@ -163,12 +163,16 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20, help="seconds of load per server and concurrency")
     parser.add_argument("--orgs", type=int, default=40, help="seeded organizations for training the model")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="BentoML worker processes (NEURACRM_SERVING_WORKERS)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
 
     workdir = Path(tempfile.mkdtemp(prefix="neuracrm-serving-bench-"))
     env, version, key = build_store(workdir / "home", args.orgs)
+    env["NEURACRM_SERVING_WORKERS"] = str(args.workers)
     logs = {name: (workdir / f"{name}.log").open("w") for name in ("mlflow", "bentoml")}
     mlflow_port, bento_port = free_port(), free_port()
     servers = {
