@@ -150,6 +150,11 @@ class ServingMetrics:
         self.errors = Counter(
             "neuracrm_request_errors_total", "Requests that failed inside the service", ["endpoint"]
         )
+        self.model_errors = Counter(
+            "neuracrm_model_errors_total",
+            "Predictions a served version failed (raised or answered NaN); the fallback answered",
+            ["family", "version"],
+        )
         self.latency = Histogram(
             "neuracrm_request_latency_seconds",
             "Time inside the service per request",
@@ -164,6 +169,8 @@ class ServingMetrics:
             self.predictions.labels(*labels).inc()
             if answer.fallback:
                 self.fallbacks.labels(*labels).inc()
+            if answer.failed_version:
+                self.model_errors.labels(family, answer.failed_version).inc()
             routes.add(answer.model.route)
         self.latency.labels(endpoint, routes.pop() if len(routes) == 1 else "mixed").observe(seconds)
 

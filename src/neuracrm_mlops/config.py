@@ -93,6 +93,7 @@ class Settings:
     bake_poke_seconds: float = 300.0
     monitor_window_hours: float = 168.0
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    bias_attribute: str = "region"
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -149,6 +150,7 @@ class Settings:
                 "NEURACRM_MONITOR_WINDOW_HOURS", 168.0, low=0.01, high=24 * 365.0
             ),
             mlflow_ui_url=os.environ.get("NEURACRM_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
+            bias_attribute=os.environ.get("NEURACRM_BIAS_ATTRIBUTE") or "region",
         )
 
 

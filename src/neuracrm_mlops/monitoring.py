@@ -131,7 +131,7 @@ def monitor_model(
             runbook=RUNBOOK_DRIFT,
             links=links,
         )
-    report.bias = _bias(predictions, outcomes, name, champion, settings_attribute())
+    report.bias = _bias(predictions, outcomes, name, champion, settings.bias_attribute)
     if report.bias and report.bias.get("breaches"):
         _warning_alert(
             engine,
@@ -144,12 +144,6 @@ def monitor_model(
             links=links,
         )
     return report
-
-
-def settings_attribute() -> str:
-    import os
-
-    return os.environ.get("NEURACRM_BIAS_ATTRIBUTE") or "region"
 
 
 def _roll_back(

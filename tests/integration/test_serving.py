@@ -360,6 +360,8 @@ def test_a_broken_model_gives_flagged_fallback_answers_and_an_unloadable_one_is_
                     result["model"]["name"] == "lead_scoring_rules" and problem in result["fallback_reason"]
                 )
                 assert 0 <= result["probability"] <= 1
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert f'neuracrm_model_errors_total{{family="lead_scoring",version="{flaky}"}} 4.0' in metrics
 
         set_lead_aliases(store, champion=unloadable, challenger=None, weight=0.0)
         status = server.wait_for(lambda s: "lead_scoring@champion" in s["load_errors"])
