@@ -415,18 +415,26 @@ def rollout(model: str, action: str, reason: str | None) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Choice(SERVED_MODELS))
-@click.option("--org", "organization", type=int, default=None, help="Not supported yet for shared models.")
+@click.argument("model", type=click.Choice([*SERVED_MODELS, "sales_forecast"]))
+@click.option("--org", "organization", type=int, default=None, help="sales_forecast: the organization id.")
 @click.option("--to", "to_version", default=None, help="Version to restore (default: the previous champion).")
 @click.option("--reason", default="rolled back by hand from the CLI", show_default=True)
 def rollback(model: str, organization: int | None, to_version: str | None, reason: str) -> None:
-    """Put MODEL's previous champion (from the promotion ledger) or --to VERSION back as champion."""
+    """Put MODEL's previous champion (from the promotion ledger) or --to VERSION back as champion.
+
+    Forecasts are one model per organization: ``rollback sales_forecast --org ID``."""
+    from neuracrm_mlops import registry
     from neuracrm_mlops import rollout as rollouts
     from neuracrm_mlops.ledger import actor_for_cli
 
-    if organization is not None:
+    name = model
+    if model == "sales_forecast":
+        if organization is None:
+            raise click.UsageError("sales_forecast is one model per organization: give --org ID")
+        name = registry.forecast_model_name(organization)
+    elif organization is not None:
         raise click.UsageError(f"{model} is one model for every organization: drop --org")
-    _print_rollout(rollouts.rollback(model, actor=actor_for_cli(), reason=reason, to_version=to_version))
+    _print_rollout(rollouts.rollback(name, actor=actor_for_cli(), reason=reason, to_version=to_version))
 
 
 @main.command()

@@ -116,3 +116,24 @@ def test_validate_fails_with_exit_1_and_names_the_expectation(engine: sa.Engine)
     result = runner.invoke(main, ["validate", "sales", "--org", "Acme"])
     assert result.exit_code == 1
     assert "FAILED [critical]" in result.output and "revenue" in result.output
+
+
+def test_rollback_commands_say_what_is_missing(engine: sa.Engine) -> None:
+    runner = CliRunner()
+    no_org = runner.invoke(main, ["rollback", "sales_forecast"])
+    assert no_org.exit_code == 2 and "--org" in no_org.output
+    needless_org = runner.invoke(main, ["rollback", "lead_scoring", "--org", "3"])
+    assert needless_org.exit_code == 2 and "drop --org" in needless_org.output
+    nothing = runner.invoke(main, ["rollback", "lead_scoring"])
+    assert nothing.exit_code == 1 and "no registered model 'lead_scoring'" in nothing.output
+
+
+def test_simulate_outcomes_and_alerts_on_an_empty_store(engine: sa.Engine) -> None:
+    runner = CliRunner()
+    simulated = runner.invoke(main, ["simulate", "outcomes"])
+    assert simulated.exit_code == 0, simulated.output
+    assert "lead_scoring: 0 simulated outcomes written" in simulated.output
+    listed = runner.invoke(main, ["alerts", "--open"])
+    assert listed.exit_code == 0 and "no alerts" in listed.output
+    unknown = runner.invoke(main, ["ack", "999"])
+    assert unknown.exit_code == 1 and "999" in unknown.output
