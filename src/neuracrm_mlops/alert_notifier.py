@@ -129,6 +129,17 @@ def failure_alert_fields(context: Mapping[str, Any], *, severity: str = "critica
     }
 
 
+def _already_alerted(exception: object) -> bool:
+    """Whether the exception (or what caused it) already raised its own alert."""
+    seen = 0
+    while isinstance(exception, BaseException) and seen < 10:
+        if getattr(exception, "already_alerted", False):
+            return True
+        exception = exception.__cause__ or exception.__context__
+        seen += 1
+    return False
+
+
 def raise_failure_alert(context: Mapping[str, Any], *, severity: str = "critical") -> int | None:
     """Raise (or count again) the failure alert for ``context``; the alert id, or None when
     alerting itself failed (logged, never raised)."""
@@ -136,6 +147,9 @@ def raise_failure_alert(context: Mapping[str, Any], *, severity: str = "critical
         from neuracrm_mlops.alerts import raise_alert
         from neuracrm_mlops.db.engine import get_engine
 
+        if _already_alerted(context.get("exception")):
+            log.info("the failure already raised its own alert; not paging again")
+            return None
         fields = failure_alert_fields(context, severity=severity)
         ref = raise_alert(get_engine(), **fields)
         return ref.id

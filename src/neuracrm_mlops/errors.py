@@ -7,6 +7,9 @@ class NeuraCRMError(Exception):
     """Base class: an expected failure with a message that names what and where."""
 
     exit_code = 1
+    # True when the failure already raised its own alert (e.g. a failed validation, with its report):
+    # the Airflow failure notifier then does not page a second time for the same incident
+    already_alerted = False
 
 
 class ConfigurationError(NeuraCRMError):

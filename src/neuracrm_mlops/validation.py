@@ -88,7 +88,11 @@ _BOOKKEEPING_COLUMNS = frozenset({"id", "content_hash", "updated_at"})
 
 
 class ValidationFailedError(NeuraCRMError):
-    """A critical expectation failed: training is blocked. The message names them and the report."""
+    """A critical expectation failed: training is blocked. The message names them and the report.
+
+    ``record_validation`` has raised the validation alert (with the report link) by then."""
+
+    already_alerted = True
 
     def __init__(self, report: ValidationReport) -> None:
         names = ", ".join(outcome.expectation for outcome in report.critical_failures)

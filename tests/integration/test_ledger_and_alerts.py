@@ -411,6 +411,24 @@ def test_notifier_raises_one_critical_alert_per_failing_task_and_counts_repeats(
     assert len(receiver.bodies) == 1  # the repeat counted up without a second page
 
 
+def test_a_failure_that_already_raised_its_own_alert_is_not_paged_twice(engine: sa.Engine) -> None:
+    from neuracrm_mlops.errors import NeuraCRMError
+
+    class AlreadyAlerted(NeuraCRMError):
+        already_alerted = True
+
+    try:
+        try:
+            raise AlreadyAlerted("leads validation failed: expect_column_values_to_be_between")
+        except AlreadyAlerted as cause:
+            raise RuntimeError("the task failed") from cause  # as the DAG task re-raises it
+    except RuntimeError as wrapped:
+        NeuraCRMAlertNotifier()(_failure_context(wrapped))
+    assert list_alerts(engine) == []
+    dag_failure_callback(_failure_context(RuntimeError("an unexpected crash")))
+    assert [a.kind for a in list_alerts(engine)] == ["dag_failed"]
+
+
 def test_failure_callbacks_never_raise_when_alerting_fails(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
