@@ -8,7 +8,9 @@ acts: next step, promote at 100% (the old champion keeps alias ``previous``), re
 tagged rejected, alert), or hold (alert after the deadline; never promotes). Anything but "next
 step" ends the run. Every change is in the promotion ledger. Runs daily at 06:00 UTC for the model
 in its ``model`` param (default lead_scoring; with no challenger waiting the run ends at once), and
-by hand with ``{"model": "sentiment"}``.
+by hand with ``{"model": "sentiment"}`` or ``{"model": "sales_forecast"}``: forecasts roll out by
+cohorts of organizations (the weight is the share of organizations), each organization judged on
+its own new actuals (``neuracrm_mlops.forecast_rollout``).
 """
 
 from __future__ import annotations
@@ -35,22 +37,18 @@ from neuracrm_mlops.dag_support import (
     max_active_runs=1,
     tags=["neuracrm", "rollout"],
     default_args=default_args(),
-    params={"model": Param("lead_scoring", enum=["lead_scoring", "sentiment"])},
+    params={"model": Param("lead_scoring", enum=["lead_scoring", "sentiment", "sales_forecast"])},
     doc_md=__doc__,
 )
 def rollout_model() -> None:
     @task.short_circuit
     def start_canary(params: dict[str, Any], **context: Any) -> bool:
         from neuracrm_mlops.ledger import actor_for_dag
-        from neuracrm_mlops.rollout import RolloutError, start_rollout
+        from neuracrm_mlops.pipelines import start_canary
 
-        try:
-            result = start_rollout(params["model"], actor=actor_for_dag(context))
-        except RolloutError as exc:  # nothing to roll out (no challenger): the run ends here
-            print(f"no rollout: {exc}")
-            return False
-        print(result.as_dict())
-        return result.action in ("start", "noop") and result.weight > 0
+        result = start_canary(params["model"], actor=actor_for_dag(context))
+        print(result)
+        return bool(result["running"])
 
     previous = start_canary()
     for step in range(1, rollout_step_count() + 1):
@@ -62,20 +60,20 @@ def rollout_model() -> None:
             timeout=dt.timedelta(seconds=bake_timeout_seconds()),
         )
         def bake(params: dict[str, Any]) -> PokeReturnValue:
-            from neuracrm_mlops.rollout import bake_status
+            from neuracrm_mlops.pipelines import canary_baked
 
-            status = bake_status(params["model"])
-            print(status)
-            return PokeReturnValue(is_done=status.ready, xcom_value=status.detail)
+            ready, detail = canary_baked(params["model"])
+            print(detail)
+            return PokeReturnValue(is_done=ready, xcom_value=detail)
 
         @task.short_circuit(task_id=f"judge_step_{step}")
         def judge(params: dict[str, Any], **context: Any) -> bool:
             from neuracrm_mlops.ledger import actor_for_dag
-            from neuracrm_mlops.rollout import judge_step
+            from neuracrm_mlops.pipelines import judge_canary
 
-            result = judge_step(params["model"], actor=actor_for_dag(context))
-            print(result.as_dict())
-            return result.action == "next_step"
+            result = judge_canary(params["model"], actor=actor_for_dag(context))
+            print(result)
+            return result["action"] == "next_step"
 
         baked = bake()
         judged = judge()

@@ -393,16 +393,29 @@ def _print_rollout(result: Any) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Choice(SERVED_MODELS))
+@click.argument("model", type=click.Choice([*SERVED_MODELS, "sales_forecast"]))
 @click.argument("action", type=click.Choice(["start", "step", "promote", "abort"]))
 @click.option("--reason", default=None, help="promote / abort: why (written to the promotion ledger).")
 def rollout(model: str, action: str, reason: str | None) -> None:
     """Canary rollout of MODEL's challenger: start (first step's weight), step (judge the current step
-    and act on it), promote (challenger becomes champion now), abort (challenger out of traffic)."""
+    and act on it), promote (challenger becomes champion now), abort (challenger out of traffic).
+
+    sales_forecast rolls out by cohorts of organizations (start and step only)."""
     from neuracrm_mlops import rollout as rollouts
     from neuracrm_mlops.ledger import actor_for_cli
 
     actor = actor_for_cli()
+    if model == "sales_forecast":
+        from neuracrm_mlops.pipelines import judge_canary, start_canary
+
+        if action not in ("start", "step"):
+            raise click.UsageError("sales_forecast rolls out by cohorts: use start or step")
+        done = start_canary(model, actor=actor) if action == "start" else judge_canary(model, actor=actor)
+        out.print(f"sales_forecast: {done['action']} at {done.get('weight', 0):.0%}: {done['reason']}")
+        for key in ("promoted", "rejected", "holding"):
+            if done.get(key):
+                out.print(f"  {key}: organizations {', '.join(map(str, done[key]))}")
+        return
     if action == "start":
         result = rollouts.start_rollout(model, actor=actor)
     elif action == "step":

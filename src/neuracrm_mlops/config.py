@@ -89,6 +89,7 @@ class Settings:
     # canary rollout and monitoring
     rollout_steps: tuple[float, ...] = (0.10, 0.50, 1.00)
     min_outcomes: int = 100
+    forecast_min_outcomes: int = 3
     bake_deadline_hours: float = 72.0
     bake_poke_seconds: float = 300.0
     monitor_window_hours: float = 168.0
@@ -144,6 +145,7 @@ class Settings:
             ),
             rollout_steps=_env_steps("NEURACRM_ROLLOUT_STEPS", (0.10, 0.50, 1.00)),
             min_outcomes=_env_int("NEURACRM_MIN_OUTCOMES", 100, low=1, high=10_000_000),
+            forecast_min_outcomes=_env_int("NEURACRM_FORECAST_MIN_OUTCOMES", 3, low=1, high=240),
             bake_deadline_hours=_env_float("NEURACRM_BAKE_DEADLINE_HOURS", 72.0, low=0.0, high=24 * 90.0),
             bake_poke_seconds=_env_float("NEURACRM_BAKE_POKE_SECONDS", 300.0, low=1.0, high=86_400.0),
             monitor_window_hours=_env_float(

@@ -1,10 +1,12 @@
 """Live numbers per served model version, from the prediction log joined with the outcomes.
 
 The one place that turns logged predictions into what the 80% rule and the canary judge:
-- **accuracy**: classification families only for now (lead scoring, sentiment), the share of correct
-  labels (``evaluation.classification_accuracy``) over the entities that have an outcome. A lead's
-  predicted label is ``converted`` when its probability is at least 0.5; sentiment's is its label.
-  Each entity counts once per version (its latest prediction in the window).
+- **accuracy** (``evaluation``'s definitions): for lead scoring and sentiment the share of correct
+  labels over the entities that have an outcome (a lead's predicted label is ``converted`` when its
+  probability is at least 0.5; sentiment's is its label), each entity once per version (its latest
+  prediction in the window). For a forecast (``sales_forecast_org_<id>``) ``max(0, 1 - WAPE)`` over
+  the months that have an actual (an outcome whose entity is the month, ``YYYY-MM``, and whose value
+  is the revenue), each month once per version (its latest forecast); ``outcomes`` counts months.
 - **error rate**: the share of a version's requests that it failed (raised or answered NaN), so that
   the fallback answered instead. Fallbacks for other reasons (AI switched off, no model loaded) are
   not the version's fault and are not counted against it.
@@ -24,7 +26,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from neuracrm_mlops.db.schema import Outcome, Prediction
-from neuracrm_mlops.evaluation import CLASSIFICATION_FAMILIES
+from neuracrm_mlops.evaluation import CLASSIFICATION_FAMILIES, forecast_accuracy
 from neuracrm_mlops.rollout_decisions import VersionLiveStats
 
 CONVERTED, NOT_CONVERTED = "converted", "not_converted"
@@ -109,24 +111,64 @@ def labelled(predictions: pd.DataFrame, outcomes: pd.DataFrame, model_name: str)
     return joined[joined["label"].notna() & joined["predicted"].notna()]
 
 
+def forecast_actuals(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Served forecasts exploded to months (latest per version and month) with the month's actual."""
+    served = predictions[predictions["route"].isin(SERVED_ROUTES) & ~predictions["fallback"].astype(bool)]
+    rows = [
+        {"id": row_id, "model_version": version, "month": point["month"], "forecast": point["forecast"]}
+        for row_id, version, output in zip(
+            served["id"], served["model_version"], served["output"], strict=True
+        )
+        for point in (output or {}).get("points", [])
+    ]
+    columns = ["model_version", "month", "forecast", "actual"]
+    if not rows or outcomes.empty:
+        return pd.DataFrame(columns=columns)
+    points = pd.DataFrame(rows).sort_values("id").drop_duplicates(["model_version", "month"], keep="last")
+    actuals = outcomes[outcomes["value"].notna()][["entity_id", "value"]].rename(
+        columns={"entity_id": "month", "value": "actual"}
+    )
+    return points.merge(actuals, on="month", how="inner")[columns]
+
+
 def version_stats(
     engine: sa.Engine, model_name: str, versions: list[str], *, since: dt.datetime
 ) -> dict[str, VersionLiveStats]:
     """Live stats for each of ``versions`` of ``model_name`` over predictions since ``since``."""
-    if family_of(model_name) not in CLASSIFICATION_FAMILIES:
-        raise NotImplementedError(
-            f"live accuracy for {model_name} is not implemented yet (classification families only)"
-        )
     predictions = load_predictions(engine, model_name, since=since)
-    joined = labelled(predictions, load_outcomes(engine, model_name), model_name)
+    outcomes = load_outcomes(engine, model_name)
+    if family_of(model_name) == "sales_forecast":
+        months = forecast_actuals(predictions, outcomes)
+        return {v: _forecast_stats_for(v, predictions, months) for v in versions}
+    if family_of(model_name) not in CLASSIFICATION_FAMILIES:
+        raise ValueError(f"no live accuracy for {model_name!r}: not a served model family")
+    joined = labelled(predictions, outcomes, model_name)
     return {v: _stats_for(v, predictions, joined) for v in versions}
 
 
-def _stats_for(version: str, predictions: pd.DataFrame, joined: pd.DataFrame) -> VersionLiveStats:
+def _forecast_stats_for(version: str, predictions: pd.DataFrame, months: pd.DataFrame) -> VersionLiveStats:
+    mine = months[months["model_version"] == version]
+    accuracy = (
+        forecast_accuracy(mine["actual"].to_numpy(float), mine["forecast"].to_numpy(float))
+        if len(mine)
+        else None
+    )
+    return _stats_for(version, predictions, pd.DataFrame(), accuracy=accuracy, outcomes=len(mine))
+
+
+def _stats_for(
+    version: str,
+    predictions: pd.DataFrame,
+    joined: pd.DataFrame,
+    *,
+    accuracy: float | None = None,
+    outcomes: int | None = None,
+) -> VersionLiveStats:
     rows = predictions[predictions["model_version"] == version]
-    mine = joined[joined["model_version"] == version]
-    outcomes = len(mine)
-    accuracy = float((mine["predicted"] == mine["label"]).mean()) if outcomes else None
+    if outcomes is None:
+        mine = joined[joined["model_version"] == version]
+        outcomes = len(mine)
+        accuracy = float((mine["predicted"] == mine["label"]).mean()) if outcomes else None
     requests = len(rows)
     failed = int(rows["fallback"].astype(bool).sum()) if requests else 0
     served = rows[~rows["fallback"].astype(bool)] if requests else rows

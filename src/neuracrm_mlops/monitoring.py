@@ -102,7 +102,10 @@ def monitor_model(
     since = utcnow() - dt.timedelta(hours=settings.monitor_window_hours)
     stats = version_stats(engine, name, [champion], since=since)[champion]
     verdict = decide_live_accuracy(
-        stats.accuracy, stats.outcomes, floor=settings.accuracy_floor, min_outcomes=settings.min_outcomes
+        stats.accuracy,
+        stats.outcomes,
+        floor=settings.accuracy_floor,
+        min_outcomes=rollout.min_outcomes_for(name),
     )
     predictions = load_predictions(engine, name, since=since)
     outcomes = load_outcomes(engine, name)

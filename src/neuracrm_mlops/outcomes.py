@@ -10,6 +10,10 @@ the entity and ``seed`` so that reruns give the same outcomes. ``degrade`` names
 predictions the world now disagrees with more often (agreement ``degraded_agree``, default 0.55):
 a concept drift that makes that version's live accuracy fall, as it would in production.
 An entity predicted by several versions gets one outcome, judged against its first prediction.
+
+Forecasts (``sales_forecast_org_<id>``): each forecast month without an actual gets one, the
+forecast times ``1 + u * noise`` (``u`` uniform in [-1, 1] from the hash, ``noise`` 0.10: about 95%
+accuracy); for a degraded version the world comes in 50% above it (``1.5 + u * noise``, about 67%).
 """
 
 from __future__ import annotations
@@ -117,8 +121,11 @@ def simulate_outcomes(
     agree: float = 0.90,
     degraded_agree: float = 0.55,
     seed: int = 0,
+    forecast_noise: float = 0.10,
 ) -> SimulationSummary:
     """Write simulated outcomes for logged predictions of ``model_name`` that have none yet."""
+    if model_name.startswith(FORECAST_PREFIX):
+        return simulate_forecast_actuals(engine, model_name, degrade=degrade, seed=seed, noise=forecast_noise)
     if model_name not in LABELS:
         raise ValueError(
             f"outcomes can be simulated for {', '.join(LABELS)}; {model_name!r} is not one of them"
@@ -170,3 +177,39 @@ def simulate_outcomes(
         outcomes.append(OutcomeIn(org, entity, truth))
     written = record_outcomes(engine, model_name, outcomes, source="simulated")
     return SimulationSummary(model_name, written, degraded, already)
+
+
+FORECAST_PREFIX = "sales_forecast_org_"
+
+
+def simulate_forecast_actuals(
+    engine: sa.Engine, model_name: str, *, degrade: Iterable[str] = (), seed: int = 0, noise: float = 0.10
+) -> SimulationSummary:
+    """Simulated actual revenue for the months served forecasts of ``model_name`` covered."""
+    degraded_versions = set(degrade)
+    with engine.connect() as conn:
+        known = set(conn.scalars(sa.select(Outcome.entity_id).where(Outcome.model_name == model_name)).all())
+        predictions = conn.execute(
+            sa.select(Prediction.organization_id, Prediction.model_version, Prediction.output)
+            .where(
+                Prediction.model_name == model_name,
+                Prediction.route.in_(SERVED_ROUTES),
+                Prediction.fallback.is_(False),
+            )
+            .order_by(Prediction.id)
+        ).all()
+    first: dict[str, tuple[int | None, str, float]] = {}
+    for row in predictions:
+        for point in (row.output or {}).get("points", []):
+            month = str(point["month"])
+            if month not in known and month not in first:
+                first[month] = (row.organization_id, str(row.model_version), float(point["forecast"]))
+    outcomes = []
+    degraded = 0
+    for month, (org, version, forecast) in first.items():
+        bad = version in degraded_versions
+        degraded += bad
+        error = (2 * _draw(seed, org, month) - 1) * noise
+        outcomes.append(OutcomeIn(org, month, value=forecast * ((1.5 if bad else 1.0) + error)))
+    written = record_outcomes(engine, model_name, outcomes, source="simulated")
+    return SimulationSummary(model_name, written, degraded, len(known))

@@ -85,3 +85,43 @@ def summarize_forecast_chunks(results: list[dict[str, Any]]) -> dict[str, int]:
         for status, count in result["status_counts"].items():
             counts[status] = counts.get(status, 0) + count
     return counts
+
+
+# -- rollout (the rollout_model DAG; forecasts roll out by cohorts of organizations) -------------
+
+
+def start_canary(model: str, *, actor: str) -> dict[str, Any]:
+    """Start the canary of ``model`` (lead_scoring, sentiment or sales_forecast); ``running`` says
+    whether there is a canary to bake (False: nothing to roll out, or promoted at once)."""
+    from neuracrm_mlops import forecast_rollout, rollout
+    from neuracrm_mlops.db.engine import get_engine
+
+    try:
+        if model == forecast_rollout.FAMILY:
+            cohort = forecast_rollout.start(actor=actor, engine=get_engine())
+            return {**cohort.as_dict(), "running": cohort.weight > 0}
+        result = rollout.start_rollout(model, actor=actor)
+    except rollout.RolloutError as exc:
+        return {"action": "none", "reason": str(exc), "running": False}
+    return {**result.as_dict(), "running": result.action in ("start", "noop") and result.weight > 0}
+
+
+def canary_baked(model: str) -> tuple[bool, str]:
+    """Whether the current step has enough outcomes to judge (or its deadline passed)."""
+    from neuracrm_mlops import forecast_rollout, rollout
+    from neuracrm_mlops.db.engine import get_engine
+
+    if model == forecast_rollout.FAMILY:
+        return forecast_rollout.bake_ready(engine=get_engine())
+    status = rollout.bake_status(model)
+    return status.ready, status.detail
+
+
+def judge_canary(model: str, *, actor: str) -> dict[str, Any]:
+    """Judge the current step and act on it; ``action`` is next_step when the rollout goes on."""
+    from neuracrm_mlops import forecast_rollout, rollout
+    from neuracrm_mlops.db.engine import get_engine
+
+    if model == forecast_rollout.FAMILY:
+        return forecast_rollout.judge(actor=actor, engine=get_engine()).as_dict()
+    return rollout.judge_step(model, actor=actor).as_dict()

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 STARTED_TAG = "canary_started_at"
 STEP_STARTED_TAG = "canary_step_started_at"
+COHORT_TAG = "canary_cohort_entered_at"  # forecasts: when the organization joined the canary cohort
 RUNBOOK_CANARY_FAILED = (
     "The challenger was taken out of traffic and tagged rejected; the champion serves everything. "
     "Read the reason and the numbers, fix the model or the data, retrain; nothing else to undo."
@@ -83,15 +84,34 @@ class BakeStatus:
     detail: str
 
 
-def rollout_policy() -> RolloutPolicy:
+def organization_of(name: str) -> int | None:
+    """The organization of a per-organization model (forecasts), None for shared models."""
+    if name.startswith(registry.FORECAST_MODEL_PREFIX):
+        return int(name[len(registry.FORECAST_MODEL_PREFIX) :])
+    return None
+
+
+def min_outcomes_for(name: str) -> int:
+    """Labelled outcomes before a verdict, per family: NEURACRM_MIN_OUTCOMES (100) for leads and
+    sentiment, NEURACRM_FORECAST_MIN_OUTCOMES (3 months with actuals) for a forecast."""
     from neuracrm_mlops.config import get_settings
 
     settings = get_settings()
+    if name.startswith(registry.FORECAST_MODEL_PREFIX):
+        return settings.forecast_min_outcomes
+    return settings.min_outcomes
+
+
+def rollout_policy(name: str = registry.LEAD_MODEL) -> RolloutPolicy:
+    from neuracrm_mlops.config import get_settings
+
+    settings = get_settings()
+    minimum = min_outcomes_for(name)
     return RolloutPolicy(
         steps=settings.rollout_steps,
         accuracy_floor=settings.accuracy_floor,
-        min_outcomes=settings.min_outcomes,
-        min_requests=settings.min_outcomes,
+        min_outcomes=minimum,
+        min_requests=minimum,
     )
 
 
@@ -149,7 +169,7 @@ def _set_weight(client: Any, name: str, weight: float, *, new_step: bool) -> Non
 
 def _clear_canary(client: Any, name: str) -> None:
     registry.set_canary_weight(client, name, 0.0)
-    for tag in (STARTED_TAG, STEP_STARTED_TAG):
+    for tag in (STARTED_TAG, STEP_STARTED_TAG, COHORT_TAG):
         with contextlib.suppress(Exception):
             client.delete_registered_model_tag(name, tag)
 
@@ -187,7 +207,7 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
             state.weight,
             f"a rollout of v{state.challenger} is already running at {state.weight:.0%}",
         )
-    policy = rollout_policy()
+    policy = rollout_policy(name)
     weight = policy.steps[0]
     client.set_registered_model_tag(name, STARTED_TAG, _now_iso())
     _set_weight(client, name, weight, new_step=True)
@@ -198,6 +218,7 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
         engine,
         actor=actor,
         model_name=name,
+        organization_id=organization_of(name),
         action="canary",
         alias=registry.CHALLENGER,
         from_version=state.champion,
@@ -236,7 +257,7 @@ def bake_status(name: str, *, engine: sa.Engine | None = None) -> BakeStatus:
     state = _state(registry.configure_mlflow(), name)
     if state.challenger is None or state.weight <= 0:
         return BakeStatus(True, False, f"{name} has no canary running")
-    policy = rollout_policy()
+    policy = rollout_policy(name)
     champion, challenger = _live(engine, name, state)
     counts = f"challenger v{challenger.version}: {challenger.outcomes}/{policy.min_outcomes} outcomes"
     if champion is not None:
@@ -258,7 +279,7 @@ def judge_step(name: str, *, actor: str, engine: sa.Engine | None = None) -> Rol
         return RolloutResult(
             name, "noop", state.champion, state.challenger, state.weight, f"{name} has no canary running"
         )
-    policy = rollout_policy()
+    policy = rollout_policy(name)
     champion, challenger = _live(engine, name, state)
     deadline = _deadline(state.step_started_at)
     decision = decide_rollout_step(
@@ -282,6 +303,7 @@ def _carry_out(
             engine,
             actor=actor,
             model_name=name,
+            organization_id=organization_of(name),
             action="canary",
             alias=registry.CHALLENGER,
             from_version=state.champion,
@@ -311,6 +333,7 @@ def _carry_out(
             message=decision.reason,
             dedup_key=f"canary_failed:{name}:{state.challenger}",
             model_name=name,
+            organization_id=organization_of(name),
             model_version=state.challenger,
             metrics=metrics,
             action_taken=(
@@ -326,6 +349,7 @@ def _carry_out(
         engine,
         actor=actor,
         model_name=name,
+        organization_id=organization_of(name),
         action="hold",
         alias=registry.CHALLENGER,
         from_version=state.champion,
@@ -343,6 +367,7 @@ def _carry_out(
             message=decision.reason,
             dedup_key=f"canary_inconclusive:{name}:{state.challenger}",
             model_name=name,
+            organization_id=organization_of(name),
             model_version=state.challenger,
             metrics=metrics,
             action_taken=f"held at {state.weight:.0%}; not promoted",
@@ -383,6 +408,7 @@ def promote(
         engine,
         actor=actor,
         model_name=name,
+        organization_id=organization_of(name),
         action="promote",
         alias=registry.CHAMPION,
         from_version=old,
@@ -418,6 +444,7 @@ def abort(
         engine,
         actor=actor,
         model_name=name,
+        organization_id=organization_of(name),
         action="reject" if reject else "abort",
         alias=registry.CHALLENGER,
         from_version=state.challenger,
@@ -505,6 +532,7 @@ def rollback(
             conn,
             actor=actor,
             model_name=name,
+            organization_id=organization_of(name),
             action="rollback",
             alias=registry.CHAMPION,
             from_version=bad,

@@ -1,0 +1,270 @@
+"""Forecast rollouts by cohorts of organizations.
+
+A forecast is one registered model per organization (``sales_forecast_org_<id>``), so the canary
+weight is a share of organizations: every organization model with a challenger carries the family's
+weight in its ``canary_weight`` tag, and serving routes the organization to its challenger when
+``routing.bucket(org, org)`` falls under it (``routing.canary_cohort``). Raising the weight only adds
+organizations to the cohort, never moves one back.
+
+Each organization in the cohort is judged on its own new actuals: its challenger's accuracy
+(``max(0, 1 - WAPE)``) over the months it forecast since the organization entered the cohort,
+against its champion's over the monitoring window before, with ``decide_rollout_step`` and
+NEURACRM_FORECAST_MIN_OUTCOMES (3) months. An organization whose challenger fails is rejected on its
+own (weight 0, tagged rejected, one warning alert per organization); the others go on. The family
+moves to the next step once every organization in the cohort passed; one still short of actuals
+holds it (an alert once the step's deadline passed). At 100%, every organization that passed is
+promoted (its old champion keeps ``previous``). An organization with no champion is promoted at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from neuracrm_mlops import ledger, registry, rollout
+from neuracrm_mlops.alerts import raise_alert
+from neuracrm_mlops.db.schema import utcnow
+from neuracrm_mlops.live_stats import version_stats
+from neuracrm_mlops.rollout_decisions import decide_rollout_step
+from neuracrm_mlops.routing import bucket
+
+FAMILY = "sales_forecast"
+COHORT_TAG = rollout.COHORT_TAG
+
+
+@dataclass
+class CohortResult:
+    action: str  # start | next_step | promote | hold | noop
+    weight: float
+    reason: str
+    promoted: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+    holding: list[int] = field(default_factory=list)
+    passed: list[int] = field(default_factory=list)
+    alert_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _organization(name: str) -> int:
+    return int(name[len(registry.FORECAST_MODEL_PREFIX) :])
+
+
+def _models_with_challenger(client: Any) -> list[tuple[int, str, dict[str, str], dict[str, str]]]:
+    """(organization, name, aliases, tags) of every forecast model with a challenger."""
+    found = []
+    token = None
+    while True:
+        page = client.search_registered_models(
+            filter_string=f"name LIKE '{registry.FORECAST_MODEL_PREFIX}%'", max_results=1000, page_token=token
+        )
+        for model in page:
+            aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
+            if registry.CHALLENGER in aliases:
+                found.append((_organization(model.name), model.name, aliases, dict(model.tags or {})))
+        token = page.token
+        if not token:
+            return sorted(found)
+
+
+def _in_cohort(organization: int, weight: float) -> bool:
+    return bucket(organization, str(organization)) < weight
+
+
+def _enter_cohorts(client: Any, weight: float) -> None:
+    """Set the weight on every organization model with a challenger; mark newcomers' entry time."""
+    now = utcnow().isoformat()
+    for org, name, _, tags in _models_with_challenger(client):
+        registry.set_canary_weight(client, name, weight)
+        if _in_cohort(org, weight) and not tags.get(COHORT_TAG):
+            client.set_registered_model_tag(name, COHORT_TAG, now)
+
+
+def start(*, actor: str, engine: sa.Engine) -> CohortResult:
+    """Promote first versions; give the rest the first step's weight (the first cohort)."""
+    client = registry.configure_mlflow()
+    models = _models_with_challenger(client)
+    if not models:
+        raise rollout.RolloutError("no forecast model has a challenger: train forecasts first")
+    promoted = []
+    for org, name, aliases, _ in models:
+        if registry.CHAMPION not in aliases:
+            rollout.promote(
+                name, actor=actor, reason="first version: no champion to compare with", engine=engine
+            )
+            promoted.append(org)
+    weight = rollout.rollout_policy(registry.forecast_model_name(0)).steps[0]
+    now = utcnow().isoformat()
+    waiting = [(org, name) for org, name, aliases, _ in models if registry.CHAMPION in aliases]
+    for _, name in waiting:
+        client.set_registered_model_tag(name, rollout.STARTED_TAG, now)
+        client.set_registered_model_tag(name, rollout.STEP_STARTED_TAG, now)
+    _enter_cohorts(client, weight)
+    cohort = [org for org, _ in waiting if _in_cohort(org, weight)]
+    reason = (
+        f"forecast canary started at {weight:.0%} of organizations: {len(cohort)} of {len(waiting)} "
+        f"organizations with a challenger now forecast with it"
+    )
+    for org, name in waiting:
+        ledger.record_change(
+            engine,
+            actor=actor,
+            model_name=name,
+            organization_id=org,
+            action="canary",
+            alias=registry.CHALLENGER,
+            weight=weight,
+            reason=reason,
+            metrics={"in_cohort": org in cohort},
+        )
+    return CohortResult("start", weight, reason, promoted=promoted)
+
+
+def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> CohortResult:
+    """Judge every organization in the cohort; reject failures, then advance, promote or hold."""
+    from neuracrm_mlops.config import get_settings
+
+    settings = get_settings()
+    now = now or utcnow()
+    client = registry.configure_mlflow()
+    models = [m for m in _models_with_challenger(client) if registry.canary_weight_of(m[3]) > 0]
+    if not models:
+        return CohortResult("noop", 0.0, "no forecast canary is running")
+    weight = max(registry.canary_weight_of(m[3]) for m in models)
+    policy = rollout.rollout_policy(models[0][1])
+    result = CohortResult("hold", weight, "")
+    deadline_passed = False
+    for org, name, aliases, tags in models:
+        if not _in_cohort(org, weight):
+            continue
+        entered = rollout._parse_time(tags.get(COHORT_TAG)) or now
+        started = rollout._parse_time(tags.get(rollout.STARTED_TAG)) or entered
+        step_started = rollout._parse_time(tags.get(rollout.STEP_STARTED_TAG)) or entered
+        if now >= step_started + dt.timedelta(hours=settings.bake_deadline_hours):
+            deadline_passed = True
+        challenger = version_stats(engine, name, [aliases[registry.CHALLENGER]], since=entered)
+        champion_since = started - dt.timedelta(hours=settings.monitor_window_hours)
+        champion = version_stats(engine, name, [aliases[registry.CHAMPION]], since=champion_since)
+        decision = decide_rollout_step(
+            policy,
+            weight,
+            champion[aliases[registry.CHAMPION]],
+            challenger[aliases[registry.CHALLENGER]],
+            deadline_passed=False,
+        )
+        champion_version, challenger_version = aliases[registry.CHAMPION], aliases[registry.CHALLENGER]
+        if decision.action == "rollback":
+            rollout.abort(
+                name,
+                actor=actor,
+                reason=decision.reason,
+                metrics=dict(decision.metrics),
+                engine=engine,
+                reject=True,
+            )
+            alert = raise_alert(
+                engine,
+                kind="canary_failed",
+                severity="warning",
+                title=f"{name}: forecast canary v{challenger_version} failed for organization {org}",
+                message=decision.reason,
+                dedup_key=f"canary_failed:{name}:{aliases[registry.CHALLENGER]}",
+                model_name=name,
+                model_version=aliases[registry.CHALLENGER],
+                organization_id=org,
+                metrics=dict(decision.metrics),
+                action_taken=f"organization {org} back on champion v{champion_version}; challenger rejected",
+                runbook=rollout.RUNBOOK_CANARY_FAILED,
+                links=registry.version_links(name, aliases[registry.CHALLENGER]),
+            )
+            result.rejected.append(org)
+            result.alert_ids.append(alert.id)
+        elif decision.action == "hold":
+            result.holding.append(org)
+        else:
+            result.passed.append(org)
+    remaining = [m for m in models if m[0] not in result.rejected]
+    if result.holding:
+        result.reason = (
+            f"{len(result.holding)} organization(s) in the {weight:.0%} cohort lack actuals "
+            f"({policy.min_outcomes} months needed): holding"
+        )
+        if deadline_passed:
+            result.reason = "deadline passed with no verdict: " + result.reason + " (never promotes)"
+            alert = raise_alert(
+                engine,
+                kind="canary_inconclusive",
+                severity="warning",
+                title=f"sales_forecast: cohort canary inconclusive at {weight:.0%}",
+                message=result.reason,
+                dedup_key=f"canary_inconclusive:{FAMILY}:{weight}",
+                model_name=FAMILY,
+                metrics={"holding": result.holding[:50], "passed": len(result.passed)},
+                action_taken=f"held at {weight:.0%} of organizations; nothing promoted",
+                runbook=rollout.RUNBOOK_CANARY_HOLD,
+            )
+            result.alert_ids.append(alert.id)
+        return result
+    next_weight = policy.next_weight(weight)
+    if next_weight is None:
+        for org, name, _, _ in remaining:
+            rollout.promote(
+                name,
+                actor=actor,
+                reason=f"forecast canary passed at 100% of organizations on organization {org}'s actuals",
+                engine=engine,
+            )
+            result.promoted.append(org)
+        result.action = "promote"
+        result.reason = f"{len(result.promoted)} organization(s) promoted, {len(result.rejected)} rejected"
+        return result
+    now_iso = now.isoformat()
+    for _, name, _, _ in remaining:
+        client.set_registered_model_tag(name, rollout.STEP_STARTED_TAG, now_iso)
+    _enter_cohorts(client, next_weight)
+    reason = (
+        f"{len(result.passed)} organization(s) in the {weight:.0%} cohort passed, {len(result.rejected)} "
+        f"rejected: moving to {next_weight:.0%} of organizations"
+    )
+    for org, name, _, _ in remaining:
+        ledger.record_change(
+            engine,
+            actor=actor,
+            model_name=name,
+            organization_id=org,
+            action="canary",
+            alias=registry.CHALLENGER,
+            weight=next_weight,
+            reason=reason,
+        )
+    result.action, result.weight, result.reason = "next_step", next_weight, reason
+    return result
+
+
+def bake_ready(*, engine: sa.Engine) -> tuple[bool, str]:
+    """For the sensor: every cohort organization has enough actuals, or a step deadline passed."""
+    from neuracrm_mlops.config import get_settings
+
+    settings = get_settings()
+    client = registry.configure_mlflow()
+    models = [m for m in _models_with_challenger(client) if registry.canary_weight_of(m[3]) > 0]
+    if not models:
+        return True, "no forecast canary is running"
+    weight = max(registry.canary_weight_of(m[3]) for m in models)
+    minimum = rollout.min_outcomes_for(models[0][1])
+    short = []
+    for org, name, aliases, tags in models:
+        if not _in_cohort(org, weight):
+            continue
+        entered = rollout._parse_time(tags.get(COHORT_TAG)) or utcnow()
+        step_started = rollout._parse_time(tags.get(rollout.STEP_STARTED_TAG)) or entered
+        if utcnow() >= step_started + dt.timedelta(hours=settings.bake_deadline_hours):
+            return True, "the step's deadline passed"
+        stats = version_stats(engine, name, [aliases[registry.CHALLENGER]], since=entered)
+        if stats[aliases[registry.CHALLENGER]].outcomes < minimum:
+            short.append(org)
+    return not short, f"{len(short)} cohort organization(s) below {minimum} months of actuals"
