@@ -1,6 +1,7 @@
 """Watch every served model: live accuracy, drift, bias, serving health; roll back below 80%.
 
-monitor_<model>: one monitoring pass (``neuracrm_mlops.monitoring.monitor_model``). Live accuracy
+monitor_<model>: one monitoring pass (``neuracrm_mlops.monitoring.monitor_model``); forecasts get
+one pass per organization's champion (monitor_sales_forecasts, rollback per organization). Accuracy
 below NEURACRM_ACCURACY_FLOOR with enough outcomes puts the previous champion back (under a lock:
 two runs at once cannot both roll back), writes the ledger and one critical alert; drift, bias
 and health breaches raise warning alerts. needs_retraining_<model> -> retrain_<model> triggers the
@@ -55,6 +56,26 @@ def monitor_models() -> None:
             conf={"reason": "live accuracy below the floor: automatic rollback"},
         )
         needs_retraining(monitor(model)) >> retrain
+
+    @task
+    def monitor_sales_forecasts(**context: Any) -> dict[str, Any]:
+        from neuracrm_mlops.ledger import actor_for_dag
+        from neuracrm_mlops.monitoring import monitor_forecasts
+
+        summary = monitor_forecasts(actor=actor_for_dag(context))
+        print(summary.as_dict())
+        return summary.as_dict()
+
+    @task.short_circuit
+    def needs_retraining_sales_forecast(summary: dict[str, Any]) -> bool:
+        return bool(summary["retrain"])
+
+    retrain_forecasts = TriggerDagRunOperator(
+        task_id="retrain_sales_forecast",
+        trigger_dag_id="train_sales_forecast",
+        conf={"reason": "forecast accuracy below the floor: automatic rollback"},
+    )
+    needs_retraining_sales_forecast(monitor_sales_forecasts()) >> retrain_forecasts
 
     @task
     def escalate_alerts() -> list[int]:

@@ -177,6 +177,7 @@ def _roll_back(
         dedup_key=f"accuracy_below_floor:{name}:{champion}",
         model_name=name,
         model_version=champion,
+        organization_id=rollout.organization_of(name),
         metrics={
             "accuracy": report.accuracy,
             "floor": stats.get("floor"),
@@ -259,6 +260,7 @@ def _warning_alert(
         dedup_key=f"{kind}:{report.model_name}:{report.champion}",
         model_name=report.model_name,
         model_version=report.champion,
+        organization_id=rollout.organization_of(report.model_name),
         metrics=metrics,
         action_taken="none: warning only, the model keeps serving",
         runbook=runbook,
@@ -329,3 +331,48 @@ def _bias(
         "attribute": attribute,
         "breaches": report.breaches(BIAS_THRESHOLD, BIAS_THRESHOLD),
     }
+
+
+@dataclass
+class ForecastMonitorSummary:
+    organizations: int
+    rolled_back: list[int] = field(default_factory=list)
+    below_floor: list[int] = field(default_factory=list)
+    insufficient_data: int = 0
+    alerts: list[int] = field(default_factory=list)
+
+    @property
+    def retrain(self) -> bool:
+        return bool(self.rolled_back)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "retrain": self.retrain}
+
+
+def monitor_forecasts(*, actor: str, engine: sa.Engine | None = None) -> ForecastMonitorSummary:
+    """``monitor_model`` for every organization's forecast champion (rollback per organization)."""
+    engine = _engine(engine)
+    client = registry.configure_mlflow()
+    names = []
+    token = None
+    while True:
+        page = client.search_registered_models(
+            filter_string=f"name LIKE '{registry.FORECAST_MODEL_PREFIX}%'", max_results=1000, page_token=token
+        )
+        names += [m.name for m in page if registry.CHAMPION in (m.aliases or {})]
+        token = page.token
+        if not token:
+            break
+    summary = ForecastMonitorSummary(len(names))
+    for name in sorted(names):
+        report = monitor_model(name, actor=actor, engine=engine)
+        org = rollout.organization_of(name)
+        assert org is not None
+        summary.alerts += report.alerts
+        if report.verdict == "insufficient_data":
+            summary.insufficient_data += 1
+        elif report.verdict == "below_floor":
+            summary.below_floor.append(org)
+            if report.rolled_back_to:
+                summary.rolled_back.append(org)
+    return summary

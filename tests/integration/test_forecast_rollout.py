@@ -106,3 +106,39 @@ def test_forecasts_roll_out_by_cohorts_judged_on_each_organizations_actuals(
         promotions = conn.scalar(sa.select(sa.func.count()).where(PromotionLedgerEntry.action == "promote"))
     assert [r.organization_id for r in rejected] == [bad]
     assert promotions == len(everyone)
+
+
+def test_forecast_monitoring_rolls_back_only_the_organization_whose_actuals_fall_below_the_floor(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops import ledger
+    from neuracrm_mlops.monitoring import monitor_forecasts
+
+    monkeypatch.setenv("NEURACRM_FORECAST_MIN_OUTCOMES", "3")
+    reset_settings()
+    client = registry.configure_mlflow()
+    for org in (1, 2, 3):
+        name = registry.forecast_model_name(org)
+        registry.ensure_registered_model(client, name, "test")
+        for version in ("1", "2"):
+            client.create_model_version(name, "file:///nonexistent", tags={"status": "test"})
+            ledger.record_change(
+                engine,
+                actor="cli:test",
+                model_name=name,
+                organization_id=org,
+                action="promote",
+                alias="champion",
+                to_version=version,
+                reason=f"v{version}",
+            )
+        client.set_registered_model_alias(name, "champion", "2")
+        _forecast(engine, org, "2", "champion", ["2026-04", "2026-05", "2026-06"])
+        degrade = ["2"] if org == 2 else []
+        simulate_outcomes(engine, name, degrade=degrade, forecast_noise=0.005)
+    summary = monitor_forecasts(actor="dag:monitor_models/test", engine=engine)
+    assert (summary.organizations, summary.rolled_back, summary.retrain) == (3, [2], True)
+    assert _aliases(client, 2)["champion"] == "1"
+    assert _aliases(client, 1)["champion"] == _aliases(client, 3)["champion"] == "2"
+    again = monitor_forecasts(actor="dag:monitor_models/test", engine=engine)
+    assert again.rolled_back == [] and again.insufficient_data == 1  # v1 has no actuals of its own yet
