@@ -6,7 +6,10 @@ until both versions have NEURACRM_MIN_OUTCOMES labelled outcomes or the step's d
 judge_step_N compares challenger and champion on live accuracy, error rate and p95 latency and
 acts: next step, promote at 100% (the old champion keeps alias ``previous``), reject (weight 0,
 tagged rejected, alert), or hold (alert after the deadline; never promotes). Anything but "next
-step" ends the run. Every change is in the promotion ledger. Runs daily at 06:00 UTC for the model
+step" ends the run. Every change is in the promotion ledger. For the families listed in
+NEURACRM_ROLLOUT_APPROVAL (none by default) a reviewer approves or rejects the final step in the
+Airflow UI (approve_final_step, Airflow's human-in-the-loop ApprovalOperator; no answer by the
+deadline rejects); the others go straight on. Runs daily at 06:00 UTC for the model
 in its ``model`` param (default lead_scoring; with no challenger waiting the run ends at once), and
 by hand with ``{"model": "sentiment"}`` or ``{"model": "sales_forecast"}``: forecasts roll out by
 cohorts of organizations (the weight is the share of organizations), each organization judged on
@@ -18,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, Param, PokeReturnValue, dag, task
 
 from neuracrm_mlops.dag_support import (
@@ -51,13 +55,16 @@ def rollout_model() -> None:
         return bool(result["running"])
 
     previous = start_canary()
-    for step in range(1, rollout_step_count() + 1):
+    steps = rollout_step_count()
+    for step in range(1, steps + 1):
+        final = step == steps and steps > 1
 
         @task.sensor(
             task_id=f"bake_step_{step}",
             mode="reschedule",
             poke_interval=dt.timedelta(seconds=bake_poke_seconds()),
             timeout=dt.timedelta(seconds=bake_timeout_seconds()),
+            trigger_rule="none_failed_min_one_success" if final else "all_success",
         )
         def bake(params: dict[str, Any]) -> PokeReturnValue:
             from neuracrm_mlops.pipelines import canary_baked
@@ -73,11 +80,54 @@ def rollout_model() -> None:
 
             result = judge_canary(params["model"], actor=actor_for_dag(context))
             print(result)
-            return result["action"] == "next_step"
+            return result["action"] in ("next_step", "awaiting_approval")
 
         baked = bake()
+        if final:
+            # optional human approval before the final step (NEURACRM_ROLLOUT_APPROVAL lists the families)
+            approve = ApprovalOperator(
+                task_id="approve_final_step",
+                subject="Promote {{ params.model }}'s challenger to all traffic?",
+                body=(
+                    "The canary of {{ params.model }} passed every step so far on live accuracy, error rate "
+                    "and p95 latency (see the promotion ledger and the judge_step logs). Approve to give it "
+                    "the final step's traffic; reject to take it out of traffic and tag it rejected."
+                ),
+                defaults="Reject",
+                response_timeout=dt.timedelta(seconds=bake_timeout_seconds()),
+            )
+
+            @task.branch
+            def approval_gate(params: dict[str, Any], final_bake: str = f"bake_step_{step}") -> str:
+                from neuracrm_mlops.rollout import approval_required
+
+                return "approve_final_step" if approval_required(params["model"]) else final_bake
+
+            @task
+            def raise_after_approval(params: dict[str, Any], **context: Any) -> dict[str, Any]:
+                from neuracrm_mlops.ledger import actor_for_dag
+                from neuracrm_mlops.pipelines import apply_review
+
+                review = context["ti"].xcom_pull(task_ids="approve_final_step")
+                return apply_review(params["model"], review, actor=actor_for_dag(context))
+
+            @task(trigger_rule="all_skipped")
+            def handle_rejection(params: dict[str, Any], **context: Any) -> dict[str, Any]:
+                from neuracrm_mlops.ledger import actor_for_dag
+                from neuracrm_mlops.pipelines import apply_review
+
+                review = context["ti"].xcom_pull(task_ids="approve_final_step")
+                return apply_review(params["model"], review, actor=actor_for_dag(context))
+
+            gate = approval_gate()
+            raised = raise_after_approval()
+            rejected = handle_rejection()
+            previous >> gate >> [approve, baked]
+            approve >> raised >> rejected >> baked
+        else:
+            previous >> baked
         judged = judge()
-        previous >> baked >> judged
+        baked >> judged
         previous = judged
 
 

@@ -95,6 +95,8 @@ class Settings:
     monitor_window_hours: float = 168.0
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     bias_attribute: str = "region"
+    # model families whose rollout waits for a reviewer's approval before the final step
+    rollout_approval: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -153,6 +155,11 @@ class Settings:
             ),
             mlflow_ui_url=os.environ.get("NEURACRM_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
             bias_attribute=os.environ.get("NEURACRM_BIAS_ATTRIBUTE") or "region",
+            rollout_approval=tuple(
+                part.strip()
+                for part in os.environ.get("NEURACRM_ROLLOUT_APPROVAL", "").split(",")
+                if part.strip()
+            ),
         )
 
 

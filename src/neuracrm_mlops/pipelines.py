@@ -125,3 +125,21 @@ def judge_canary(model: str, *, actor: str) -> dict[str, Any]:
     if model == forecast_rollout.FAMILY:
         return forecast_rollout.judge(actor=actor, engine=get_engine()).as_dict()
     return rollout.judge_step(model, actor=actor).as_dict()
+
+
+def apply_review(model: str, review: dict[str, Any] | None, *, actor: str) -> dict[str, Any]:
+    """Carry out a reviewer's answer before the final step: approve -> the final weight, reject ->
+    the challenger out of traffic and tagged rejected. ``None`` (no review asked): nothing."""
+    from neuracrm_mlops import rollout
+
+    if not review:
+        return {"action": "none", "reason": "no review was asked"}
+    chosen = list(review.get("chosen_options") or [])
+    who = review.get("responded_by_user") or review.get("responded_by") or "a reviewer"
+    if chosen == ["Approve"]:
+        result = rollout.raise_to_final_step(model, actor=actor, reason=f"final step approved by {who}")
+    else:
+        result = rollout.abort(
+            model, actor=actor, reason=f"final step rejected by {who} ({chosen or 'no answer'})", reject=True
+        )
+    return result.as_dict()

@@ -270,8 +270,19 @@ def bake_status(name: str, *, engine: sa.Engine | None = None) -> BakeStatus:
     return BakeStatus(enough or passed, passed and not enough, counts)
 
 
+def approval_required(name: str) -> bool:
+    """Whether ``name``'s rollout waits for a reviewer before its final step (NEURACRM_ROLLOUT_APPROVAL)."""
+    from neuracrm_mlops.config import get_settings
+
+    return name in get_settings().rollout_approval
+
+
 def judge_step(name: str, *, actor: str, engine: sa.Engine | None = None) -> RolloutResult:
-    """Judge the current canary step and carry out the decision."""
+    """Judge the current canary step and carry out the decision.
+
+    When the model's rollout needs approval and the decision is to move to the final step, the
+    weight stays put and the result is ``awaiting_approval`` (the DAG asks a reviewer, then calls
+    ``raise_to_final_step`` or ``abort``)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
     state = _state(client, name)
@@ -296,6 +307,25 @@ def _carry_out(
     engine: sa.Engine, client: Any, name: str, state: _State, decision: RolloutDecision, actor: str
 ) -> RolloutResult:
     metrics = dict(decision.metrics)
+    final = rollout_policy(name).steps[-1]
+    if decision.action == "next_step" and decision.next_weight == final and approval_required(name):
+        reason = f"{decision.reason}; awaiting a reviewer's approval before {final:.0%}"
+        ledger.record_change(
+            engine,
+            actor=actor,
+            model_name=name,
+            organization_id=organization_of(name),
+            action="hold",
+            alias=registry.CHALLENGER,
+            from_version=state.champion,
+            to_version=state.challenger,
+            weight=state.weight,
+            reason=reason,
+            metrics=metrics,
+        )
+        return RolloutResult(
+            name, "awaiting_approval", state.champion, state.challenger, state.weight, reason, metrics
+        )
     if decision.action == "next_step":
         assert decision.next_weight is not None
         _set_weight(client, name, decision.next_weight, new_step=True)
@@ -543,3 +573,29 @@ def rollback(
         )
     log.warning("%s: champion rolled back from v%s to v%s (%s)", name, bad, target, reason)
     return RolloutResult(name, "rollback", target, state.challenger, state.weight, reason, metrics or {})
+
+
+def raise_to_final_step(
+    name: str, *, actor: str, reason: str, engine: sa.Engine | None = None
+) -> RolloutResult:
+    """After a reviewer approved: the challenger gets the final step's weight (100% by default)."""
+    engine = _engine(engine)
+    client = registry.configure_mlflow()
+    state = _state(client, name)
+    if state.challenger is None or state.weight <= 0:
+        raise RolloutError(f"{name} has no canary running to raise")
+    final = rollout_policy(name).steps[-1]
+    _set_weight(client, name, final, new_step=True)
+    ledger.record_change(
+        engine,
+        actor=actor,
+        model_name=name,
+        organization_id=organization_of(name),
+        action="canary",
+        alias=registry.CHALLENGER,
+        from_version=state.champion,
+        to_version=state.challenger,
+        weight=final,
+        reason=reason,
+    )
+    return RolloutResult(name, "next_step", state.champion, state.challenger, final, reason)

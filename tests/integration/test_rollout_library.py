@@ -143,3 +143,44 @@ def test_two_rollbacks_at_once_move_the_champion_only_once(engine: sa.Engine, tm
     with engine.connect() as conn:
         actions = conn.scalars(sa.select(PromotionLedgerEntry.action).order_by(PromotionLedgerEntry.id)).all()
     assert actions == ["promote", "promote", "rollback"]
+
+
+@pytest.mark.parametrize("answer", ["Approve", "Reject"])
+def test_a_rollout_needing_approval_waits_before_the_final_step_then_follows_the_review(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    from neuracrm_mlops.pipelines import apply_review
+
+    monkeypatch.setenv("NEURACRM_ROLLOUT_APPROVAL", "lead_scoring")
+    monkeypatch.setenv("NEURACRM_ROLLOUT_STEPS", "50,100")
+    monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "5")
+    reset_settings()
+    client = _register(2)
+    client.set_registered_model_alias("lead_scoring", "champion", "1")
+    client.set_registered_model_alias("lead_scoring", "challenger", "2")
+    assert rollout.start_rollout("lead_scoring", actor="cli:test", engine=engine).weight == 0.5
+    _log(engine, "1", 10, probability=0.9)
+    _log(engine, "2", 10, probability=0.9)
+    simulate_outcomes(engine, "lead_scoring", agree=1.0)
+    waiting = rollout.judge_step("lead_scoring", actor="dag:rollout_model/run", engine=engine)
+    assert waiting.action == "awaiting_approval" and waiting.weight == 0.5
+    assert "awaiting a reviewer's approval" in waiting.reason
+    assert rollout.model_state("lead_scoring")["canary_weight"] == 0.5  # nothing moved yet
+
+    review = {"chosen_options": [answer], "responded_by_user": "alice"}
+    done = apply_review("lead_scoring", review, actor="dag:rollout_model/run")
+    state = rollout.model_state("lead_scoring")
+    if answer == "Approve":
+        assert (done["action"], state["challenger"], state["canary_weight"]) == ("next_step", "2", 1.0)
+    else:
+        assert (done["action"], state["challenger"], state["canary_weight"]) == ("abort", None, 0.0)
+        assert client.get_model_version("lead_scoring", "2").tags["status"] == "rejected"
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.select(PromotionLedgerEntry.action, PromotionLedgerEntry.reason).order_by(
+                PromotionLedgerEntry.id.desc()
+            )
+        ).first()
+    assert last is not None and "alice" in last.reason
+    assert last.action == ("canary" if answer == "Approve" else "reject")
+    assert apply_review("lead_scoring", None, actor="x")["action"] == "none"  # no review was asked
