@@ -84,6 +84,26 @@ def _enter_cohorts(client: Any, weight: float) -> None:
             client.set_registered_model_tag(name, COHORT_TAG, now)
 
 
+def _record_weight(
+    engine: sa.Engine, actor: str, models: list[tuple[int, str, dict[str, str]]], weight: float, reason: str
+) -> None:
+    """One ledger row per organization model: the family's new weight, and whether it is in the cohort."""
+    for org, name, aliases in models:
+        ledger.record_change(
+            engine,
+            actor=actor,
+            model_name=name,
+            organization_id=org,
+            action="canary",
+            alias=registry.CHALLENGER,
+            from_version=aliases.get(registry.CHAMPION),
+            to_version=aliases.get(registry.CHALLENGER),
+            weight=weight,
+            reason=reason,
+            metrics={"in_cohort": _in_cohort(org, weight)},
+        )
+
+
 def start(*, actor: str, engine: sa.Engine) -> CohortResult:
     """Promote first versions; give the rest the first step's weight (the first cohort)."""
     client = registry.configure_mlflow()
@@ -99,28 +119,17 @@ def start(*, actor: str, engine: sa.Engine) -> CohortResult:
             promoted.append(org)
     weight = rollout.rollout_policy(registry.forecast_model_name(0)).steps[0]
     now = utcnow().isoformat()
-    waiting = [(org, name) for org, name, aliases, _ in models if registry.CHAMPION in aliases]
-    for _, name in waiting:
+    waiting = [(org, name, aliases) for org, name, aliases, _ in models if registry.CHAMPION in aliases]
+    for _, name, _ in waiting:
         client.set_registered_model_tag(name, rollout.STARTED_TAG, now)
         client.set_registered_model_tag(name, rollout.STEP_STARTED_TAG, now)
     _enter_cohorts(client, weight)
-    cohort = [org for org, _ in waiting if _in_cohort(org, weight)]
+    cohort = [org for org, _, _ in waiting if _in_cohort(org, weight)]
     reason = (
         f"forecast canary started at {weight:.0%} of organizations: {len(cohort)} of {len(waiting)} "
         f"organizations with a challenger now forecast with it"
     )
-    for org, name in waiting:
-        ledger.record_change(
-            engine,
-            actor=actor,
-            model_name=name,
-            organization_id=org,
-            action="canary",
-            alias=registry.CHALLENGER,
-            weight=weight,
-            reason=reason,
-            metrics={"in_cohort": org in cohort},
-        )
+    _record_weight(engine, actor, waiting, weight, reason)
     return CohortResult("start", weight, reason, promoted=promoted)
 
 
@@ -230,17 +239,9 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
         f"{len(result.passed)} organization(s) in the {weight:.0%} cohort passed, {len(result.rejected)} "
         f"rejected: moving to {next_weight:.0%} of organizations"
     )
-    for org, name, _, _ in remaining:
-        ledger.record_change(
-            engine,
-            actor=actor,
-            model_name=name,
-            organization_id=org,
-            action="canary",
-            alias=registry.CHALLENGER,
-            weight=next_weight,
-            reason=reason,
-        )
+    _record_weight(
+        engine, actor, [(org, name, aliases) for org, name, aliases, _ in remaining], next_weight, reason
+    )
     result.action, result.weight, result.reason = "next_step", next_weight, reason
     return result
 

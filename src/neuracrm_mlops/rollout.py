@@ -161,6 +161,33 @@ def _state(client: Any, name: str) -> _State:
     )
 
 
+def _record_canary(
+    engine: sa.Engine,
+    actor: str,
+    name: str,
+    state: _State,
+    action: str,
+    weight: float,
+    reason: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """A ledger row about the challenger's traffic (canary weight set, or held), champion -> challenger."""
+    ledger.record_change(
+        engine,
+        actor=actor,
+        model_name=name,
+        organization_id=organization_of(name),
+        action=action,
+        alias=registry.CHALLENGER,
+        from_version=state.champion,
+        to_version=state.challenger,
+        weight=weight,
+        reason=reason,
+        metrics=metrics or {},
+    )
+
+
 def _set_weight(client: Any, name: str, weight: float, *, new_step: bool) -> None:
     registry.set_canary_weight(client, name, weight)
     if new_step:
@@ -214,18 +241,8 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
     reason = (
         f"canary started: v{state.challenger} gets {weight:.0%} of traffic against champion v{state.champion}"
     )
-    ledger.record_change(
-        engine,
-        actor=actor,
-        model_name=name,
-        organization_id=organization_of(name),
-        action="canary",
-        alias=registry.CHALLENGER,
-        from_version=state.champion,
-        to_version=state.challenger,
-        weight=weight,
-        reason=reason,
-        metrics={"steps": list(policy.steps)},
+    _record_canary(
+        engine, actor, name, state, "canary", weight, reason, metrics={"steps": list(policy.steps)}
     )
     return RolloutResult(name, "start", state.champion, state.challenger, weight, reason)
 
@@ -310,37 +327,15 @@ def _carry_out(
     final = rollout_policy(name).steps[-1]
     if decision.action == "next_step" and decision.next_weight == final and approval_required(name):
         reason = f"{decision.reason}; awaiting a reviewer's approval before {final:.0%}"
-        ledger.record_change(
-            engine,
-            actor=actor,
-            model_name=name,
-            organization_id=organization_of(name),
-            action="hold",
-            alias=registry.CHALLENGER,
-            from_version=state.champion,
-            to_version=state.challenger,
-            weight=state.weight,
-            reason=reason,
-            metrics=metrics,
-        )
+        _record_canary(engine, actor, name, state, "hold", state.weight, reason, metrics=metrics)
         return RolloutResult(
             name, "awaiting_approval", state.champion, state.challenger, state.weight, reason, metrics
         )
     if decision.action == "next_step":
         assert decision.next_weight is not None
         _set_weight(client, name, decision.next_weight, new_step=True)
-        ledger.record_change(
-            engine,
-            actor=actor,
-            model_name=name,
-            organization_id=organization_of(name),
-            action="canary",
-            alias=registry.CHALLENGER,
-            from_version=state.champion,
-            to_version=state.challenger,
-            weight=decision.next_weight,
-            reason=decision.reason,
-            metrics=metrics,
+        _record_canary(
+            engine, actor, name, state, "canary", decision.next_weight, decision.reason, metrics=metrics
         )
         return RolloutResult(
             name,
@@ -375,19 +370,7 @@ def _carry_out(
         return RolloutResult(**{**result.as_dict(), "action": "rollback", "alert_id": alert.id})
     # hold
     alert_id = None
-    ledger.record_change(
-        engine,
-        actor=actor,
-        model_name=name,
-        organization_id=organization_of(name),
-        action="hold",
-        alias=registry.CHALLENGER,
-        from_version=state.champion,
-        to_version=state.challenger,
-        weight=state.weight,
-        reason=decision.reason,
-        metrics=metrics,
-    )
+    _record_canary(engine, actor, name, state, "hold", state.weight, decision.reason, metrics=metrics)
     if decision.alert:
         alert_id = raise_alert(
             engine,
@@ -586,16 +569,5 @@ def raise_to_final_step(
         raise RolloutError(f"{name} has no canary running to raise")
     final = rollout_policy(name).steps[-1]
     _set_weight(client, name, final, new_step=True)
-    ledger.record_change(
-        engine,
-        actor=actor,
-        model_name=name,
-        organization_id=organization_of(name),
-        action="canary",
-        alias=registry.CHALLENGER,
-        from_version=state.champion,
-        to_version=state.challenger,
-        weight=final,
-        reason=reason,
-    )
+    _record_canary(engine, actor, name, state, "canary", final, reason)
     return RolloutResult(name, "next_step", state.champion, state.challenger, final, reason)
