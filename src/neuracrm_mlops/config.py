@@ -97,6 +97,8 @@ class Settings:
     bias_attribute: str = "region"
     # model families whose rollout waits for a reviewer's approval before the final step
     rollout_approval: tuple[str, ...] = ()
+    # during a canary the challenger also scores the champion's leads (logged as route "shadow")
+    shadow_canary: bool = False
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -155,6 +157,8 @@ class Settings:
             ),
             mlflow_ui_url=os.environ.get("NEURACRM_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
             bias_attribute=os.environ.get("NEURACRM_BIAS_ATTRIBUTE") or "region",
+            shadow_canary=os.environ.get("NEURACRM_SHADOW_CANARY", "").strip().lower()
+            in ("1", "true", "yes"),
             rollout_approval=tuple(
                 part.strip()
                 for part in os.environ.get("NEURACRM_ROLLOUT_APPROVAL", "").split(",")

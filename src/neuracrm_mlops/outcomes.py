@@ -9,7 +9,8 @@ agrees with the served prediction with probability ``agree`` (default 0.90), dec
 the entity and ``seed`` so that reruns give the same outcomes. ``degrade`` names versions whose
 predictions the world now disagrees with more often (agreement ``degraded_agree``, default 0.55):
 a concept drift that makes that version's live accuracy fall, as it would in production.
-An entity predicted by several versions gets one outcome, judged against its first prediction.
+An entity predicted by several versions gets one outcome, judged against its first served
+prediction (shadow predictions never decide the outcome: they are judged against it).
 
 Forecasts (``sales_forecast_org_<id>``): each forecast month without an actual gets one, the
 forecast times ``1 + u * noise`` (``u`` uniform in [-1, 1] from the hash, ``noise`` 0.10: about 95%
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 from neuracrm_mlops.db.schema import Outcome, Prediction, utcnow
 from neuracrm_mlops.live_stats import CONVERTED, NOT_CONVERTED, SERVED_ROUTES, predicted_label
 
+ANSWERED_ROUTES = ("champion", "challenger")  # what callers got; "shadow" rows were only logged
 LABELS = {
     "lead_scoring": (CONVERTED, NOT_CONVERTED),
     "sentiment": ("negative", "neutral", "positive"),
@@ -147,7 +149,7 @@ def simulate_outcomes(
             )
             .where(
                 Prediction.model_name == model_name,
-                Prediction.route.in_(SERVED_ROUTES),
+                Prediction.route.in_(ANSWERED_ROUTES),
                 Prediction.fallback.is_(False),
                 Prediction.entity_id.is_not(None),
             )

@@ -30,7 +30,7 @@ from neuracrm_mlops import registry
 from neuracrm_mlops.forecast_cache import ForecastCache, cache_key
 from neuracrm_mlops.live_models import LiveModels, LoadedModel
 from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row
-from neuracrm_mlops.routing import FALLBACK_ROUTE, choose_route
+from neuracrm_mlops.routing import CHAMPION_ROUTE, FALLBACK_ROUTE, SHADOW_ROUTE, choose_route
 from neuracrm_mlops.tenancy import Tenant
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class Answer:
     features: dict[str, Any] = field(default_factory=dict)
     # the served version that failed (raised or answered NaN) when the fallback answered instead
     failed_version: str | None = None
+    # the challenger's answer for the same entity, logged (route "shadow") but never returned
+    shadow: Answer | None = None
 
     @property
     def fallback(self) -> bool:
@@ -152,8 +154,10 @@ class Predictor:
         cache: ForecastCache,
         rule_scorer: Any,
         vader: Any,
+        shadow_canary: bool = False,
     ) -> None:
         self.engine = engine
+        self.shadow_canary = shadow_canary
         self.live = live
         self.log_writer = log_writer
         self.cache = cache
@@ -210,6 +214,8 @@ class Predictor:
             ref = ModelRef(loaded.name, loaded.version, route)
             for i, result in zip(indices, results, strict=True):
                 answers[i] = Answer(items[i].entity_id, result, ref, features=items[i].lead)
+            if route == CHAMPION_ROUTE and self.shadow_canary and slots is not None:
+                self._shadow_leads(slots, items, indices, answers)
         if fallback:
             rules, ref = self._rules()
             indices = sorted(fallback)
@@ -225,6 +231,23 @@ class Predictor:
                     items[i].entity_id, result, ref, fallback[i], items[i].lead, failed.get(i)
                 )
         return [answers[i] for i in range(len(items))]
+
+    def _shadow_leads(
+        self, slots: Any, items: list[ScoreItem], indices: list[int], answers: dict[int, Answer]
+    ) -> None:
+        """During a canary, the challenger also scores the champion's leads (logged, not served), so
+        that both versions are judged on the same entities. Its failures never touch the answers."""
+        challenger = slots.challenger
+        if challenger is None or slots.weight <= 0.0:
+            return
+        try:
+            results = self._predict_leads(challenger.model, [items[i].lead for i in indices])
+        except Exception as exc:
+            log.warning("shadow scoring by %s v%s failed: %s", challenger.name, challenger.version, exc)
+            return
+        ref = ModelRef(challenger.name, challenger.version, SHADOW_ROUTE)
+        for i, result in zip(indices, results, strict=True):
+            answers[i].shadow = Answer(items[i].entity_id, result, ref, features=items[i].lead)
 
     # -- forecasts -------------------------------------------------------------------------------
     def forecast(self, tenant: Tenant, months: int) -> Answer:
@@ -363,7 +386,9 @@ class Predictor:
     def record(
         self, family_model: str, tenant: Tenant, answers: list[Answer], request_id: str, latency_ms: float
     ) -> None:
-        """Queue one prediction row per answer (written in batches off the request path)."""
+        """Queue one prediction row per answer, and one per shadow answer (route ``shadow``), written in
+        batches off the request path."""
+        logged = [a for answer in answers for a in (answer, answer.shadow) if a is not None]
         self.log_writer.append(
             [
                 prediction_row(
@@ -383,7 +408,7 @@ class Predictor:
                     fallback=a.fallback,
                     error=a.fallback_reason,
                 )
-                for a in answers
+                for a in logged
             ]
         )
 
@@ -496,4 +521,5 @@ def build_predictor(engine: sa.Engine | None = None) -> Predictor:
         cache=ForecastCache(settings.redis_url, ttl_seconds=settings.forecast_cache_ttl_seconds),
         rule_scorer=lead_scoring_model.compile_scorer(lead_scoring_model.RuleScorer()),
         vader=sentiment_model.VaderScorer(),
+        shadow_canary=settings.shadow_canary,
     )

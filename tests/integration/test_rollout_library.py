@@ -27,15 +27,24 @@ def _register(versions: int) -> Any:
     return client
 
 
-def _log(engine: sa.Engine, version: str, n: int, *, probability: float, fallback: bool = False) -> None:
+def _log(
+    engine: sa.Engine,
+    version: str,
+    n: int,
+    *,
+    probability: float,
+    fallback: bool = False,
+    route: str = "champion",
+    prefix: str | None = None,
+) -> None:
     rows = [
         prediction_row(
             model_name="lead_scoring",
             model_version=version,
-            route="fallback" if fallback else "champion",
+            route="fallback" if fallback else route,
             request_id=f"r-{version}-{i}",
             organization_id=1,
-            entity_id=f"v{version}-lead-{i}{'-fb' if fallback else ''}",
+            entity_id=f"{prefix or 'v' + version}-lead-{i}{'-fb' if fallback else ''}",
             features={"region": "emea"},
             output={"probability": probability},
             latency_ms=5.0 + i,
@@ -184,3 +193,18 @@ def test_a_rollout_needing_approval_waits_before_the_final_step_then_follows_the
     assert last is not None and "alice" in last.reason
     assert last.action == ("canary" if answer == "Approve" else "reject")
     assert apply_review("lead_scoring", None, actor="x")["action"] == "none"  # no review was asked
+
+
+def test_shadow_predictions_are_judged_on_the_champions_entities_and_never_decide_the_outcome(
+    engine: sa.Engine,
+) -> None:
+    import datetime as dt
+
+    _log(engine, "1", 30, probability=0.9, prefix="same")  # served by the champion
+    _log(engine, "2", 30, probability=0.1, prefix="same", route="shadow")  # the challenger, in shadow
+    summary = simulate_outcomes(engine, "lead_scoring", agree=1.0)
+    assert summary.written == 30  # one outcome per entity, from the served prediction
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    stats = version_stats(engine, "lead_scoring", ["1", "2"], since=since)
+    assert (stats["1"].accuracy, stats["1"].outcomes) == (1.0, 30)
+    assert (stats["2"].accuracy, stats["2"].outcomes) == (0.0, 30)  # same entities, opposite labels

@@ -245,7 +245,9 @@ class ScriptedScorer:
         return [{"probability": self.probability, "score": 70, "tier": "hot", "factors": []} for _ in records]
 
 
-def make_predictor(tmp_path: Path, champion: Any, challenger: Any = None, weight: float = 0.0) -> Predictor:
+def make_predictor(
+    tmp_path: Path, champion: Any, challenger: Any = None, weight: float = 0.0, shadow: bool = False
+) -> Predictor:
     fake = FakeRegistry()
     aliases = {"champion": "1"} | ({"challenger": "2"} if challenger is not None else {})
     if champion is not None:  # None: nothing registered at all
@@ -263,6 +265,7 @@ def make_predictor(tmp_path: Path, champion: Any, challenger: Any = None, weight
         cache=ForecastCache(None),
         rule_scorer=compile_scorer(RuleScorer()),
         vader=VaderScorer(),
+        shadow_canary=shadow,
     )
 
 
@@ -281,6 +284,31 @@ def test_leads_route_to_champion_and_challenger_in_one_call_each(tmp_path: Path)
         expected = 0.9 if answer.model.route == "challenger" else 0.2
         assert answer.output["probability"] == expected and not answer.fallback
         assert answer.model.version == ("2" if answer.model.route == "challenger" else "1")
+
+
+def test_in_shadow_mode_the_challenger_also_scores_the_champions_leads_logged_but_never_served(
+    tmp_path: Path,
+) -> None:
+    champion, challenger = ScriptedScorer(0.2), ScriptedScorer(0.9)
+    predictor = make_predictor(tmp_path, champion, challenger, weight=0.3, shadow=True)
+    answers = predictor.score_batch([ScoreItem(ON, f"lead-{i}", LEAD) for i in range(100)])
+    on_champion = [a for a in answers if a.model.route == "champion"]
+    on_challenger = [a for a in answers if a.model.route == "challenger"]
+    assert on_champion and on_challenger
+    for answer in on_champion:
+        assert answer.output["probability"] == 0.2 and answer.shadow is not None
+        assert answer.shadow.model.as_dict() == {"name": "lead_scoring", "version": "2", "route": "shadow"}
+        assert answer.shadow.output["probability"] == 0.9 and answer.shadow.entity_id == answer.entity_id
+    assert all(a.shadow is None for a in on_challenger)
+    predictor.record("lead_scoring", ON, answers, "req-1", 5.0)
+    assert predictor.log_writer.pending == len(answers) + len(on_champion)
+
+    broken = make_predictor(
+        tmp_path, ScriptedScorer(0.2), ScriptedScorer(error=RuntimeError("no")), 0.3, True
+    )
+    served = broken.score_batch([ScoreItem(ON, f"lead-{i}", LEAD) for i in range(50)])
+    assert all(a.shadow is None for a in served)  # a failing shadow changes nothing for the caller
+    assert all(not a.fallback for a in served if a.model.route == "champion")
 
 
 @pytest.mark.parametrize(
