@@ -208,3 +208,50 @@ def test_shadow_predictions_are_judged_on_the_champions_entities_and_never_decid
     stats = version_stats(engine, "lead_scoring", ["1", "2"], since=since)
     assert (stats["1"].accuracy, stats["1"].outcomes) == (1.0, 30)
     assert (stats["2"].accuracy, stats["2"].outcomes) == (0.0, 30)  # same entities, opposite labels
+
+
+@pytest.mark.slow
+def test_monitoring_flags_drift_against_the_training_reference_and_bias_across_regions(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops.monitoring import monitor_model
+    from neuracrm_mlops.seeding import seed_database
+    from neuracrm_mlops.training import Lineage, train_lead_scoring
+
+    monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.5")
+    monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "20")
+    reset_settings()
+    seed_database(20, 12, 3, leads_per_org=60, engine=engine)
+    trained = train_lead_scoring(Lineage.for_cli("lead_scoring"), engine=engine)
+    assert trained.version, trained
+    client = registry.configure_mlflow()
+    client.set_registered_model_alias("lead_scoring", "champion", trained.version)
+    # live traffic unlike the training data (every lead from a huge company with 500 email opens),
+    # and a model that says "converts" for every EMEA lead and never for an APAC one
+    rows = [
+        prediction_row(
+            model_name="lead_scoring",
+            model_version=trained.version,
+            route="champion",
+            request_id=f"drift-{i}",
+            organization_id=1,
+            entity_id=f"drift-lead-{i}",
+            features={"company_employees": 90_000, "email_opens": 500, "region": region},
+            output={"probability": 0.9 if region == "emea" else 0.1},
+            latency_ms=4.0,
+            fallback=False,
+        )
+        for i, region in enumerate(["emea", "apac"] * 60)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Prediction), rows)
+    simulate_outcomes(engine, "lead_scoring", agree=1.0)
+    report = monitor_model("lead_scoring", actor="cli:test", engine=engine)
+    assert report.verdict == "ok" and report.outcomes == 120
+    assert report.drift is not None
+    assert {"company_employees", "email_opens"} <= set(report.drift["drifted_features"])
+    assert report.bias is not None and report.bias["breaches"]
+    assert "demographic parity" in " ".join(report.bias["breaches"]).lower()
+    with engine.connect() as conn:
+        kinds = set(conn.scalars(sa.select(Alert.kind)).all())
+    assert {"data_drift", "bias"} <= kinds
