@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from neuracrm_mlops import registry
 from neuracrm_mlops.predictor import (
     Answer,
     MicroBatcher,
@@ -182,6 +183,17 @@ def refuse(ctx: bentoml.Context, status: int, message: str, request_id: str) -> 
     return error_response(status, message, request_id)
 
 
+def _caller(ctx: bentoml.Context, requested_organization: int | None) -> tuple[Tenant, str] | JSONResponse:
+    """The tenant (from the middleware) and request id, or a 403 when the body names another
+    organization than the key's."""
+    tenant, request_id = _tenant_and_request_id(ctx)
+    try:
+        require_same_organization(tenant, requested_organization)
+    except AuthError as exc:
+        return refuse(ctx, exc.status, exc.message, request_id)
+    return tenant, request_id
+
+
 def _tenant_and_request_id(ctx: bentoml.Context) -> tuple[Tenant, str]:
     state = ctx.request.state
     return cast(Tenant, state.tenant), cast(str, state.request_id)
@@ -230,25 +242,37 @@ class PredictionService:
     def __is_ready__(self) -> bool:
         return self.predictor.live.ready
 
+    def _log_and_count(
+        self,
+        model_name: str,
+        family: str,
+        endpoint: str,
+        tenant: Tenant,
+        answers: list[Answer],
+        request_id: str,
+        started: float,
+    ) -> None:
+        """Queue the prediction rows and update the metrics (latency measured up to here)."""
+        took = elapsed_ms(started)
+        self.predictor.record(model_name, tenant, answers, request_id, took)
+        self.metrics.observe(family, endpoint, answers, took / 1000)
+
     @bentoml.api(route="/score")
     async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """Score one lead or up to 1,000: probability, 0-100 score, tier, top-3 factors, and the model."""
         started = time.perf_counter()
-        tenant, request_id = _tenant_and_request_id(ctx)
-        try:
-            require_same_organization(tenant, request.organization_id)
-        except AuthError as exc:
-            return cast(ScoreResponse, refuse(ctx, exc.status, exc.message, request_id))
+        caller = _caller(ctx, request.organization_id)
+        if isinstance(caller, JSONResponse):
+            return cast(ScoreResponse, caller)
+        tenant, request_id = caller
         items = []
-        for lead in request.all_leads():
+        leads = request.all_leads()
+        for lead in leads:
             record = lead.model_dump(exclude={"lead_id"}, exclude_none=True)
             entity = lead.lead_id or content_entity_id(record)
             items.append(ScoreItem(tenant, entity, record))
         answers = await self.lead_batcher.submit(items)
-        took = elapsed_ms(started)
-        self.predictor.record("lead_scoring", tenant, answers, request_id, took)
-        self.metrics.observe("lead_scoring", "score", answers, took / 1000)
-        leads = request.all_leads()
+        self._log_and_count("lead_scoring", "lead_scoring", "score", tenant, answers, request_id, started)
         return ScoreResponse.model_validate(
             {
                 "request_id": request_id,
@@ -263,21 +287,18 @@ class PredictionService:
     async def forecast(self, request: ForecastRequest, /, ctx: bentoml.Context) -> ForecastResponse:
         """The organization's monthly revenue forecast with 80% and 95% bounds (org from the API key)."""
         started = time.perf_counter()
-        tenant, request_id = _tenant_and_request_id(ctx)
-        try:
-            require_same_organization(tenant, request.organization_id)
-        except AuthError as exc:
-            return cast(ForecastResponse, refuse(ctx, exc.status, exc.message, request_id))
+        caller = _caller(ctx, request.organization_id)
+        if isinstance(caller, JSONResponse):
+            return cast(ForecastResponse, caller)
+        tenant, request_id = caller
         try:
             answer = await asyncio.get_running_loop().run_in_executor(
                 None, self.predictor.forecast, tenant, request.months
             )
         except NoHistoryError as exc:
             return cast(ForecastResponse, refuse(ctx, 404, str(exc), request_id))
-        took = elapsed_ms(started)
-        family = f"sales_forecast_org_{tenant.organization_id}"
-        self.predictor.record(family, tenant, [answer], request_id, took)
-        self.metrics.observe("sales_forecast", "forecast", [answer], took / 1000)
+        model_name = registry.forecast_model_name(tenant.organization_id)
+        self._log_and_count(model_name, "sales_forecast", "forecast", tenant, [answer], request_id, started)
         return ForecastResponse.model_validate(
             {
                 "request_id": request_id,
@@ -291,20 +312,17 @@ class PredictionService:
     async def sentiment(self, request: SentimentRequest, /, ctx: bentoml.Context) -> SentimentResponse:
         """Label (negative / neutral / positive) and score for one text or up to 1,000."""
         started = time.perf_counter()
-        tenant, request_id = _tenant_and_request_id(ctx)
-        try:
-            require_same_organization(tenant, request.organization_id)
-        except AuthError as exc:
-            return cast(SentimentResponse, refuse(ctx, exc.status, exc.message, request_id))
+        caller = _caller(ctx, request.organization_id)
+        if isinstance(caller, JSONResponse):
+            return cast(SentimentResponse, caller)
+        tenant, request_id = caller
         items = request.all_items()
         texts = [item.text for item in items]
         entities = [item.interaction_id or content_entity_id(item.text) for item in items]
         answers = await asyncio.get_running_loop().run_in_executor(
             self.compute, self.predictor.sentiment, tenant, texts, entities
         )
-        took = elapsed_ms(started)
-        self.predictor.record("sentiment", tenant, answers, request_id, took)
-        self.metrics.observe("sentiment", "sentiment", answers, took / 1000)
+        self._log_and_count("sentiment", "sentiment", "sentiment", tenant, answers, request_id, started)
         return SentimentResponse.model_validate(
             {
                 "request_id": request_id,

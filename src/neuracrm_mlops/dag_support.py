@@ -45,20 +45,25 @@ def default_args() -> dict[str, Any]:
 def rollout_step_count() -> int:
     """How many canary steps the rollout DAG chains (NEURACRM_ROLLOUT_STEPS, default 10,50,100).
 
-    Read from the environment when the DAG file is parsed (no I/O); the weights themselves are read
-    by the library at run time, so only the count shapes the DAG.
+    The settings are read when the DAG file is parsed (environment only, no I/O); the weights
+    themselves are read by the library at run time, so only the count shapes the DAG.
     """
-    raw = os.environ.get("NEURACRM_ROLLOUT_STEPS", "")
-    return len([part for part in raw.split(",") if part.strip()]) or 3
+    from neuracrm_mlops.config import get_settings
+
+    return len(get_settings().rollout_steps)
 
 
 def bake_poke_seconds() -> float:
-    return float(os.environ.get("NEURACRM_BAKE_POKE_SECONDS", "300"))
+    from neuracrm_mlops.config import get_settings
+
+    return get_settings().bake_poke_seconds
 
 
 def bake_timeout_seconds() -> float:
     """The sensor gives up an hour after the bake deadline (the library answers 'deadline passed' first)."""
-    return float(os.environ.get("NEURACRM_BAKE_DEADLINE_HOURS", "72")) * 3600 + 3600
+    from neuracrm_mlops.config import get_settings
+
+    return get_settings().bake_deadline_hours * 3600 + 3600
 
 
 def run_key(context: Any) -> str:

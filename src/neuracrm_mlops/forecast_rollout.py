@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from neuracrm_mlops import ledger, registry, rollout
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.schema import utcnow
-from neuracrm_mlops.live_stats import version_stats
+from neuracrm_mlops.live_stats import load_outcomes, load_predictions, stats_from, version_stats
 from neuracrm_mlops.rollout_decisions import decide_rollout_step
 from neuracrm_mlops.routing import bucket
 
@@ -50,29 +50,36 @@ class CohortResult:
         return dict(self.__dict__)
 
 
-def _organization(name: str) -> int:
-    return int(name[len(registry.FORECAST_MODEL_PREFIX) :])
-
-
 def _models_with_challenger(client: Any) -> list[tuple[int, str, dict[str, str], dict[str, str]]]:
     """(organization, name, aliases, tags) of every forecast model with a challenger."""
     found = []
-    token = None
-    while True:
-        page = client.search_registered_models(
-            filter_string=f"name LIKE '{registry.FORECAST_MODEL_PREFIX}%'", max_results=1000, page_token=token
-        )
-        for model in page:
-            aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
-            if registry.CHALLENGER in aliases:
-                found.append((_organization(model.name), model.name, aliases, dict(model.tags or {})))
-        token = page.token
-        if not token:
-            return sorted(found)
+    for model in registry.models_with_prefix(client):
+        aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
+        if registry.CHALLENGER in aliases:
+            found.append((_organization_of(model.name), model.name, aliases, dict(model.tags or {})))
+    return sorted(found)
+
+
+def _organization_of(name: str) -> int:
+    organization = rollout.organization_of(name)
+    assert organization is not None, name
+    return organization
 
 
 def _in_cohort(organization: int, weight: float) -> bool:
     return bucket(organization, str(organization)) < weight
+
+
+def _cohort_times(tags: dict[str, str], now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
+    """When the organization joined the cohort, when the rollout started, and whether the current
+    step's deadline (NEURACRM_BAKE_DEADLINE_HOURS) has passed."""
+    from neuracrm_mlops.config import get_settings
+
+    entered = rollout.parse_time(tags.get(COHORT_TAG)) or now
+    started = rollout.parse_time(tags.get(rollout.STARTED_TAG)) or entered
+    step_started = rollout.parse_time(tags.get(rollout.STEP_STARTED_TAG)) or entered
+    deadline = step_started + dt.timedelta(hours=get_settings().bake_deadline_hours)
+    return entered, started, now >= deadline
 
 
 def _enter_cohorts(client: Any, weight: float) -> None:
@@ -117,7 +124,7 @@ def start(*, actor: str, engine: sa.Engine) -> CohortResult:
                 name, actor=actor, reason="first version: no champion to compare with", engine=engine
             )
             promoted.append(org)
-    weight = rollout.rollout_policy(registry.forecast_model_name(0)).steps[0]
+    weight = rollout.rollout_policy(FAMILY).steps[0]
     now = utcnow().isoformat()
     waiting = [(org, name, aliases) for org, name, aliases, _ in models if registry.CHAMPION in aliases]
     for _, name, _ in waiting:
@@ -144,28 +151,25 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
     if not models:
         return CohortResult("noop", 0.0, "no forecast canary is running")
     weight = max(registry.canary_weight_of(m[3]) for m in models)
-    policy = rollout.rollout_policy(models[0][1])
+    policy = rollout.rollout_policy(FAMILY)
     result = CohortResult("hold", weight, "")
     deadline_passed = False
     for org, name, aliases, tags in models:
         if not _in_cohort(org, weight):
             continue
-        entered = rollout._parse_time(tags.get(COHORT_TAG)) or now
-        started = rollout._parse_time(tags.get(rollout.STARTED_TAG)) or entered
-        step_started = rollout._parse_time(tags.get(rollout.STEP_STARTED_TAG)) or entered
-        if now >= step_started + dt.timedelta(hours=settings.bake_deadline_hours):
-            deadline_passed = True
-        challenger = version_stats(engine, name, [aliases[registry.CHALLENGER]], since=entered)
-        champion_since = started - dt.timedelta(hours=settings.monitor_window_hours)
-        champion = version_stats(engine, name, [aliases[registry.CHAMPION]], since=champion_since)
-        decision = decide_rollout_step(
-            policy,
-            weight,
-            champion[aliases[registry.CHAMPION]],
-            challenger[aliases[registry.CHALLENGER]],
-            deadline_passed=False,
-        )
+        entered, started, past_deadline = _cohort_times(tags, now)
+        deadline_passed = deadline_passed or past_deadline
         champion_version, challenger_version = aliases[registry.CHAMPION], aliases[registry.CHALLENGER]
+        # one read per organization: the champion's window (the monitoring window before the rollout)
+        # holds the challenger's (since the organization joined the cohort)
+        predictions = load_predictions(
+            engine, name, since=started - dt.timedelta(hours=settings.monitor_window_hours)
+        )
+        outcomes = load_outcomes(engine, name)
+        champion = stats_from(name, [champion_version], predictions, outcomes)[champion_version]
+        since_entry = predictions[predictions["created_at"] >= entered]
+        challenger = stats_from(name, [challenger_version], since_entry, outcomes)[challenger_version]
+        decision = decide_rollout_step(policy, weight, champion, challenger, deadline_passed=False)
         if decision.action == "rollback":
             rollout.abort(
                 name,
@@ -181,14 +185,14 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
                 severity="warning",
                 title=f"{name}: forecast canary v{challenger_version} failed for organization {org}",
                 message=decision.reason,
-                dedup_key=f"canary_failed:{name}:{aliases[registry.CHALLENGER]}",
+                dedup_key=f"canary_failed:{name}:{challenger_version}",
                 model_name=name,
-                model_version=aliases[registry.CHALLENGER],
+                model_version=challenger_version,
                 organization_id=org,
                 metrics=dict(decision.metrics),
                 action_taken=f"organization {org} back on champion v{champion_version}; challenger rejected",
                 runbook=rollout.RUNBOOK_CANARY_FAILED,
-                links=registry.version_links(name, aliases[registry.CHALLENGER]),
+                links=registry.version_links(name, challenger_version),
             )
             result.rejected.append(org)
             result.alert_ids.append(alert.id)
@@ -248,22 +252,18 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
 
 def bake_ready(*, engine: sa.Engine) -> tuple[bool, str]:
     """For the sensor: every cohort organization has enough actuals, or a step deadline passed."""
-    from neuracrm_mlops.config import get_settings
-
-    settings = get_settings()
     client = registry.configure_mlflow()
     models = [m for m in _models_with_challenger(client) if registry.canary_weight_of(m[3]) > 0]
     if not models:
         return True, "no forecast canary is running"
     weight = max(registry.canary_weight_of(m[3]) for m in models)
-    minimum = rollout.min_outcomes_for(models[0][1])
+    minimum = rollout.min_outcomes_for(FAMILY)
     short = []
     for org, name, aliases, tags in models:
         if not _in_cohort(org, weight):
             continue
-        entered = rollout._parse_time(tags.get(COHORT_TAG)) or utcnow()
-        step_started = rollout._parse_time(tags.get(rollout.STEP_STARTED_TAG)) or entered
-        if utcnow() >= step_started + dt.timedelta(hours=settings.bake_deadline_hours):
+        entered, _, past_deadline = _cohort_times(tags, utcnow())
+        if past_deadline:
             return True, "the step's deadline passed"
         stats = version_stats(engine, name, [aliases[registry.CHALLENGER]], since=entered)
         if stats[aliases[registry.CHALLENGER]].outcomes < minimum:

@@ -212,20 +212,13 @@ class LiveModels:
     def _read_lazy(self, client: Any, names: set[str]) -> dict[str, _RegistryView]:
         """One paged search for all per-organization models instead of one call each."""
         views = {name: _RegistryView({}, 0.0) for name in names}
-        token = None
-        while True:
-            page = client.search_registered_models(
-                filter_string=f"name LIKE '{self._lazy_prefix}%'", max_results=1000, page_token=token
-            )
-            for model in page:
-                if model.name in views:
-                    views[model.name] = _RegistryView(
-                        {a: str(v) for a, v in (model.aliases or {}).items() if a in self.SERVED_ALIASES},
-                        registry.canary_weight_of(dict(model.tags or {})),
-                    )
-            token = page.token
-            if not token:
-                return views
+        for model in registry.models_with_prefix(client, self._lazy_prefix or ""):
+            if model.name in views:
+                views[model.name] = _RegistryView(
+                    {a: str(v) for a, v in (model.aliases or {}).items() if a in self.SERVED_ALIASES},
+                    registry.canary_weight_of(dict(model.tags or {})),
+                )
+        return views
 
     def _load(self, name: str, alias: str, version: str, current: LoadedModel | None) -> LoadedModel | None:
         """The model for ``alias`` after this poll: the new version, or the last good one if it fails."""

@@ -136,7 +136,13 @@ def version_stats(
 ) -> dict[str, VersionLiveStats]:
     """Live stats for each of ``versions`` of ``model_name`` over predictions since ``since``."""
     predictions = load_predictions(engine, model_name, since=since)
-    outcomes = load_outcomes(engine, model_name)
+    return stats_from(model_name, versions, predictions, load_outcomes(engine, model_name))
+
+
+def stats_from(
+    model_name: str, versions: list[str], predictions: pd.DataFrame, outcomes: pd.DataFrame
+) -> dict[str, VersionLiveStats]:
+    """``version_stats`` over frames already loaded (``load_predictions``, ``load_outcomes``)."""
     if family_of(model_name) == "sales_forecast":
         months = forecast_actuals(predictions, outcomes)
         return {v: _forecast_stats_for(v, predictions, months) for v in versions}
@@ -181,16 +187,3 @@ def _stats_for(
         p95_latency_ms=p95,
         requests=requests,
     )
-
-
-def accuracy_by_organization(
-    engine: sa.Engine, model_name: str, version: str, *, since: dt.datetime
-) -> dict[int, tuple[float, int]]:
-    """{organization: (accuracy, outcomes)} for one version (the per-organization breakdown)."""
-    predictions = load_predictions(engine, model_name, since=since)
-    joined = labelled(predictions, load_outcomes(engine, model_name), model_name)
-    mine = joined[joined["model_version"] == version]
-    result: dict[int, tuple[float, int]] = {}
-    for org, group in mine.groupby("organization_id"):
-        result[int(str(org))] = (float((group["predicted"] == group["label"]).mean()), len(group))
-    return result

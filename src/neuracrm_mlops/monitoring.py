@@ -34,7 +34,7 @@ from neuracrm_mlops.live_stats import (
     load_outcomes,
     load_predictions,
     predicted_label,
-    version_stats,
+    stats_from,
 )
 from neuracrm_mlops.rollout_decisions import decide_live_accuracy
 
@@ -100,15 +100,15 @@ def monitor_model(
         return MonitorReport(name, None, "no_champion", None, 0, f"{name} has no champion to monitor")
     champion = str(champion_version.version)
     since = utcnow() - dt.timedelta(hours=settings.monitor_window_hours)
-    stats = version_stats(engine, name, [champion], since=since)[champion]
+    predictions = load_predictions(engine, name, since=since)
+    outcomes = load_outcomes(engine, name)
+    stats = stats_from(name, [champion], predictions, outcomes)[champion]
     verdict = decide_live_accuracy(
         stats.accuracy,
         stats.outcomes,
         floor=settings.accuracy_floor,
         min_outcomes=rollout.min_outcomes_for(name),
     )
-    predictions = load_predictions(engine, name, since=since)
-    outcomes = load_outcomes(engine, name)
     report = MonitorReport(name, champion, verdict.verdict, stats.accuracy, stats.outcomes, verdict.reason)
     report.accuracy_by_org = _accuracy_by_org(predictions, outcomes, name, champion)
     links = {**registry.version_links(name, champion), **({"dag_run": dag_run_url} if dag_run_url else {})}
@@ -353,16 +353,7 @@ def monitor_forecasts(*, actor: str, engine: sa.Engine | None = None) -> Forecas
     """``monitor_model`` for every organization's forecast champion (rollback per organization)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    names = []
-    token = None
-    while True:
-        page = client.search_registered_models(
-            filter_string=f"name LIKE '{registry.FORECAST_MODEL_PREFIX}%'", max_results=1000, page_token=token
-        )
-        names += [m.name for m in page if registry.CHAMPION in (m.aliases or {})]
-        token = page.token
-        if not token:
-            break
+    names = [m.name for m in registry.models_with_prefix(client) if registry.CHAMPION in (m.aliases or {})]
     summary = ForecastMonitorSummary(len(names))
     for name in sorted(names):
         report = monitor_model(name, actor=actor, engine=engine)

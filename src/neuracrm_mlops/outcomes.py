@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from neuracrm_mlops import registry
 from neuracrm_mlops.db.schema import Outcome, Prediction, utcnow
 from neuracrm_mlops.live_stats import CONVERTED, NOT_CONVERTED, SERVED_ROUTES, predicted_label
 
@@ -126,7 +127,7 @@ def simulate_outcomes(
     forecast_noise: float = 0.10,
 ) -> SimulationSummary:
     """Write simulated outcomes for logged predictions of ``model_name`` that have none yet."""
-    if model_name.startswith(FORECAST_PREFIX):
+    if model_name.startswith(registry.FORECAST_MODEL_PREFIX):
         return simulate_forecast_actuals(engine, model_name, degrade=degrade, seed=seed, noise=forecast_noise)
     if model_name not in LABELS:
         raise ValueError(
@@ -179,9 +180,6 @@ def simulate_outcomes(
         outcomes.append(OutcomeIn(org, entity, truth))
     written = record_outcomes(engine, model_name, outcomes, source="simulated")
     return SimulationSummary(model_name, written, degraded, already)
-
-
-FORECAST_PREFIX = "sales_forecast_org_"
 
 
 def simulate_forecast_actuals(

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from neuracrm_mlops import registry
 from neuracrm_mlops.forecast_cache import ForecastCache, cache_key
-from neuracrm_mlops.live_models import LiveModels, LoadedModel
+from neuracrm_mlops.live_models import LiveModels, LoadedModel, ModelSlots
 from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row
 from neuracrm_mlops.routing import CHAMPION_ROUTE, FALLBACK_ROUTE, SHADOW_ROUTE, choose_route
 from neuracrm_mlops.tenancy import Tenant
@@ -233,7 +233,7 @@ class Predictor:
         return [answers[i] for i in range(len(items))]
 
     def _shadow_leads(
-        self, slots: Any, items: list[ScoreItem], indices: list[int], answers: dict[int, Answer]
+        self, slots: ModelSlots, items: list[ScoreItem], indices: list[int], answers: dict[int, Answer]
     ) -> None:
         """During a canary, the challenger also scores the champion's leads (logged, not served), so
         that both versions are judged on the same entities. Its failures never touch the answers."""

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,19 @@ def load_family_object(name: str, alias: str) -> tuple[Any, str] | None:
         return None
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     return pyfunc.unwrap_python_model().model, str(version.version)
+
+
+def models_with_prefix(client: Any, prefix: str = FORECAST_MODEL_PREFIX) -> Iterator[Any]:
+    """Every registered model whose name starts with ``prefix`` (paged: one call per 1,000 models)."""
+    token = None
+    while True:
+        page = client.search_registered_models(
+            filter_string=f"name LIKE '{prefix}%'", max_results=1000, page_token=token
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 CANARY_WEIGHT_TAG = "canary_weight"

@@ -34,7 +34,7 @@ from neuracrm_mlops import ledger, registry
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.schema import utcnow
 from neuracrm_mlops.errors import NeuraCRMError
-from neuracrm_mlops.live_stats import version_stats
+from neuracrm_mlops.live_stats import family_of, version_stats
 from neuracrm_mlops.rollout_decisions import RolloutDecision, RolloutPolicy, decide_rollout_step
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,13 @@ def min_outcomes_for(name: str) -> int:
     from neuracrm_mlops.config import get_settings
 
     settings = get_settings()
-    if name.startswith(registry.FORECAST_MODEL_PREFIX):
+    if family_of(name) == "sales_forecast":
         return settings.forecast_min_outcomes
     return settings.min_outcomes
 
 
-def rollout_policy(name: str = registry.LEAD_MODEL) -> RolloutPolicy:
+def rollout_policy(name: str) -> RolloutPolicy:
+    """The canary policy for ``name`` (a registered model, or the family ``sales_forecast``)."""
     from neuracrm_mlops.config import get_settings
 
     settings = get_settings()
@@ -125,7 +126,7 @@ def _now_iso() -> str:
     return utcnow().isoformat()
 
 
-def _parse_time(value: str | None) -> dt.datetime | None:
+def parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     parsed = dt.datetime.fromisoformat(value)
@@ -156,8 +157,8 @@ def _state(client: Any, name: str) -> _State:
         challenger=aliases.get(registry.CHALLENGER),
         previous=aliases.get(registry.PREVIOUS),
         weight=registry.canary_weight_of(tags),
-        started_at=_parse_time(tags.get(STARTED_TAG)),
-        step_started_at=_parse_time(tags.get(STEP_STARTED_TAG)),
+        started_at=parse_time(tags.get(STARTED_TAG)),
+        step_started_at=parse_time(tags.get(STEP_STARTED_TAG)),
     )
 
 
@@ -350,46 +351,65 @@ def _carry_out(
         return promote(name, actor=actor, reason=decision.reason, metrics=metrics, engine=engine)
     if decision.action == "rollback":
         result = abort(name, actor=actor, reason=decision.reason, metrics=metrics, engine=engine, reject=True)
-        alert = raise_alert(
+        failed_alert = _canary_alert(
             engine,
-            kind="canary_failed",
-            severity="warning",
-            title=f"{name}: canary v{state.challenger} failed and was stopped",
-            message=decision.reason,
-            dedup_key=f"canary_failed:{name}:{state.challenger}",
-            model_name=name,
-            organization_id=organization_of(name),
-            model_version=state.challenger,
-            metrics=metrics,
-            action_taken=(
-                f"weight set to 0, v{state.challenger} tagged rejected; v{state.champion} serves all"
-            ),
-            runbook=RUNBOOK_CANARY_FAILED,
-            links=registry.version_links(name, state.challenger),
+            name,
+            state,
+            "canary_failed",
+            f"{name}: canary v{state.challenger} failed and was stopped",
+            decision.reason,
+            metrics,
+            f"weight set to 0, v{state.challenger} tagged rejected; v{state.champion} serves all",
+            RUNBOOK_CANARY_FAILED,
         )
-        return RolloutResult(**{**result.as_dict(), "action": "rollback", "alert_id": alert.id})
+        return RolloutResult(**{**result.as_dict(), "action": "rollback", "alert_id": failed_alert})
     # hold
-    alert_id = None
+    alert_id: int | None = None
     _record_canary(engine, actor, name, state, "hold", state.weight, decision.reason, metrics=metrics)
     if decision.alert:
-        alert_id = raise_alert(
+        alert_id = _canary_alert(
             engine,
-            kind="canary_inconclusive",
-            severity="warning",
-            title=f"{name}: canary v{state.challenger} is inconclusive at {state.weight:.0%}",
-            message=decision.reason,
-            dedup_key=f"canary_inconclusive:{name}:{state.challenger}",
-            model_name=name,
-            organization_id=organization_of(name),
-            model_version=state.challenger,
-            metrics=metrics,
-            action_taken=f"held at {state.weight:.0%}; not promoted",
-            runbook=RUNBOOK_CANARY_HOLD,
-            links=registry.version_links(name, state.challenger),
-        ).id
+            name,
+            state,
+            "canary_inconclusive",
+            f"{name}: canary v{state.challenger} is inconclusive at {state.weight:.0%}",
+            decision.reason,
+            metrics,
+            f"held at {state.weight:.0%}; not promoted",
+            RUNBOOK_CANARY_HOLD,
+        )
     return RolloutResult(
         name, "hold", state.champion, state.challenger, state.weight, decision.reason, metrics, alert_id
     )
+
+
+def _canary_alert(
+    engine: sa.Engine,
+    name: str,
+    state: _State,
+    kind: str,
+    title: str,
+    reason: str,
+    metrics: dict[str, Any],
+    action_taken: str,
+    runbook: str,
+) -> int:
+    """A warning about the challenger's canary, one open alert per model, version and kind."""
+    return raise_alert(
+        engine,
+        kind=kind,
+        severity="warning",
+        title=title,
+        message=reason,
+        dedup_key=f"{kind}:{name}:{state.challenger}",
+        model_name=name,
+        organization_id=organization_of(name),
+        model_version=state.challenger,
+        metrics=metrics,
+        action_taken=action_taken,
+        runbook=runbook,
+        links=registry.version_links(name, state.challenger),
+    ).id
 
 
 # -- alias moves (CLI, DAGs, monitor) -------------------------------------------------------------

@@ -230,16 +230,6 @@ class TrainingRecord:
 
 
 REFERENCE_ARTIFACT = "reference/features.json"
-LEAD_NUMERIC_FEATURES = (
-    "company_employees",
-    "company_revenue",
-    "email_opens",
-    "website_visits",
-    "pages_viewed",
-    "time_on_site_seconds",
-    "days_since_last_activity",
-)
-LEAD_CATEGORICAL_FEATURES = ("industry", "seniority", "timeline", "budget_signal", "source", "region")
 
 
 def reference_profile(
@@ -438,7 +428,7 @@ def train_lead_scoring(
         metrics={"": metrics, "rules_": rules_metrics, "champion_": champion_metrics or {}},
         semver_inputs=(registry.stable_hash(model.feature_schema), registry.stable_hash(config.as_params())),
         plots=lambda workdir: _lead_plots(workdir, y, model_p, rules_p),
-        reference=reference_profile(train_part, LEAD_NUMERIC_FEATURES, LEAD_CATEGORICAL_FEATURES),
+        reference=reference_profile(train_part, lsm.NUMERIC_COLUMNS, lsm.CATEGORICAL_COLUMNS),
     )
     return record_and_register(record, started)
 
