@@ -14,6 +14,37 @@ from pathlib import Path
 
 from neuracrm_mlops.errors import ConfigurationError
 
+# Every environment variable that Settings.from_environment reads (tests/unit/test_compose.py checks
+# this list against the code, and docker-compose.yml against this list).
+ENVIRONMENT_VARIABLES: tuple[str, ...] = (
+    "NEURACRM_HOME",
+    "NEURACRM_DB_URL",
+    "MLFLOW_TRACKING_URI",
+    "AIRFLOW_HOME",
+    "NEURACRM_REDIS_URL",
+    "NEURACRM_ALERT_WEBHOOK_URL",
+    "NEURACRM_ACCURACY_FLOOR",
+    "NEURACRM_IMPORT_CHUNK_ROWS",
+    "NEURACRM_FORECAST_CHUNK_SIZE",
+    "NEURACRM_MODEL_POLL_SECONDS",
+    "NEURACRM_PREDICTION_LOG_FLUSH_SECONDS",
+    "NEURACRM_FORECAST_CACHE_TTL_SECONDS",
+    "NEURACRM_ALERT_ESCALATE_MINUTES",
+    "NEURACRM_ALERT_WEBHOOK_RETRIES",
+    "NEURACRM_ALERT_WEBHOOK_BACKOFF_SECONDS",
+    "NEURACRM_ALERT_WEBHOOK_TIMEOUT_SECONDS",
+    "NEURACRM_ROLLOUT_STEPS",
+    "NEURACRM_MIN_OUTCOMES",
+    "NEURACRM_FORECAST_MIN_OUTCOMES",
+    "NEURACRM_BAKE_DEADLINE_HOURS",
+    "NEURACRM_BAKE_POKE_SECONDS",
+    "NEURACRM_MONITOR_WINDOW_HOURS",
+    "NEURACRM_MLFLOW_UI_URL",
+    "NEURACRM_BIAS_ATTRIBUTE",
+    "NEURACRM_SHADOW_CANARY",
+    "NEURACRM_ROLLOUT_APPROVAL",
+)
+
 
 def _env_float(name: str, default: float, *, low: float, high: float) -> float:
     raw = os.environ.get(name)
