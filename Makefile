@@ -8,7 +8,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV_BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install demo serve bento test lint typecheck pytest clean
+.PHONY: help install demo ui stop serve bento test test-tools lint typecheck pytest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,8 +23,14 @@ help:  ## list the targets
 
 install: .venv/.installed  ## install the locked dependencies into .venv
 
-demo: install  ## run the platform end to end on the embedded defaults (SQLite, local MLflow)
+demo: install  ## the whole loop on the embedded defaults: train, canary to champion, rollback and alert
 	$(VENV_BIN)/neuracrm-mlops demo
+
+ui: install  ## Airflow UI (+ model health page) on :8080 and MLflow UI on :5000, in the background
+	$(VENV_BIN)/neuracrm-mlops ui
+
+stop:  ## stop what `make demo` or `make ui` left running
+	@if [ -x $(VENV_BIN)/neuracrm-mlops ]; then $(VENV_BIN)/neuracrm-mlops stop; fi
 
 serve: install  ## run the prediction service on 127.0.0.1:3000 (models from the MLflow registry)
 	$(VENV_BIN)/bentoml serve neuracrm_mlops.serving.service:PredictionService --host 127.0.0.1 --port 3000
@@ -36,7 +42,21 @@ bento: install  ## build the prediction service's Bento (locked requirements + t
 	$(UV) build --wheel --quiet -o build/bento
 	BENTOML_DO_NOT_TRACK=true $(VENV_BIN)/bentoml build -f serving/bentofile.yaml .
 
-test: install lint typecheck pytest  ## lint, type-check and run every test (needs PostgreSQL on 127.0.0.1:5432)
+test: install test-tools lint typecheck pytest  ## lint, type-check and run every test (needs PostgreSQL on 127.0.0.1:5432)
+
+# Debian packages the tests drive: headless Chromium (the model health page) and docker-compose
+# (validates docker-compose.yml; no Docker engine needed). Installed when missing, as root.
+TEST_PACKAGES := chromium chromium-driver docker-compose
+test-tools:  ## install the Debian packages the tests need (chromium, chromedriver, docker-compose)
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (apt-get)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 lint: install  ## ruff check and format check
 	$(VENV_BIN)/ruff check .

@@ -553,13 +553,38 @@ def simulate_outcomes_command(models: tuple[str, ...], degrade: str | None, seed
 
 @main.command()
 def demo() -> None:
-    """Run the story so far on the embedded defaults: migrate, seed, import, validate, train, register.
+    """The whole loop on the embedded defaults, in a few minutes: seed, import, the training DAGs,
+    a canary rollout to champion under live traffic, then a degraded champion rolled back and alerted.
 
-    Starts from an empty embedded store under NEURACRM_HOME (the SQLite file is recreated).
+    Starts from empty embedded stores under NEURACRM_HOME (the SQLite files are recreated) and stops
+    every process it starts.
     """
     from neuracrm_mlops.demo import run_demo
 
     run_demo(lambda line: out.print(line, markup=False))
+
+
+@main.command()
+@click.option("--airflow-port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--mlflow-port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+def ui(airflow_port: int, mlflow_port: int) -> None:
+    """Start the Airflow UI (with the model health page) and the MLflow UI in the background, on
+    127.0.0.1, over the stores of NEURACRM_HOME; `neuracrm-mlops stop` ends them."""
+    from neuracrm_mlops import local_stack
+
+    err.print("starting the Airflow api-server and dag-processor, and the MLflow UI ...")
+    for name, url in local_stack.start_uis(airflow_port, mlflow_port):
+        out.print(f"{name}: {url}", markup=False)
+    out.print(f"logs: {local_stack.log_dir()}; `neuracrm-mlops stop` (make stop) ends them", markup=False)
+
+
+@main.command()
+def stop() -> None:
+    """Stop every process `demo` or `ui` started in the background (pid files in NEURACRM_HOME/run)."""
+    from neuracrm_mlops import local_stack
+
+    stopped = local_stack.stop_all()
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,18 +1,32 @@
-"""``neuracrm-mlops demo``: the platform's story so far, on the embedded defaults (no services)."""
+"""``neuracrm-mlops demo``: the whole loop on the embedded defaults (SQLite, local MLflow, no Docker).
+
+Seeds a CRM, imports a file with broken rows, runs the real training DAGs (``airflow dags test``),
+promotes the first lead model, starts ``bentoml serve`` and sends it traffic, rolls a retrained
+version out through the canary steps on simulated live outcomes, then degrades it and lets the
+monitor roll it back and alert. Everything it starts is stopped before it returns."""
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import os
+import random
 import shutil
-from collections.abc import Callable
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import sqlalchemy as sa
 
-from neuracrm_mlops.config import get_settings
+from neuracrm_mlops import local_stack, registry, rollout
+from neuracrm_mlops.config import get_settings, reset_settings
 from neuracrm_mlops.db.engine import dispose_engines, get_engine, redact_url
 from neuracrm_mlops.db.migrate import upgrade
 from neuracrm_mlops.db.schema import Organization
@@ -29,6 +43,12 @@ DEMO_ORGS = 50
 DEMO_MONTHS = 48
 DEMO_SEED = 7
 IMPORT_ORG_NAME = "Demo Imports Inc"
+LEADS_PER_REQUEST = 100
+TRAINING_DAGS = (
+    ("train_lead_scoring", "lead_scoring"),
+    ("train_sentiment", "sentiment"),
+    ("train_sales_forecast", "sales_forecast"),
+)
 
 
 @dataclass
@@ -38,13 +58,17 @@ class DemoResult:
     first_import: ImportSummary
     second_import: ImportSummary
     status: CRMStatus
-    trained: list[dict[str, Any]]
+    story: dict[str, Any]
 
 
 def _reset_embedded_store(say: Say) -> None:
-    """Start from empty stores: delete the embedded SQLite files (CRM and MLflow) and MLflow artifacts;
-    a configured (production) database is never deleted: the demo refuses one that has data."""
+    """Start from empty stores: delete the embedded SQLite files (CRM, MLflow, Airflow's metadata),
+    MLflow artifacts and old logs; a configured (production) database is never deleted: the demo
+    refuses one that has data."""
     settings = get_settings()
+    shutil.rmtree(settings.home / "logs", ignore_errors=True)
+    if settings.airflow_home == settings.home / "airflow":
+        (settings.airflow_home / "airflow.db").unlink(missing_ok=True)
     if settings.mlflow_tracking_uri == f"sqlite:///{settings.home / 'mlflow.sqlite'}":
         (settings.home / "mlflow.sqlite").unlink(missing_ok=True)
         shutil.rmtree(settings.home / "mlartifacts", ignore_errors=True)
@@ -102,80 +126,301 @@ def write_example_leads_file(path: Path, *, seed: int = 2026, broken_rows: int =
     return path
 
 
-def run_demo(say: Say) -> DemoResult:
+class DemoTraffic:
+    """Leads scored over HTTP by one organization, and simulated outcomes for what was served, until
+    stopped: the live traffic a canary bakes on. ``degrade`` names versions whose outcomes go bad."""
+
+    def __init__(self, url: str, api_key: str, engine: sa.Engine, degrade: tuple[str, ...] = ()) -> None:
+        self.url, self.api_key, self.engine, self.degrade = url, api_key, engine, degrade
+        self.stop_event = threading.Event()
+        self.statuses: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.served: Counter[str] = Counter()
+        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+
+    def __enter__(self) -> DemoTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        from neuracrm_mlops.outcomes import simulate_outcomes
+
+        rng = random.Random(DEMO_SEED)
+        try:
+            with httpx.Client(timeout=30) as client:
+                while not self.stop_event.is_set():
+                    leads = [_demo_lead(rng) for _ in range(LEADS_PER_REQUEST)]
+                    response = client.post(
+                        f"{self.url}/score",
+                        json={"leads": leads},
+                        headers={"Authorization": f"Bearer {self.api_key}"},
+                    )
+                    self.statuses[response.status_code] += 1
+                    if response.status_code == 200:
+                        for result in response.json()["results"]:
+                            self.served[f"v{result['model']['version']} {result['model']['route']}"] += 1
+                    # the prediction log is flushed off the request path: give it time to land
+                    self.stop_event.wait(2 * get_settings().prediction_log_flush_seconds)
+                    simulate_outcomes(
+                        self.engine, "lead_scoring", agree=1.0, degrade=self.degrade, seed=DEMO_SEED
+                    )
+        except Exception as exc:  # reported by the demo, never swallowed
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def check(self) -> None:
+        if self.errors or set(self.statuses) - {200}:
+            raise NeuraCRMError(f"demo traffic failed: statuses {dict(self.statuses)}, errors {self.errors}")
+
+
+def _demo_lead(rng: random.Random) -> dict[str, Any]:
+    return {
+        "lead_id": f"demo-{rng.getrandbits(48):012x}",
+        "industry": rng.choice(["Software", "Retail", "Finance", "Healthcare", "Manufacturing"]),
+        "company_employees": rng.choice([12, 80, 250, 1200, 6000]),
+        "email_opens": rng.randint(0, 15),
+        "website_visits": rng.randint(0, 20),
+        "pages_viewed": rng.randint(0, 40),
+        "seniority": rng.choice(["c_level", "vp", "director", "manager", "individual_contributor"]),
+        "timeline": rng.choice(["immediate", "this_quarter", "this_year", "no_timeline"]),
+        "budget_signal": rng.choice(["approved", "allocated", "exploring", "none"]),
+        "region": rng.choice(["emea", "na", "apac", "latam"]),
+    }
+
+
+@contextmanager
+def demo_pacing() -> Iterator[dict[str, str]]:
+    """The demo's clock: the same platform, with its waits shortened so that the story fits in a few
+    minutes (model poll 1 s, a bake check every 2 s, live accuracy over the last minute instead of
+    the last week). Restores the environment afterwards."""
+    pacing = {
+        "NEURACRM_MODEL_POLL_SECONDS": "1",
+        "NEURACRM_BAKE_POKE_SECONDS": "2",
+        "NEURACRM_MONITOR_WINDOW_HOURS": f"{60 / 3600:.6f}",
+        "NEURACRM_RETRY_DELAY_SECONDS": "5",
+        "NEURACRM_LOG_LEVEL": os.environ.get("NEURACRM_LOG_LEVEL", "WARNING"),
+    }
+    saved = {name: os.environ.get(name) for name in pacing}
+    os.environ.update(pacing)
+    reset_settings()
+    try:
+        yield pacing
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_settings()
+
+
+def _latest_version(client: Any, name: str) -> Any:
+    versions = client.search_model_versions(
+        f"name = '{name}'", order_by=["version_number DESC"], max_results=1
+    )
+    if not versions:
+        raise NeuraCRMError(f"training registered no version of {name}")
+    return versions[0]
+
+
+def _version_line(client: Any, name: str) -> str:
+    version = _latest_version(client, name)
+    accuracy = client.get_run(version.run_id).data.metrics.get("accuracy") if version.run_id else None
+    holdout = f", holdout accuracy {accuracy:.3f}" if accuracy is not None else ""
+    return f"{name} v{version.version} ({version.tags.get('semver')}) {version.tags.get('status')}{holdout}"
+
+
+def _wait_until_below_floor(engine: sa.Engine, version: str, traffic: DemoTraffic, say: Say) -> float:
+    from neuracrm_mlops.live_stats import version_stats
+
     settings = get_settings()
-    say(f"data dir {settings.home}")
-    _reset_embedded_store(say)
-    engine = get_engine()
-    before, after = upgrade(engine)
-    say(f"1/5 schema migrated ({before or 'empty'} -> {after}) at {redact_url(settings.db_url)}")
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.monitor_window_hours)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        traffic.check()
+        stats = version_stats(engine, "lead_scoring", [version], since=since)[version]
+        if stats.accuracy is not None and stats.accuracy < settings.accuracy_floor - 0.03:
+            say(
+                f"    v{version}'s live accuracy is now {stats.accuracy:.3f} over {stats.outcomes} outcomes "
+                f"(floor {settings.accuracy_floor:.2f})"
+            )
+            return float(stats.accuracy)
+        time.sleep(2)
+    raise NeuraCRMError(f"v{version}'s accuracy did not fall below the floor within 5 minutes")
 
-    seeded = seed_database(
-        DEMO_ORGS,
-        DEMO_MONTHS,
-        DEMO_SEED,
-        api_keys_file=settings.home / "api_keys.csv",
-        engine=engine,
-        step=lambda message: say(f"    {message}"),
-    )
-    say(
-        f"2/5 seeded {seeded.organizations} organizations: {seeded.leads:,} leads, "
-        f"{seeded.monthly_sales:,} monthly sales rows, {seeded.interactions:,} interactions "
-        f"in {seeded.seconds:.1f} s"
-    )
 
+def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MONTHS) -> DemoResult:
+    """The whole loop on the embedded defaults; see the README's quickstart for what it shows."""
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        say(f"[{time.monotonic() - started:5.0f}s] {text}")
+
+    with demo_pacing():
+        settings = get_settings()
+        stopped = local_stack.stop_all()
+        if stopped:
+            step(f"stopped what an earlier run left: {', '.join(stopped)}")
+        say(f"data dir {settings.home} (logs in {settings.home / 'logs'})")
+        _reset_embedded_store(say)
+        engine = get_engine()
+        before, after = upgrade(engine)
+        step(f"1/8 CRM store migrated ({before or 'empty'} -> {after}) at {redact_url(settings.db_url)}")
+
+        seeded = seed_database(
+            organizations,
+            months,
+            DEMO_SEED,
+            api_keys_file=settings.home / "api_keys.csv",
+            engine=engine,
+            step=lambda message: say(f"      {message}"),
+        )
+        step(
+            f"2/8 seeded {seeded.organizations} organizations: {seeded.leads:,} leads, "
+            f"{seeded.monthly_sales:,} monthly sales rows, {seeded.interactions:,} interactions"
+        )
+        first, second, example = _import_example(engine, say)
+        step(
+            f"3/8 imported {example.name}: {first.imported} imported, {first.quarantined} quarantined, "
+            f"then again: {second.imported} imported, {second.unchanged} unchanged (idempotent)"
+        )
+        for note in first.quarantine_notes:
+            say(f"      quarantined {note.location}: {note.reason}")
+
+        airflow_env = local_stack.airflow_environment()
+        local_stack.migrate_airflow(airflow_env)
+        step("4/8 Airflow migrated; training DAGs: validate (Great Expectations) -> train -> register")
+        client = registry.configure_mlflow()
+        for dag_id, family in TRAINING_DAGS:
+            run = local_stack.run_dag(dag_id, airflow_env)
+            if family == "sales_forecast":
+                forecasts = sum(1 for _ in registry.models_with_prefix(client))
+                detail = f"{forecasts} per-organization forecast models registered"
+            else:
+                detail = _version_line(client, family)
+            say(f"      {dag_id}: {run.state} in {run.seconds:.0f} s: {detail}")
+
+        run = local_stack.run_dag("rollout_model", airflow_env)
+        v1 = str(_latest_version(client, "lead_scoring").version)
+        step(f"5/8 rollout_model ({run.seconds:.0f} s): lead_scoring v{v1}, the first version, is champion")
+
+        port = 3000 if local_stack.port_is_free(3000) else local_stack.free_port()
+        service = local_stack.start_prediction_service(port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            story = _canary_and_rollback(engine, client, airflow_env, url, v1, step, say)
+        finally:
+            service.stop()
+        step(f"prediction service stopped (its log: {service.log})")
+
+        report = crm_status(engine)
+        say("")
+        say("Where to look next:")
+        say("  make ui     starts the Airflow UI on http://127.0.0.1:8080 (DAG runs; the model health page")
+        say("              is /neuracrm/) and the MLflow UI on http://127.0.0.1:5000; make stop ends both")
+        say("  Great Expectations reports: expectations/uncommitted/data_docs/local_site/index.html")
+        say(f"  logs of every DAG run and process: {settings.home / 'logs'}")
+        say("  .venv/bin/neuracrm-mlops status | alerts | --help")
+        return DemoResult(seeded, example, first, second, report, story)
+
+
+def _import_example(engine: sa.Engine, say: Say) -> tuple[ImportSummary, ImportSummary, Path]:
+    settings = get_settings()
     with engine.begin() as conn:
         org, _ = create_organization(conn, IMPORT_ORG_NAME)
     example = write_example_leads_file(settings.home / "examples" / "leads_export.csv")
     first = import_file(example, "leads", org.id, engine=engine)
-    say(
-        f"3/5 imported {example.name} for {org.name!r}: {first.imported} imported, "
-        f"{first.quarantined} quarantined (custom column 'account_owner' kept in attributes)"
-    )
-    for note in first.quarantine_notes:
-        say(f"    quarantined {note.location}: {note.reason}")
     second = import_file(example, "leads", org.id, engine=engine)
-    say(
-        f"    the same file again: {second.imported} imported, {second.updated} updated, "
-        f"{second.unchanged} unchanged (idempotent)"
+    return first, second, example
+
+
+def _canary_and_rollback(
+    engine: sa.Engine,
+    client: Any,
+    airflow_env: dict[str, str],
+    url: str,
+    v1: str,
+    step: Say,
+    say: Say,
+) -> dict[str, Any]:
+    from neuracrm_mlops.alerts import list_alerts, render_text
+    from neuracrm_mlops.ledger import latest_entries
+    from neuracrm_mlops.training import Lineage, train_lead_scoring
+
+    api_key = _first_api_key()
+    step(
+        f"6/8 prediction service up at {url} (bentoml serve); traffic: {LEADS_PER_REQUEST} leads per request"
     )
+    outcome = train_lead_scoring(Lineage.for_cli("lead_scoring demo retrain"))
+    if outcome.status != "challenger" or not outcome.version:
+        raise NeuraCRMError(f"the retrained lead model was not registered as challenger: {outcome.reason}")
+    v2 = outcome.version
+    say(f"      the nightly retrain registered lead_scoring v{v2} as challenger")
+    with DemoTraffic(url, api_key, engine) as traffic:
+        run = local_stack.run_dag("rollout_model", airflow_env)
+    traffic.check()
+    champion = rollout.model_state("lead_scoring")["champion"]
+    say(
+        f"      rollout_model ({run.seconds:.0f} s) while {sum(traffic.statuses.values())} requests were "
+        f"answered (all 200): v{v2} went "
+        + " -> ".join(f"{w:.0%}" for w in get_settings().rollout_steps)
+        + f", judged on live outcomes at each step; champion now v{champion}"
+    )
+    if champion != v2:
+        raise NeuraCRMError(f"the canary of v{v2} did not reach champion (champion is v{champion})")
 
-    trained = validate_and_train(say)
+    step(f"7/8 v{v2}'s live outcomes degrade (simulated: only 55% of its predictions turn out right)")
+    with DemoTraffic(url, api_key, engine, degrade=(v2,)) as traffic:
+        _wait_until_below_floor(engine, v2, traffic, say)
+    traffic.check()
+    run = local_stack.run_dag("monitor_models", airflow_env)
+    champion = rollout.model_state("lead_scoring")["champion"]
+    say(f"      monitor_models ({run.seconds:.0f} s): champion is now v{champion}; retraining was triggered")
+    served = _served_version(url, api_key)
+    say(f"      the prediction service answers with v{served} (it polls the registry every second)")
+    if champion != v1 or served != v1:
+        raise NeuraCRMError(f"expected a rollback to v{v1}; champion v{champion}, served v{served}")
 
-    report = crm_status(engine)
-    counts = ", ".join(f"{name} {count:,}" for name, count in report.table_counts.items() if count)
-    say(f"5/5 store now holds: {counts}")
-    say(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
-    say("Great Expectations reports: expectations/uncommitted/data_docs/local_site/index.html")
-    return DemoResult(seeded, example, first, second, report, trained)
+    alerts = [a for a in list_alerts(engine, open_only=True) if a.kind == "accuracy_below_floor"]
+    if not alerts:
+        raise NeuraCRMError("the rollback raised no accuracy_below_floor alert")
+    say("")
+    say("      The alert on-call received (also sent to NEURACRM_ALERT_WEBHOOK_URL when set):")
+    for line in render_text(alerts[0]).splitlines():
+        say(f"      | {line}")
+    say("")
+    entries = list(reversed(latest_entries(engine, model_name="lead_scoring", limit=50)))
+    step("8/8 the promotion ledger of lead_scoring (oldest first; `neuracrm-mlops status` shows it too):")
+    for entry in entries:
+        if entry.action == "hold":
+            continue
+        move = f"v{entry.from_version or '-'} -> v{entry.to_version or '-'}"
+        weight = f" at {entry.weight:.0%}" if entry.action == "canary" and entry.weight is not None else ""
+        say(f"      {entry.action:<9} {move:<12}{weight:<8} {entry.actor:<28} {_cut(entry.reason, 90)}")
+    return {"v1": v1, "v2": v2, "alert_id": alerts[0].id, "ledger": [e.action for e in entries]}
 
 
-def validate_and_train(say: Say) -> list[dict[str, Any]]:
-    """Step 4: each family's data through its GX suite, then train, gate and register in MLflow."""
-    from neuracrm_mlops.forecast_training import train_forecasts_for
-    from neuracrm_mlops.pipelines import FAMILY_DATASETS, train_family, validate_for_training
-    from neuracrm_mlops.training import Lineage
+def _first_api_key() -> str:
+    with (get_settings().home / "api_keys.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            return str(row["api_key"])
+    raise NeuraCRMError("the seed wrote no API keys")
 
-    say("4/5 validating with Great Expectations, then training and registering in MLflow")
-    outcomes = []
-    for family, dataset in FAMILY_DATASETS.items():
-        validation = validate_for_training(dataset, run_id="demo")
-        say(f"    {dataset}: {validation['row_count']:,} rows valid; report {validation['data_docs_path']}")
-        lineage = Lineage(run_key=Lineage.for_cli(family).run_key, dag_run_id="demo", validation=validation)
-        if family == "sales_forecast":
-            outcome = train_forecasts_for(
-                None,
-                lineage,
-                progress=lambda done, total: say(f"    forecasts: {done}/{total} organizations"),
-            ).as_dict()
-            counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome["status_counts"].items()))
-            say(f"    sales_forecast: one model per organization: {counts}")
-        else:
-            outcome = train_family(family, run_key=lineage.run_key, dag_run_id="demo", validation=validation)
-            accuracy = outcome["metrics"].get("accuracy", float("nan"))
-            say(
-                f"    {family}: version {outcome['version']} ({outcome['semver']}) {outcome['status']}, "
-                f"holdout accuracy {accuracy:.3f}: {outcome['reason']}"
-            )
-        outcomes.append(outcome)
-    return outcomes
+
+def _served_version(url: str, api_key: str) -> str:
+    response = httpx.post(
+        f"{url}/score",
+        json={"lead": _demo_lead(random.Random(0))},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return str(response.json()["results"][0]["model"]["version"])
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
