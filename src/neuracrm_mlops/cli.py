@@ -552,7 +552,9 @@ def simulate_outcomes_command(models: tuple[str, ...], degrade: str | None, seed
 
 
 @main.command()
-def demo() -> None:
+@click.option("--orgs", type=click.IntRange(2, 1_000), default=50, show_default=True, help="organizations")
+@click.option("--months", type=click.IntRange(24, 120), default=48, show_default=True, help="history")
+def demo(orgs: int, months: int) -> None:
     """The whole loop on the embedded defaults, in a few minutes: seed, import, the training DAGs,
     a canary rollout to champion under live traffic, then a degraded champion rolled back and alerted.
 
@@ -561,7 +563,7 @@ def demo() -> None:
     """
     from neuracrm_mlops.demo import run_demo
 
-    run_demo(lambda line: out.print(line, markup=False))
+    run_demo(lambda line: out.print(line, markup=False), organizations=orgs, months=months)
 
 
 @main.command()

@@ -320,7 +320,7 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
         say("")
         say("Where to look next:")
         say("  make ui     starts the Airflow UI on http://127.0.0.1:8080 (DAG runs; the model health page")
-        say("              is /neuracrm/) and the MLflow UI on http://127.0.0.1:5000; make stop ends both")
+        say("              is /neuracrm/health) and the MLflow UI on http://127.0.0.1:5000; make stop ends both")
         say("  Great Expectations reports: expectations/uncommitted/data_docs/local_site/index.html")
         say(f"  logs of every DAG run and process: {settings.home / 'logs'}")
         say("  .venv/bin/neuracrm-mlops status | alerts | --help")

@@ -287,6 +287,6 @@ def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000) -> list[tuple[s
     mlflow.wait_http(f"http://127.0.0.1:{mlflow_port}/health")
     return [
         ("Airflow UI", f"http://127.0.0.1:{airflow_port}/"),
-        ("Model health page", f"http://127.0.0.1:{airflow_port}/neuracrm/"),
+        ("Model health page", f"http://127.0.0.1:{airflow_port}/neuracrm/health"),
         ("MLflow UI", f"http://127.0.0.1:{mlflow_port}/"),
     ]

@@ -12,7 +12,7 @@ from airflow_harness import AirflowHarness
 from neuracrm_mlops import registry
 from neuracrm_mlops.db.engine import get_engine
 from neuracrm_mlops.db.migrate import upgrade
-from neuracrm_mlops.db.schema import Alert, Lead, MonthlySales
+from neuracrm_mlops.db.schema import Alert, Lead
 from neuracrm_mlops.seeding import seed_database
 
 pytestmark = pytest.mark.slow
@@ -59,26 +59,4 @@ def test_lead_dag_registers_a_version_then_a_corrupted_batch_stops_at_validation
     assert alert.kind.startswith("validation") and "email_opens" in alert.message
 
 
-def test_sentiment_dag_registers_a_version_with_lineage(airflow: AirflowHarness, seeded_home: Path) -> None:
-    state, log = airflow.run_dag("train_sentiment", airflow.env(seeded_home))
-    assert state == "success", log[-5000:]
-    [version] = _versions("sentiment")
-    assert version["dag_run_id"].startswith("manual__")
-    assert version["data_snapshot_hash"] and version["git_commit"]
-
-
-def test_forecast_dag_fans_out_over_chunks_and_registers_one_model_per_organization(
-    airflow: AirflowHarness, seeded_home: Path
-) -> None:
-    env = airflow.env(seeded_home, NEURACRM_FORECAST_CHUNK_SIZE="10")
-    state, log = airflow.run_dag("train_sales_forecast", env)
-    assert state == "success", log[-5000:]
-    assert "map_index=2" in log  # 25 organizations in chunks of 10: three mapped tasks
-    client = registry.configure_mlflow()
-    names = {m.name for m in client.search_registered_models() if m.name.startswith("sales_forecast_org_")}
-    with get_engine().connect() as conn:
-        with_sales = set(conn.scalars(sa.select(MonthlySales.organization_id).distinct()))
-    assert names == {f"sales_forecast_org_{org_id}" for org_id in with_sales}
-    tags = _versions(f"sales_forecast_org_{min(with_sales)}")[0]
-    assert tags["dag_run_id"].startswith("manual__") and tags["backtest_accuracy"]
-    assert tags["status"] in ("challenger", "rejected")
+# The sentiment and forecast DAGs (with mapped chunks) run for real in tests/dags/test_demo.py.

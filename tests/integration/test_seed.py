@@ -88,17 +88,3 @@ def test_seed_command_prints_counts_and_where_the_keys_are(db_url: str, neuracrm
     assert result.exit_code == 0, result.output
     assert "seeded 3 organizations" in result.output
     assert str(neuracrm_home.resolve() / "api_keys.csv") in result.output
-
-
-@pytest.mark.slow
-def test_demo_tells_the_story_so_far_on_the_embedded_defaults(neuracrm_home: Path) -> None:
-    (neuracrm_home).mkdir(parents=True, exist_ok=True)
-    (neuracrm_home / "crm.sqlite").write_bytes(b"left over from an earlier run")  # the demo starts afresh
-    result = CliRunner().invoke(main, ["demo"])
-    assert result.exit_code == 0, result.output
-    assert "2 quarantined" in result.output
-    assert "0 imported, 0 updated" in result.output
-    assert "lead_scoring: version 1 (1.0.0)" in result.output
-    assert "sentiment: version 1 (1.0.0)" in result.output
-    assert "sales_forecast: one model per organization:" in result.output
-    assert (neuracrm_home.resolve() / "mlflow.sqlite").exists()
