@@ -1,0 +1,578 @@
+"""The model-health page for on-call: one row per served model, rollback one click away.
+
+Served by the Airflow plugin ``plugins/neuracrm_health.py`` (wiring only: authentication,
+authorization and HTTP); everything the page knows and does is here, testable without Airflow.
+
+- ``model_health``: one ``HealthRow`` per served model (``lead_scoring``, ``sentiment``) and one per
+  organization's forecast (``sales_forecast_org_<id>``): champion, challenger and canary weight
+  (``rollout.model_state``, as ``status`` shows them), live accuracy of both over
+  ``NEURACRM_MONITOR_WINDOW_HOURS`` against ``NEURACRM_ACCURACY_FLOOR`` (``live_stats.version_stats``,
+  the numbers the monitor and the canary judge use), drift and bias flags (open alerts of those
+  kinds), the open alerts and the latest promotion-ledger entries of the model.
+- ``render_health_page``: a self-contained HTML page (inline CSS, no script, no external asset; every
+  text escaped): a table, accuracy in red below the floor, and per row a rollback form.
+- ``rollback_from_page``: the form's action. It calls ``rollout.rollback``, the function behind
+  ``neuracrm-mlops rollback``, with the actor ``airflow-ui:<Airflow user>`` and the reason typed in
+  the form, and only if the champion is still the version the page showed (a stale page never
+  rolls back a version nobody looked at).
+- ``csrf_token`` / ``csrf_token_matches`` / ``same_origin``: the checks the plugin makes on the POST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode, urlsplit
+
+import sqlalchemy as sa
+
+from neuracrm_mlops import ledger, registry, rollout
+from neuracrm_mlops.alerts import AlertRow, list_alerts
+from neuracrm_mlops.config import get_settings
+from neuracrm_mlops.db.schema import utcnow
+from neuracrm_mlops.errors import NeuraCRMError
+from neuracrm_mlops.ledger import LedgerEntry
+from neuracrm_mlops.live_stats import family_of, version_stats
+from neuracrm_mlops.monitoring import MONITORED_MODELS
+
+SERVED_MODELS = MONITORED_MODELS  # lead_scoring, sentiment: one model for every organization
+FORECAST_FAMILY = "sales_forecast"  # one registered model per organization
+ACTOR_PREFIX = "airflow-ui"
+ROLLBACK_DAG_ID = "rollout_model"  # rolling back needs the right to edit this DAG (the plugin checks)
+DRIFT_KINDS = frozenset({"data_drift"})  # the kinds ``monitoring`` raises
+BIAS_KINDS = frozenset({"bias"})
+LEDGER_LINES_PER_ROW = 3
+OPEN_ALERTS_READ = 1_000
+REASON_MAX = 500
+# what the page's responses carry: nothing is loaded from anywhere, forms only post back here
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+        "frame-ancestors 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class HealthPageError(NeuraCRMError):
+    """A rollback request the page cannot carry out as sent (unknown model, missing reason...)."""
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """What on-call needs to know about one served model (a model not in MLflow keeps the defaults)."""
+
+    model_name: str
+    family: str
+    organization_id: int | None
+    accuracy_floor: float
+    min_outcomes: int
+    drift: bool = False  # an open data-drift alert
+    bias: bool = False  # an open bias alert
+    open_alerts: tuple[AlertRow, ...] = ()
+    ledger: tuple[LedgerEntry, ...] = ()  # newest first
+    registered: bool = False
+    champion: str | None = None
+    challenger: str | None = None
+    previous: str | None = None
+    canary_weight: float = 0.0
+    canary_started_at: str | None = None
+    rollback_target: str | None = None  # what a rollback restores (the ledger's previous champion)
+    accuracy: float | None = None  # the champion's live accuracy over the window
+    outcomes: int = 0
+    challenger_accuracy: float | None = None
+    challenger_outcomes: int = 0
+
+    @property
+    def below_floor(self) -> bool:
+        return self.accuracy is not None and self.accuracy < self.accuracy_floor
+
+    @property
+    def row_id(self) -> str:
+        return f"row-{self.model_name}"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line at the top of the page: what the last action did (``ok``) or why it did nothing."""
+
+    kind: str  # ok | error
+    text: str
+
+
+def ui_actor(username: str) -> str:
+    """The ledger actor for a change made on the page: ``airflow-ui:<Airflow user>``."""
+    name = " ".join(username.split()) or "unknown"
+    return f"{ACTOR_PREFIX}:{name}"[:200]
+
+
+def _served_model_names(client: object) -> list[str]:
+    """The shared models, then every ``sales_forecast_org_<id>`` by organization id."""
+    prefix = registry.FORECAST_MODEL_PREFIX
+    names = [m.name for m in registry.models_with_prefix(client)]
+    forecasts = sorted((n for n in names if n[len(prefix) :].isdigit()), key=lambda n: int(n[len(prefix) :]))
+    return [*SERVED_MODELS, *forecasts]
+
+
+def model_health(engine: sa.Engine, *, ledger_lines: int = LEDGER_LINES_PER_ROW) -> list[HealthRow]:
+    """One row per served model: the shared models first, then each organization's forecast."""
+    settings = get_settings()
+    since = utcnow() - dt.timedelta(hours=settings.monitor_window_hours)
+    alerts_by_model: dict[str, list[AlertRow]] = {}
+    for alert in list_alerts(engine, open_only=True, limit=OPEN_ALERTS_READ):
+        if alert.model_name:
+            alerts_by_model.setdefault(alert.model_name, []).append(alert)
+    rows = []
+    for name in _served_model_names(registry.configure_mlflow()):
+        rows.append(
+            _row(engine, name, since, alerts_by_model.get(name, []), settings.accuracy_floor, ledger_lines)
+        )
+    return rows
+
+
+def _row(
+    engine: sa.Engine,
+    name: str,
+    since: dt.datetime,
+    alerts: list[AlertRow],
+    floor: float,
+    ledger_lines: int,
+) -> HealthRow:
+    row = HealthRow(
+        model_name=name,
+        family=family_of(name),
+        organization_id=rollout.organization_of(name),
+        accuracy_floor=floor,
+        min_outcomes=rollout.min_outcomes_for(name),
+        drift=any(a.kind in DRIFT_KINDS for a in alerts),
+        bias=any(a.kind in BIAS_KINDS for a in alerts),
+        open_alerts=tuple(alerts),
+        ledger=tuple(ledger.latest_entries(engine, model_name=name, limit=ledger_lines)),
+    )
+    try:
+        state = rollout.model_state(name)
+    except rollout.RolloutError:  # not registered (yet): the row says so
+        return row
+    champion, challenger = state["champion"], state["challenger"]
+    versions = [v for v in (champion, challenger) if v]
+    stats = version_stats(engine, name, versions, since=since) if versions else {}
+    target = None
+    if champion:  # what rollout.rollback restores when no version is named
+        target = ledger.previous_champion(engine, name, current_version=champion) or state["previous"]
+    mine = stats.get(champion) if champion else None
+    theirs = stats.get(challenger) if challenger else None
+    return dataclasses.replace(
+        row,
+        registered=True,
+        champion=champion,
+        challenger=challenger,
+        previous=state["previous"],
+        canary_weight=float(state["canary_weight"]),
+        canary_started_at=state["canary_started_at"],
+        rollback_target=target,
+        accuracy=mine.accuracy if mine else None,
+        outcomes=mine.outcomes if mine else 0,
+        challenger_accuracy=theirs.accuracy if theirs else None,
+        challenger_outcomes=theirs.outcomes if theirs else 0,
+    )
+
+
+def alerts_without_row(engine: sa.Engine, rows: Sequence[HealthRow]) -> list[AlertRow]:
+    """Open alerts no row shows (validation failures, failed tasks, models no longer served)."""
+    shown = {row.model_name for row in rows}
+    return [
+        a for a in list_alerts(engine, open_only=True, limit=OPEN_ALERTS_READ) if a.model_name not in shown
+    ]
+
+
+# --- the rollback action ---------------------------------------------------------------------------
+
+
+def model_name_for(family: str, organization_id: str | int | None) -> str:
+    """The registered model a form names: a served family, or a forecast with its organization."""
+    org_text = str(organization_id).strip() if organization_id is not None else ""
+    if family in SERVED_MODELS:
+        if org_text:
+            raise HealthPageError(f"{family} is one model for every organization: no organization")
+        return family
+    if family == FORECAST_FAMILY:
+        if not org_text.isdigit():
+            raise HealthPageError("sales_forecast is one model per organization: give its organization id")
+        return registry.forecast_model_name(int(org_text))
+    raise HealthPageError(f"unknown model {family!r}: one of {', '.join([*SERVED_MODELS, FORECAST_FAMILY])}")
+
+
+def rollback_from_page(
+    engine: sa.Engine,
+    *,
+    family: str,
+    organization_id: str | int | None,
+    username: str,
+    reason: str,
+    expected_champion: str | None,
+) -> rollout.RolloutResult:
+    """Roll the model back as ``neuracrm-mlops rollback`` does, as ``airflow-ui:<username>``.
+
+    ``expected_champion``: the champion the page showed; when it moved since, nothing happens
+    (the result's action is ``noop`` and its reason says which version is champion now).
+    Raises HealthPageError for a request that names no model or gives no reason, RolloutError
+    when there is nothing to roll back to.
+    """
+    name = model_name_for(family, organization_id)
+    why = " ".join(reason.split())
+    if not why:
+        raise HealthPageError("say why you roll back (the reason goes to the promotion ledger)")
+    if len(why) > REASON_MAX:
+        raise HealthPageError(f"the reason is {len(why)} characters long; at most {REASON_MAX}")
+    return rollout.rollback(
+        name,
+        actor=ui_actor(username),
+        reason=why,
+        expected_champion=(expected_champion or "").strip() or None,
+        engine=engine,
+    )
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    """What the page answers a rollback form with: a redirect to the page (done), or the page again
+    with ``notice`` and the HTTP ``status`` (400: bad form, 409: nothing to roll back or moved since)."""
+
+    status: int
+    model_name: str | None
+    notice: Notice | None = None
+    result: rollout.RolloutResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None and self.result.action == "rollback"
+
+    def redirect_to(self, page: str = "health") -> str:
+        """The page URL (relative to the form's action) that shows the rollback."""
+        name = self.model_name or ""
+        return f"{page}?{urlencode({'rolled_back': name})}#row-{quote(name)}"
+
+
+def submit_rollback(engine: sa.Engine, form: Mapping[str, str], *, username: str) -> RollbackOutcome:
+    """Carry out a rollback form (fields ``model``, ``organization``, ``expected_champion``,
+    ``reason``) for ``username``, who is already known to be allowed to roll back."""
+    family = form.get("model", "")
+    try:
+        name = model_name_for(family, form.get("organization"))
+        result = rollback_from_page(
+            engine,
+            family=family,
+            organization_id=form.get("organization"),
+            username=username,
+            reason=form.get("reason", ""),
+            expected_champion=form.get("expected_champion"),
+        )
+    except HealthPageError as exc:
+        return RollbackOutcome(400, None, Notice("error", f"nothing rolled back: {exc}"))
+    except rollout.RolloutError as exc:
+        return RollbackOutcome(409, name, Notice("error", f"nothing rolled back: {exc}"))
+    if result.action != "rollback":
+        return RollbackOutcome(409, name, Notice("error", f"nothing rolled back: {result.reason}"), result)
+    return RollbackOutcome(303, name, None, result)
+
+
+def notice_for(rows: Iterable[HealthRow], model_name: str | None, username: str) -> Notice | None:
+    """After a rollback redirect: this user's rollback of ``model_name``, if it is the model's latest
+    ledger entry (read from the ledger, never from the URL, so a link cannot fake a notice)."""
+    if not model_name:
+        return None
+    for row in rows:
+        if row.model_name == model_name and row.ledger:
+            entry = row.ledger[0]
+            if entry.action == "rollback" and entry.actor == ui_actor(username):
+                return Notice(
+                    "ok",
+                    f"{entry.model_name}: champion rolled back from v{entry.from_version} to "
+                    f"v{entry.to_version} by {entry.actor}: {entry.reason}",
+                )
+    return None
+
+
+# --- request checks --------------------------------------------------------------------------------
+
+
+def csrf_token(secret: str, username: str) -> str:
+    """The token a page's forms carry: an HMAC of the user under the server's secret (Airflow's JWT
+    secret, shared by every api-server worker)."""
+    if not secret:
+        raise ValueError("no secret to sign the page's form token with")
+    message = f"neuracrm-health-rollback:{username}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def csrf_token_matches(secret: str, username: str, token: str | None) -> bool:
+    if not token:
+        return False
+    return hmac.compare_digest(csrf_token(secret, username).encode(), str(token).encode())
+
+
+def same_origin(origin: str | None, referer: str | None, allowed: Iterable[str]) -> bool:
+    """Whether the request came from a page of this server: its ``Origin`` (else ``Referer``) has the
+    scheme, host and port of one of the ``allowed`` base URLs. Neither header: not same-origin."""
+    source = origin if origin and origin != "null" else referer
+    if not source:
+        return False
+    parts = urlsplit(source)
+    here = (parts.scheme.lower(), parts.netloc.lower())
+    return any(here == (urlsplit(url).scheme.lower(), urlsplit(url).netloc.lower()) for url in allowed if url)
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:16px 20px;
+color:#1d2330;background:#f7f8fa}
+h1{font-size:20px;margin:0 0 4px}
+.meta,.summary{color:#4a5263;margin:2px 0 10px}
+table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+th,td{border-bottom:1px solid #e3e6eb;padding:8px;text-align:left;vertical-align:top}
+th{background:#eef1f5;font-weight:600;font-size:13px}
+td.model b{font-family:ui-monospace,Menlo,monospace}
+.sub{display:block;color:#687083;font-size:12px;font-weight:400}
+.accuracy{font-weight:600;white-space:nowrap}
+.below-floor{color:#c62828}
+.ok-floor{color:#1b7f3b}
+.flag{display:inline-block;padding:1px 6px;border-radius:8px;font-size:12px;font-weight:600}
+.flag-on{background:#fde7c2;color:#8a4b00}
+.flag-off{color:#9aa1ae}
+ul{margin:0;padding-left:16px}
+li{margin:1px 0}
+.sev-critical{color:#c62828;font-weight:600}
+.sev-warning{color:#8a4b00}
+.ledger li{font-size:12px}
+.notice{padding:8px 12px;border-radius:4px;margin:8px 0}
+.notice.ok{background:#e3f4e8;color:#1b5e20}
+.notice.error{background:#fdecea;color:#b71c1c}
+form{display:flex;gap:6px;flex-wrap:wrap}
+input[type=text]{min-width:160px;padding:4px}
+button{padding:4px 10px;background:#c62828;color:#fff;border:0;border-radius:4px;cursor:pointer}
+.muted{color:#9aa1ae}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _when(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _model_cell(row: HealthRow) -> str:
+    if row.organization_id is not None:
+        return (
+            f'<td class="model"><b>{_e(row.family)}</b>'
+            f'<span class="sub organization">organization {row.organization_id}</span>'
+            f'<span class="sub">{_e(row.model_name)}</span></td>'
+        )
+    registered = "" if row.registered else '<span class="sub">not registered in MLflow</span>'
+    return f'<td class="model"><b>{_e(row.model_name)}</b>{registered}</td>'
+
+
+def _champion_cell(row: HealthRow) -> str:
+    if not row.champion:
+        return '<td class="champion muted">none</td>'
+    previous = f'<span class="sub">previous v{_e(row.previous)}</span>' if row.previous else ""
+    return f'<td class="champion">v{_e(row.champion)}{previous}</td>'
+
+
+def _challenger_cell(row: HealthRow) -> str:
+    if not row.challenger:
+        return '<td class="challenger muted">none</td>'
+    live = (
+        f"{_pct(row.challenger_accuracy)} live over {row.challenger_outcomes} outcomes"
+        if row.challenger_accuracy is not None
+        else f"no live accuracy yet ({row.challenger_outcomes} outcomes)"
+    )
+    started = rollout.parse_time(row.canary_started_at)
+    since = f", since {_e(_when(started))}" if started else ""
+    return (
+        f'<td class="challenger">v{_e(row.challenger)} '
+        f'<span class="weight">at {row.canary_weight:.0%}</span> of traffic{since}'
+        f'<span class="sub">{live}</span></td>'
+    )
+
+
+def _accuracy_cell(row: HealthRow) -> str:
+    if row.accuracy is None:
+        text = "no outcomes yet" if row.champion else "no champion"
+        return f'<td class="accuracy muted">{text}</td>'
+    css = "below-floor" if row.below_floor else "ok-floor"
+    verdict = "below" if row.below_floor else "above"
+    few = f" (the monitor judges from {row.min_outcomes})" if row.outcomes < row.min_outcomes else ""
+    return (
+        f'<td class="accuracy {css}" title="live accuracy of the champion">{_pct(row.accuracy)}'
+        f'<span class="sub">{verdict} the {row.accuracy_floor:.0%} floor, '
+        f"{row.outcomes} outcomes{few}</span></td>"
+    )
+
+
+def _flag_cell(row: HealthRow, css: str, kinds: frozenset[str]) -> str:
+    """The flag, with the versions the open alerts of those kinds are about."""
+    alerts = [a for a in row.open_alerts if a.kind in kinds]
+    if not alerts:
+        return f'<td class="{css}"><span class="flag flag-off">none</span></td>'
+    versions = sorted({a.model_version for a in alerts if a.model_version}, key=lambda v: (len(v), v))
+    about = f'<span class="sub">{", ".join(f"v{_e(v)}" for v in versions)}</span>' if versions else ""
+    return f'<td class="{css}"><span class="flag flag-on">{css}</span>{about}</td>'
+
+
+def _alert_items(alerts: Sequence[AlertRow]) -> str:
+    items = "".join(
+        f'<li class="alert sev-{_e(a.severity)}">#{a.id} {_e(a.severity)}: {_e(a.title)}'
+        f"{f' (x{a.occurrences})' if a.occurrences > 1 else ''}"
+        f"{' [acknowledged]' if a.status == 'acknowledged' else ''}</li>"
+        for a in alerts
+    )
+    return f"<ul>{items}</ul>"
+
+
+def _ledger_line(e: LedgerEntry) -> str:
+    if e.from_version and e.to_version:
+        versions = f"v{e.from_version} -> v{e.to_version}"
+    else:
+        versions = f"v{e.to_version}" if e.to_version else f"v{e.from_version or '-'} out"
+    weight = f" at {e.weight:.0%}" if e.weight is not None and e.action in ("canary", "hold") else ""
+    return f"{_when(e.created_at)} {e.action} {versions}{weight} by {e.actor}: {e.reason}"
+
+
+def _rollback_cell(row: HealthRow, *, can_rollback: bool, csrf: str) -> str:
+    if not row.champion:
+        return '<td class="rollback muted">no champion</td>'
+    if not row.rollback_target:
+        return '<td class="rollback muted">no previous champion in the ledger</td>'
+    if not can_rollback:
+        return f'<td class="rollback muted">v{_e(row.rollback_target)} (your role cannot roll back)</td>'
+    organization = "" if row.organization_id is None else str(row.organization_id)
+    return (
+        '<td class="rollback"><form method="post" action="rollback">'
+        f'<input type="hidden" name="model" value="{_e(row.family)}">'
+        f'<input type="hidden" name="organization" value="{_e(organization)}">'
+        f'<input type="hidden" name="expected_champion" value="{_e(row.champion)}">'
+        f'<input type="hidden" name="csrf_token" value="{_e(csrf)}">'
+        f'<input type="text" name="reason" required maxlength="{REASON_MAX}" '
+        'placeholder="reason (goes to the ledger)" '
+        f'aria-label="reason for rolling back {_e(row.model_name)}">'
+        f'<button type="submit">Roll back to v{_e(row.rollback_target)}</button></form></td>'
+    )
+
+
+def _row_html(row: HealthRow, *, can_rollback: bool, csrf: str) -> str:
+    alerts = _alert_items(row.open_alerts) if row.open_alerts else '<span class="muted">none</span>'
+    ledger_items = (
+        "<ul>" + "".join(f"<li>{_e(_ledger_line(e))}</li>" for e in row.ledger) + "</ul>"
+        if row.ledger
+        else '<span class="muted">no entries</span>'
+    )
+    return (
+        f'<tr id="{_e(row.row_id)}" data-model="{_e(row.model_name)}">'
+        + _model_cell(row)
+        + _champion_cell(row)
+        + _challenger_cell(row)
+        + _accuracy_cell(row)
+        + _flag_cell(row, "drift", DRIFT_KINDS)
+        + _flag_cell(row, "bias", BIAS_KINDS)
+        + f'<td class="alerts">{alerts}</td>'
+        + f'<td class="ledger">{ledger_items}</td>'
+        + _rollback_cell(row, can_rollback=can_rollback, csrf=csrf)
+        + "</tr>"
+    )
+
+
+def render_health_page(
+    rows: Sequence[HealthRow],
+    *,
+    username: str,
+    can_rollback: bool,
+    csrf: str,
+    other_alerts: Sequence[AlertRow] = (),
+    notice: Notice | None = None,
+    generated_at: dt.datetime | None = None,
+    airflow_url: str = "/",
+) -> str:
+    """The page as one HTML document (inline CSS, no script, nothing loaded from elsewhere)."""
+    settings = get_settings()
+    generated = generated_at or utcnow()
+    below = sum(r.below_floor for r in rows)
+    alerted = sum(bool(r.open_alerts) for r in rows)
+    notice_html = (
+        f'<div class="notice {_e(notice.kind)}" role="status">{_e(notice.text)}</div>' if notice else ""
+    )
+    body_rows = "".join(_row_html(r, can_rollback=can_rollback, csrf=csrf) for r in rows)
+    other = (
+        f'<h2>Other open alerts</h2><div id="other-alerts">{_alert_items(other_alerts)}</div>'
+        if other_alerts
+        else ""
+    )
+    window_text = f"{settings.monitor_window_hours:g}"
+    floor_text = f"{settings.accuracy_floor:.0%}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>NeuraCRM model health</title><style>{_CSS}</style></head>
+<body>
+<h1>NeuraCRM model health</h1>
+<p class="meta">Signed in to Airflow as <b id="user">{_e(username)}</b>
+&middot; generated {_e(_when(generated))}
+&middot; live accuracy over the last {window_text} h against the {floor_text} floor
+&middot; <a href="{_e(airflow_url)}">back to Airflow</a></p>
+{notice_html}
+<p class="summary">{len(rows)} served models &middot; {below} below the floor
+&middot; {alerted} with open alerts</p>
+<table id="models"><thead><tr><th>Model</th><th>Champion</th><th>Challenger (canary)</th>
+<th>Live accuracy</th><th>Drift</th><th>Bias</th><th>Open alerts</th><th>Latest ledger entries</th>
+<th>Rollback</th></tr></thead>
+<tbody>{body_rows}</tbody></table>
+{other}
+</body></html>
+"""
+
+
+def render_message_page(title: str, message: str, *, link: str | None = None, link_text: str = "") -> str:
+    """A small page for refusals (not signed in, not allowed, bad request)."""
+    anchor = f'<p><a href="{_e(link)}">{_e(link_text or link)}</a></p>' if link else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+        f"<body><h1>{_e(title)}</h1><p>{_e(message)}</p>{anchor}</body></html>"
+    )
+
+
+def health_page_html(
+    engine: sa.Engine,
+    *,
+    username: str,
+    can_rollback: bool,
+    csrf: str,
+    rolled_back: str | None = None,
+    notice: Notice | None = None,
+    airflow_url: str = "/",
+) -> str:
+    """The page for ``username``, read fresh: rows, the alerts no row shows, and a notice (the one
+    given, else this user's rollback of ``rolled_back`` read back from the ledger)."""
+    rows = model_health(engine)
+    return render_health_page(
+        rows,
+        username=username,
+        can_rollback=can_rollback,
+        csrf=csrf,
+        other_alerts=alerts_without_row(engine, rows),
+        notice=notice or notice_for(rows, rolled_back, username),
+        airflow_url=airflow_url,
+    )
