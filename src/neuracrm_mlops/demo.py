@@ -14,6 +14,7 @@ import random
 import shutil
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -178,7 +179,7 @@ class DemoTraffic:
 
 def _demo_lead(rng: random.Random) -> dict[str, Any]:
     return {
-        "lead_id": f"demo-{rng.getrandbits(48):012x}",
+        "lead_id": f"demo-{uuid.uuid4().hex[:16]}",  # every lead is new, so each gets one outcome
         "industry": rng.choice(["Software", "Retail", "Finance", "Healthcare", "Manufacturing"]),
         "company_employees": rng.choice([12, 80, 250, 1200, 6000]),
         "email_opens": rng.randint(0, 15),
@@ -244,7 +245,7 @@ def _wait_until_below_floor(engine: sa.Engine, version: str, traffic: DemoTraffi
         stats = version_stats(engine, "lead_scoring", [version], since=since)[version]
         if stats.accuracy is not None and stats.accuracy < settings.accuracy_floor - 0.03:
             say(
-                f"    v{version}'s live accuracy is now {stats.accuracy:.3f} over {stats.outcomes} outcomes "
+                f"      v{version}'s live accuracy is now {stats.accuracy:.3f} over {stats.outcomes} outcomes "
                 f"(floor {settings.accuracy_floor:.2f})"
             )
             return float(stats.accuracy)
@@ -268,7 +269,7 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
         _reset_embedded_store(say)
         engine = get_engine()
         before, after = upgrade(engine)
-        step(f"1/8 CRM store migrated ({before or 'empty'} -> {after}) at {redact_url(settings.db_url)}")
+        step(f"1/9 CRM store migrated ({before or 'empty'} -> {after}) at {redact_url(settings.db_url)}")
 
         seeded = seed_database(
             organizations,
@@ -279,12 +280,12 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
             step=lambda message: say(f"      {message}"),
         )
         step(
-            f"2/8 seeded {seeded.organizations} organizations: {seeded.leads:,} leads, "
+            f"2/9 seeded {seeded.organizations} organizations: {seeded.leads:,} leads, "
             f"{seeded.monthly_sales:,} monthly sales rows, {seeded.interactions:,} interactions"
         )
         first, second, example = _import_example(engine, say)
         step(
-            f"3/8 imported {example.name}: {first.imported} imported, {first.quarantined} quarantined, "
+            f"3/9 imported {example.name}: {first.imported} imported, {first.quarantined} quarantined, "
             f"then again: {second.imported} imported, {second.unchanged} unchanged (idempotent)"
         )
         for note in first.quarantine_notes:
@@ -292,7 +293,7 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
 
         airflow_env = local_stack.airflow_environment()
         local_stack.migrate_airflow(airflow_env)
-        step("4/8 Airflow migrated; training DAGs: validate (Great Expectations) -> train -> register")
+        step("4/9 Airflow migrated; training DAGs: validate (Great Expectations) -> train -> register")
         client = registry.configure_mlflow()
         for dag_id, family in TRAINING_DAGS:
             run = local_stack.run_dag(dag_id, airflow_env)
@@ -305,7 +306,7 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
 
         run = local_stack.run_dag("rollout_model", airflow_env)
         v1 = str(_latest_version(client, "lead_scoring").version)
-        step(f"5/8 rollout_model ({run.seconds:.0f} s): lead_scoring v{v1}, the first version, is champion")
+        step(f"5/9 rollout_model ({run.seconds:.0f} s): lead_scoring v{v1}, the first version, is champion")
 
         port = 3000 if local_stack.port_is_free(3000) else local_stack.free_port()
         service = local_stack.start_prediction_service(port)
@@ -319,8 +320,9 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
         report = crm_status(engine)
         say("")
         say("Where to look next:")
-        say("  make ui     starts the Airflow UI on http://127.0.0.1:8080 (DAG runs; the model health page")
-        say("              is /neuracrm/health) and the MLflow UI on http://127.0.0.1:5000; make stop ends both")
+        say("  make ui     starts the Airflow UI on http://127.0.0.1:8080 (the DAG runs, and the model")
+        say("              health page at /neuracrm/health) and the MLflow UI on http://127.0.0.1:5000")
+        say("  make stop   ends them")
         say("  Great Expectations reports: expectations/uncommitted/data_docs/local_site/index.html")
         say(f"  logs of every DAG run and process: {settings.home / 'logs'}")
         say("  .venv/bin/neuracrm-mlops status | alerts | --help")
@@ -348,17 +350,10 @@ def _canary_and_rollback(
 ) -> dict[str, Any]:
     from neuracrm_mlops.alerts import list_alerts, render_text
     from neuracrm_mlops.ledger import latest_entries
-    from neuracrm_mlops.training import Lineage, train_lead_scoring
 
     api_key = _first_api_key()
-    step(
-        f"6/8 prediction service up at {url} (bentoml serve); traffic: {LEADS_PER_REQUEST} leads per request"
-    )
-    outcome = train_lead_scoring(Lineage.for_cli("lead_scoring demo retrain"))
-    if outcome.status != "challenger" or not outcome.version:
-        raise NeuraCRMError(f"the retrained lead model was not registered as challenger: {outcome.reason}")
-    v2 = outcome.version
-    say(f"      the nightly retrain registered lead_scoring v{v2} as challenger")
+    step(f"6/9 prediction service up at {url} (bentoml serve), {LEADS_PER_REQUEST} leads a request")
+    v2 = _retrain(say, "the nightly retrain")
     with DemoTraffic(url, api_key, engine) as traffic:
         run = local_stack.run_dag("rollout_model", airflow_env)
     traffic.check()
@@ -372,17 +367,39 @@ def _canary_and_rollback(
     if champion != v2:
         raise NeuraCRMError(f"the canary of v{v2} did not reach champion (champion is v{champion})")
 
-    step(f"7/8 v{v2}'s live outcomes degrade (simulated: only 55% of its predictions turn out right)")
+    step("7/9 the next retrain is worse in the field (simulated: 55% of its predictions turn out right)")
+    v3 = _retrain(say, "another retrain")
+    with DemoTraffic(url, api_key, engine, degrade=(v3,)) as traffic:
+        run = local_stack.run_dag("rollout_model", airflow_env)
+    traffic.check()
+    state = rollout.model_state("lead_scoring")
+    rejected = client.get_model_version("lead_scoring", v3)
+    say(
+        f"      rollout_model ({run.seconds:.0f} s): v{v3} {rejected.tags.get('status')} at the first step, "
+        f"weight {state['canary_weight']:.0%}; champion still v{state['champion']}"
+    )
+    say(f"      reason: {_cut(rejected.tags.get('reason', ''), 150)}")
+    if rejected.tags.get("status") != "rejected" or state["champion"] != v2:
+        raise NeuraCRMError(f"expected v{v3}'s canary to fail with v{v2} still champion; got {state}")
+
+    step(f"8/9 now the champion v{v2} degrades in the field (its live outcomes: 55% right)")
     with DemoTraffic(url, api_key, engine, degrade=(v2,)) as traffic:
         _wait_until_below_floor(engine, v2, traffic, say)
     traffic.check()
     run = local_stack.run_dag("monitor_models", airflow_env)
     champion = rollout.model_state("lead_scoring")["champion"]
-    say(f"      monitor_models ({run.seconds:.0f} s): champion is now v{champion}; retraining was triggered")
+    retrained = run.ran("retrain_lead_scoring")
+    say(
+        f"      monitor_models ({run.seconds:.0f} s): champion is now v{champion}; "
+        + ("train_lead_scoring was triggered" if retrained else "no retraining was triggered")
+    )
     served = _served_version(url, api_key)
     say(f"      the prediction service answers with v{served} (it polls the registry every second)")
-    if champion != v1 or served != v1:
-        raise NeuraCRMError(f"expected a rollback to v{v1}; champion v{champion}, served v{served}")
+    if champion != v1 or served != v1 or not retrained:
+        raise NeuraCRMError(
+            f"expected a rollback to v{v1} and a retrain; champion v{champion}, served v{served}, "
+            f"retrain triggered: {retrained}"
+        )
 
     alerts = [a for a in list_alerts(engine, open_only=True) if a.kind == "accuracy_below_floor"]
     if not alerts:
@@ -393,14 +410,26 @@ def _canary_and_rollback(
         say(f"      | {line}")
     say("")
     entries = list(reversed(latest_entries(engine, model_name="lead_scoring", limit=50)))
-    step("8/8 the promotion ledger of lead_scoring (oldest first; `neuracrm-mlops status` shows it too):")
+    step("9/9 the promotion ledger of lead_scoring (oldest first; `neuracrm-mlops status` shows it too):")
     for entry in entries:
         if entry.action == "hold":
             continue
         move = f"v{entry.from_version or '-'} -> v{entry.to_version or '-'}"
         weight = f" at {entry.weight:.0%}" if entry.action == "canary" and entry.weight is not None else ""
-        say(f"      {entry.action:<9} {move:<12}{weight:<8} {entry.actor:<28} {_cut(entry.reason, 90)}")
-    return {"v1": v1, "v2": v2, "alert_id": alerts[0].id, "ledger": [e.action for e in entries]}
+        actor = entry.actor.split("/")[0]  # dag:<dag_id>/<run_id>: the run id is in the ledger
+        say(f"      {entry.action:<9} {move:<12}{weight:<8} {actor:<20} {_cut(entry.reason, 100)}")
+    return {"v1": v1, "v2": v2, "v3": v3, "alert_id": alerts[0].id, "ledger": [e.action for e in entries]}
+
+
+def _retrain(say: Say, what: str) -> str:
+    """A new lead model trained on the CRM data now (as the nightly DAG would), as challenger."""
+    from neuracrm_mlops.training import Lineage, train_lead_scoring
+
+    outcome = train_lead_scoring(Lineage.for_cli(f"lead_scoring demo {what}"))
+    if outcome.status != "challenger" or not outcome.version:
+        raise NeuraCRMError(f"the retrained lead model was not registered as challenger: {outcome.reason}")
+    say(f"      {what} registered lead_scoring v{outcome.version} as challenger")
+    return outcome.version
 
 
 def _first_api_key() -> str:

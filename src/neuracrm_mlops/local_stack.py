@@ -94,6 +94,10 @@ class DagRunResult:
     seconds: float
     log: Path
 
+    def ran(self, task_id: str) -> bool:
+        """Whether ``task_id`` ran in this run (a short-circuited or skipped task never starts)."""
+        return f"[DAG TEST] starting task_id={task_id} " in self.log.read_text(errors="replace")
+
 
 def run_dag(
     dag_id: str, env: dict[str, str], *, conf: dict[str, object] | None = None, timeout: float = 900

@@ -1,7 +1,8 @@
 """`neuracrm-mlops demo`, the README's first command, run for real on a small CRM: the three training
 DAGs (`airflow dags test`), the first lead version promoted, `bentoml serve` under traffic while a
-retrained version goes 10% -> 50% -> 100%, then the degraded champion rolled back by `monitor_models`
-with one critical alert. Here on PostgreSQL (the demo accepts an empty configured store), so the
+retrained version goes 10% -> 50% -> 100%, a worse one fails its canary at 10%, then the degraded
+champion is rolled back by `monitor_models` with one critical alert and a retrain triggered, while
+the alert webhook is down. Here on PostgreSQL (the demo accepts an empty configured store), so the
 same run checks the production database path; `make demo` runs it on SQLite."""
 
 from __future__ import annotations
@@ -64,14 +65,16 @@ def test_demo_tells_the_whole_story_and_leaves_nothing_running(
     home = Path(env["NEURACRM_HOME"])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     out = result.stdout
-    for step in range(1, 9):
-        assert f"{step}/8 " in out, f"step {step} missing:\n{out}"
+    for step in range(1, 10):
+        assert f"{step}/9 " in out, f"step {step} missing:\n{out}"
     assert "2 quarantined" in out and "0 imported, 141 unchanged (idempotent)" in out
     assert "train_lead_scoring: success" in out and "lead_scoring v1 (1.0.0)" in out
     assert "train_sentiment: success" in out and "train_sales_forecast: success" in out
     assert "v1, the first version, is champion" in out
     assert "v2 went 10% -> 50% -> 100%" in out and "champion now v2" in out
-    assert "champion is now v1" in out and "the prediction service answers with v1" in out
+    assert "v3 rejected at the first step, weight 0%; champion still v2" in out
+    assert "champion is now v1; train_lead_scoring was triggered" in out
+    assert "the prediction service answers with v1" in out
     assert "| Alert #" in out and "(accuracy_below_floor)" in out and "Runbook:" in out
     assert "prediction service stopped" in out and "make ui" in out
     # nothing left running: no pid files, and the service's port answers no more
@@ -106,12 +109,16 @@ def test_demo_leaves_the_rollback_in_the_ledger_registry_and_alerts(
         ("canary", "1", "2", 0.5),
         ("canary", "1", "2", 1.0),
         ("promote", "1", "2", 0.0),
+        ("canary", "2", "3", 0.1),
+        ("reject", "3", None, 0.0),
         ("rollback", "2", "1", 0.0),
     ]
     assert all(r.reason and r.actor.startswith("dag:") for r in ledger)
     [critical] = [a for a in alerts if a.kind == "accuracy_below_floor"]
     assert critical.severity == "critical" and critical.model_version == "2"
-    assert "rolled back" in critical.action_taken and critical.delivery_status == "failed"
+    assert "rolled back" in critical.action_taken and critical.delivery_status == "failed"  # webhook down
+    [failed_canary] = [a for a in alerts if a.kind == "canary_failed"]
+    assert failed_canary.model_version == "3" and failed_canary.severity == "warning"
 
     uri = f"sqlite:///{Path(env['NEURACRM_HOME']).resolve() / 'mlflow.sqlite'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -119,6 +126,8 @@ def test_demo_leaves_the_rollback_in_the_ledger_registry_and_alerts(
     assert {a: str(v) for a, v in lead.aliases.items()} == {"champion": "1"}  # v1 had no predecessor
     rolled_back = client.get_model_version("lead_scoring", "2")
     assert rolled_back.tags["status"] == "rolled_back" and "accuracy" in rolled_back.tags["reason"]
+    rejected = client.get_model_version("lead_scoring", "3")
+    assert rejected.tags["status"] == "rejected" and "accuracy" in rejected.tags["reason"]
     sentiment = client.get_model_version("sentiment", "1")
     assert sentiment.tags["dag_run_id"].startswith("manual__")
     assert sentiment.tags["data_snapshot_hash"] and sentiment.tags["git_commit"]
