@@ -33,7 +33,7 @@ from neuracrm_mlops.db.migrate import upgrade
 from neuracrm_mlops.db.schema import Organization
 from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.ingest import ImportSummary, import_file
-from neuracrm_mlops.orgs import create_organization
+from neuracrm_mlops.orgs import ai_enabled, create_organization
 from neuracrm_mlops.seeding import SeedSummary, seed_database
 from neuracrm_mlops.status import CRMStatus, crm_status
 from neuracrm_mlops.synthetic import generate_crm
@@ -245,8 +245,8 @@ def _wait_until_below_floor(engine: sa.Engine, version: str, traffic: DemoTraffi
         stats = version_stats(engine, "lead_scoring", [version], since=since)[version]
         if stats.accuracy is not None and stats.accuracy < settings.accuracy_floor - 0.03:
             say(
-                f"      v{version}'s live accuracy is now {stats.accuracy:.3f} over {stats.outcomes} outcomes "
-                f"(floor {settings.accuracy_floor:.2f})"
+                f"      v{version}'s live accuracy is now {stats.accuracy:.3f} over {stats.outcomes} "
+                f"outcomes (floor {settings.accuracy_floor:.2f})"
             )
             return float(stats.accuracy)
         time.sleep(2)
@@ -305,7 +305,12 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
             say(f"      {dag_id}: {run.state} in {run.seconds:.0f} s: {detail}")
 
         run = local_stack.run_dag("rollout_model", airflow_env)
-        v1 = str(_latest_version(client, "lead_scoring").version)
+        v1 = rollout.model_state("lead_scoring")["champion"]
+        if v1 is None:
+            raise NeuraCRMError(
+                "the first lead model did not pass its gates, so there is no champion to roll out from "
+                f"(see {run.log}); the demo needs more data: try --orgs 50 --months 48"
+            )
         step(f"5/9 rollout_model ({run.seconds:.0f} s): lead_scoring v{v1}, the first version, is champion")
 
         port = 3000 if local_stack.port_is_free(3000) else local_stack.free_port()
@@ -351,7 +356,7 @@ def _canary_and_rollback(
     from neuracrm_mlops.alerts import list_alerts, render_text
     from neuracrm_mlops.ledger import latest_entries
 
-    api_key = _first_api_key()
+    api_key = _first_api_key(engine)
     step(f"6/9 prediction service up at {url} (bentoml serve), {LEADS_PER_REQUEST} leads a request")
     v2 = _retrain(say, "the nightly retrain")
     with DemoTraffic(url, api_key, engine) as traffic:
@@ -432,11 +437,17 @@ def _retrain(say: Say, what: str) -> str:
     return outcome.version
 
 
-def _first_api_key() -> str:
+def _first_api_key(engine: sa.Engine) -> str:
+    """The seeded API key of the first organization with AI switched on (the seed switches some off,
+    and those are answered by the fallback scorer: no canary to watch)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(Organization.id, Organization.feature_flags)).all()
+    ai_on = {row.id for row in rows if ai_enabled(row.feature_flags)}
     with (get_settings().home / "api_keys.csv").open() as handle:
         for row in csv.DictReader(handle):
-            return str(row["api_key"])
-    raise NeuraCRMError("the seed wrote no API keys")
+            if int(row["organization_id"]) in ai_on:
+                return str(row["api_key"])
+    raise NeuraCRMError("the seed wrote no API key of an organization with AI switched on")
 
 
 def _served_version(url: str, api_key: str) -> str:

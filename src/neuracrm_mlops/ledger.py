@@ -20,7 +20,7 @@ import decimal
 import getpass
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -152,7 +152,7 @@ def record_change(
     return int(entry_id)
 
 
-def _entry(row: sa.Row[Any]) -> LedgerEntry:
+def entry_from_row(row: sa.Row[Any]) -> LedgerEntry:
     return LedgerEntry(
         id=row.id,
         created_at=row.created_at,
@@ -183,7 +183,7 @@ def latest_entries(
             rows = conn.execute(query).all()
     else:
         rows = engine.execute(query).all()
-    return [_entry(row) for row in rows]
+    return [entry_from_row(row) for row in rows]
 
 
 def previous_champion(
@@ -224,10 +224,18 @@ def previous_champion(
             rows = conn.execute(query).all()
     else:
         rows = engine.execute(query).all()
+    return previous_champion_from([(row[0], row[1], row[2]) for row in rows], current)
 
+
+def previous_champion_from(
+    moves: Sequence[tuple[str, str | None, str | None]], current_version: str | int
+) -> str | None:
+    """:func:`previous_champion` on champion moves already read: (action, from_version, to_version)
+    rows of one model with alias ``champion``, oldest first."""
+    current = str(current_version)
     stack: list[str] = []
     answer: str | None = None
-    for action, from_version, to_version in rows:
+    for action, from_version, to_version in moves:
         if to_version is None:  # excluded by the query; narrows the type
             continue
         if action == "promote":

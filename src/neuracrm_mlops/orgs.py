@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -13,6 +15,11 @@ from neuracrm_mlops.errors import NeuraCRMError, NotFoundError
 
 API_KEY_PREFIX = "ncrm_"
 DEFAULT_FEATURE_FLAGS = {"ai_enabled": True}
+
+
+def ai_enabled(feature_flags: Mapping[str, Any] | None) -> bool:
+    """Whether an organization's models answer (off: the fallback answers, flagged)."""
+    return bool((feature_flags or {}).get("ai_enabled", True))
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,9 @@ def parse_time(value: str | None) -> dt.datetime | None:
 
 
 @dataclass(frozen=True)
-class _State:
+class RolloutState:
+    """Aliases, canary weight and rollout times of one registered model."""
+
     champion: str | None
     challenger: str | None
     previous: str | None
@@ -143,16 +145,21 @@ class _State:
     step_started_at: dt.datetime | None
 
 
-def _state(client: Any, name: str) -> _State:
+def _state(client: Any, name: str) -> RolloutState:
     from mlflow.exceptions import MlflowException
 
     try:
         model = client.get_registered_model(name)
     except MlflowException as exc:
         raise RolloutError(f"no registered model {name!r} in MLflow: train it first") from exc
+    return state_of(model)
+
+
+def state_of(model: Any) -> RolloutState:
+    """The rollout state of a registered model as MLflow returns it (from a get or a search)."""
     aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
     tags = dict(model.tags or {})
-    return _State(
+    return RolloutState(
         champion=aliases.get(registry.CHAMPION),
         challenger=aliases.get(registry.CHALLENGER),
         previous=aliases.get(registry.PREVIOUS),
@@ -166,7 +173,7 @@ def _record_canary(
     engine: sa.Engine,
     actor: str,
     name: str,
-    state: _State,
+    state: RolloutState,
     action: str,
     weight: float,
     reason: str,
@@ -256,7 +263,7 @@ def _deadline(step_started_at: dt.datetime | None) -> dt.datetime | None:
     return step_started_at + dt.timedelta(hours=get_settings().bake_deadline_hours)
 
 
-def _live(engine: sa.Engine, name: str, state: _State) -> tuple[Any, Any]:
+def _live(engine: sa.Engine, name: str, state: RolloutState) -> tuple[Any, Any]:
     assert state.challenger is not None
     rollout_start = state.started_at or utcnow() - dt.timedelta(days=7)
     step_start = state.step_started_at or rollout_start
@@ -322,7 +329,7 @@ def judge_step(name: str, *, actor: str, engine: sa.Engine | None = None) -> Rol
 
 
 def _carry_out(
-    engine: sa.Engine, client: Any, name: str, state: _State, decision: RolloutDecision, actor: str
+    engine: sa.Engine, client: Any, name: str, state: RolloutState, decision: RolloutDecision, actor: str
 ) -> RolloutResult:
     metrics = dict(decision.metrics)
     final = rollout_policy(name).steps[-1]
@@ -386,7 +393,7 @@ def _carry_out(
 def _canary_alert(
     engine: sa.Engine,
     name: str,
-    state: _State,
+    state: RolloutState,
     kind: str,
     title: str,
     reason: str,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from neuracrm_mlops.db.schema import ApiKey, Organization
-from neuracrm_mlops.orgs import hash_api_key
+from neuracrm_mlops.orgs import ai_enabled, hash_api_key
 
 BEARER = "bearer "
 
@@ -76,8 +76,7 @@ class TenantDirectory:
             ).first()
         tenant = None
         if row is not None:
-            flags = row.feature_flags or {}
-            tenant = Tenant(row.id, row.name, bool(flags.get("ai_enabled", True)))
+            tenant = Tenant(row.id, row.name, ai_enabled(row.feature_flags))
         ttl = self._ttl if tenant else self._unknown_ttl
         with self._lock:
             if len(self._cache) > 100_000:

@@ -40,13 +40,14 @@ def demo_run(
         "NEURACRM_HOME": str(home),
         "NEURACRM_DB_URL": db_url,
         "NEURACRM_GX_ROOT": str(gx_root),
-        "NEURACRM_FORECAST_CHUNK_SIZE": "5",  # 12 organizations: three mapped forecast tasks
+        "NEURACRM_FORECAST_CHUNK_SIZE": "10",  # 25 organizations: three mapped forecast tasks
         "NEURACRM_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/unreachable",  # a webhook that is down
         "NEURACRM_ALERT_WEBHOOK_RETRIES": "1",
         "OMP_NUM_THREADS": "1",
     }
     result = subprocess.run(
-        [str(CLI), "demo", "--orgs", "12", "--months", "24"],
+        # 25 organizations: about the smallest seeded CRM whose lead model passes the 0.80 gate
+        [str(CLI), "demo", "--orgs", "25", "--months", "24"],
         env=env,
         capture_output=True,
         text=True,
