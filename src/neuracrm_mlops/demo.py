@@ -196,14 +196,15 @@ def _demo_lead(rng: random.Random) -> dict[str, Any]:
 def demo_pacing() -> Iterator[dict[str, str]]:
     """The demo's clock: the same platform, with its waits shortened so that the story fits in a few
     minutes (model poll 1 s, a bake check every 2 s, live accuracy over the last minute instead of
-    the last week). Restores the environment afterwards."""
+    the last week). A variable already set in the environment wins. Restores the environment."""
     pacing = {
         "NEURACRM_MODEL_POLL_SECONDS": "1",
         "NEURACRM_BAKE_POKE_SECONDS": "2",
         "NEURACRM_MONITOR_WINDOW_HOURS": f"{60 / 3600:.6f}",
         "NEURACRM_RETRY_DELAY_SECONDS": "5",
-        "NEURACRM_LOG_LEVEL": os.environ.get("NEURACRM_LOG_LEVEL", "WARNING"),
+        "NEURACRM_LOG_LEVEL": "WARNING",
     }
+    pacing = {name: os.environ.get(name) or value for name, value in pacing.items()}
     saved = {name: os.environ.get(name) for name in pacing}
     os.environ.update(pacing)
     reset_settings()
