@@ -77,3 +77,32 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+# --- the demo's test runs beside the rest of the suite (tests/demo_run.py) ----------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the demo's tests to the end of the run: the demo runs in the background meanwhile."""
+    from demo_run import TEST_FILE
+
+    demo = [item for item in items if item.nodeid.startswith(TEST_FILE)]
+    if demo and len(demo) < len(items):
+        items[:] = [item for item in items if not item.nodeid.startswith(TEST_FILE)] + demo
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the demo when its tests were collected and other tests run before them."""
+    from demo_run import TEST_FILE, start
+
+    if session.config.option.collectonly:
+        return
+    nodeids = [item.nodeid for item in session.items]
+    if any(n.startswith(TEST_FILE) for n in nodeids) and not all(n.startswith(TEST_FILE) for n in nodeids):
+        start()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from demo_run import finish
+
+    finish()

@@ -7,65 +7,30 @@ same run checks the production database path; `make demo` runs it on SQLite."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import demo_run as demo_background
 import pytest
 import sqlalchemy as sa
+from demo_run import DemoRun
 from mlflow import MlflowClient
-from pg_databases import create_pg_database, drop_pg_database
-
-REPO = Path(__file__).resolve().parents[2]
-CLI = Path(sys.executable).parent / "neuracrm-mlops"
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-DemoRun = tuple[subprocess.CompletedProcess[str], dict[str, str]]
-
 
 @pytest.fixture(scope="module")
-def demo_run(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[subprocess.CompletedProcess[str], dict[str, str]]]:
-    home = tmp_path_factory.mktemp("demo") / "home"
-    gx_root = tmp_path_factory.mktemp("demo-gx") / "expectations"
-    shutil.copytree(REPO / "expectations", gx_root, ignore=shutil.ignore_patterns("uncommitted"))
-    db_url = create_pg_database()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "NEURACRM", "MLFLOW"))},
-        "NEURACRM_HOME": str(home),
-        "NEURACRM_DB_URL": db_url,
-        "NEURACRM_GX_ROOT": str(gx_root),
-        "NEURACRM_FORECAST_CHUNK_SIZE": "10",  # 25 organizations: three mapped forecast tasks
-        "NEURACRM_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/unreachable",  # a webhook that is down
-        "NEURACRM_ALERT_WEBHOOK_RETRIES": "1",
-        "OMP_NUM_THREADS": "1",
-        # quicker than the demo's own pacing: 30 outcomes a verdict, live accuracy over 20 s
-        "NEURACRM_MIN_OUTCOMES": "30",
-        "NEURACRM_MONITOR_WINDOW_HOURS": f"{20 / 3600:.6f}",
-    }
-    result = subprocess.run(
-        # 25 organizations: about the smallest seeded CRM whose lead model passes the 0.80 gate
-        [str(CLI), "demo", "--orgs", "25", "--months", "24"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        cwd=REPO,
-    )
-    yield result, env
-    drop_pg_database(db_url)
+def demo_run() -> Iterator[DemoRun]:
+    """The demo's run, started in the background when collection ended (tests/demo_run.py)."""
+    run = demo_background.current() or demo_background.start()
+    yield run.wait()
+    demo_background.finish()
 
 
 def test_demo_tells_the_whole_story_and_leaves_nothing_running(
     demo_run: DemoRun,
 ) -> None:
-    result, env = demo_run
+    result, env = demo_run, demo_run.env
     home = Path(env["NEURACRM_HOME"])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     out = result.stdout
@@ -90,7 +55,7 @@ def test_demo_tells_the_whole_story_and_leaves_nothing_running(
 def test_demo_leaves_the_rollback_in_the_ledger_registry_and_alerts(
     demo_run: DemoRun,
 ) -> None:
-    result, env = demo_run
+    result, env = demo_run, demo_run.env
     assert result.returncode == 0, result.stdout[-3000:]
     engine = sa.create_engine(env["NEURACRM_DB_URL"].replace("postgresql://", "postgresql+psycopg://"))
     try:
@@ -132,6 +97,10 @@ def test_demo_leaves_the_rollback_in_the_ledger_registry_and_alerts(
     assert rolled_back.tags["status"] == "rolled_back" and "accuracy" in rolled_back.tags["reason"]
     rejected = client.get_model_version("lead_scoring", "3")
     assert rejected.tags["status"] == "rejected" and "accuracy" in rejected.tags["reason"]
+    lead_v1 = client.get_model_version("lead_scoring", "1")
+    assert lead_v1.tags["dag_run_id"].startswith("manual__")
+    assert lead_v1.tags["run_key"].startswith("train_lead_scoring/")
+    assert lead_v1.tags["validation_success"] == "True" and lead_v1.tags["gx_report"].endswith(".html")
     sentiment = client.get_model_version("sentiment", "1")
     assert sentiment.tags["dag_run_id"].startswith("manual__")
     assert sentiment.tags["data_snapshot_hash"] and sentiment.tags["git_commit"]
