@@ -66,9 +66,9 @@ def airflow_environment(**extra: str) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # to the log files; the run state is read from it
         "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
-        # One OpenMP thread per task process: gradient boosting's OpenMP threads spin against
-        # Airflow's own threads; measured here, the lead model's training task took 150 s with the
-        # default and 11 s with 1 (the same fit takes 13 s in a plain process).
+        # One OpenMP thread per task process: with the other core busy (another task, the service),
+        # gradient boosting's spinning OpenMP threads made the lead model's training task take 150 s
+        # instead of 11 s here; on an idle machine both settings take 11 s.
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         **extra,
     }
