@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -120,16 +120,39 @@ def alias_version(client: Any, name: str, alias: str) -> Any | None:
 
 def find_version_by_run_key(client: Any, name: str, run_key: str) -> Any | None:
     """A version already registered for this DAG run (idempotent re-runs), or None."""
-    for version in client.search_model_versions(f"name = '{name}'"):
-        if version.tags.get("run_key") == run_key:
-            return version
-    return None
+    return version_with_run_key(client.search_model_versions(f"name = '{name}'"), run_key)
+
+
+def version_with_run_key(versions: Iterable[Any], run_key: str) -> Any | None:
+    return next((v for v in versions if v.tags.get("run_key") == run_key), None)
+
+
+def versions_by_name(client: Any, names: Sequence[str]) -> dict[str, list[Any]]:
+    """Every version of each of ``names`` (registered or not: an empty list), one paged search per
+    100 names instead of one per model."""
+    found: dict[str, list[Any]] = {name: [] for name in names}
+    for start in range(0, len(names), 100):
+        listed = ", ".join(f"'{name}'" for name in names[start : start + 100])
+        token = None
+        while True:
+            page = client.search_model_versions(f"name IN ({listed})", max_results=10_000, page_token=token)
+            for version in page:
+                found[version.name].append(version)
+            token = page.token
+            if not token:
+                break
+    return found
 
 
 def next_semantic_version(client: Any, name: str, schema_hash: str, params_hash: str) -> str:
     """major: the input schema changed; minor: the model or its parameters changed; patch: new data only."""
+    return semantic_version_after(client.search_model_versions(f"name = '{name}'"), schema_hash, params_hash)
+
+
+def semantic_version_after(versions: Iterable[Any], schema_hash: str, params_hash: str) -> str:
+    """The semver of the next version after ``versions`` (one model's): see next_semantic_version."""
     latest = None
-    for version in client.search_model_versions(f"name = '{name}'"):
+    for version in versions:
         if "semver" in version.tags and (latest is None or int(version.version) > int(latest.version)):
             latest = version
     if latest is None:

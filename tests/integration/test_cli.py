@@ -100,7 +100,40 @@ def test_validate_and_train_commands_run_the_same_library_path(neuracrm_home: Pa
     assert trained.exit_code == 0, trained.output
     assert "sales_forecast_org_*: 1 organizations:" in trained.output
     wrong = runner.invoke(main, ["train", "sentiment", "--org", "1"])
-    assert wrong.exit_code == 2 and "--org applies to sales_forecast only" in wrong.output
+    assert wrong.exit_code == 2 and "--org and --workers apply to sales_forecast only" in wrong.output
+
+
+@pytest.mark.slow
+def test_train_forecasts_in_worker_processes_registers_every_chunk(
+    neuracrm_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops import registry
+    from neuracrm_mlops.config import reset_settings
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(main, ["seed", "--orgs", "5", "--months", "30", "--seed", "4"]).exit_code == 0
+    assert runner.invoke(main, ["train", "sales_forecast", "--org", "2"]).exit_code == 0
+    monkeypatch.setenv("NEURACRM_FORECAST_CHUNK_SIZE", "2")  # 3 chunks for 2 spawned workers
+    reset_settings()
+
+    trained = runner.invoke(main, ["train", "sales_forecast", "--workers", "2"])
+
+    assert trained.exit_code == 0, trained.output
+    assert "sales_forecast_org_*: 5 organizations:" in trained.output
+    assert "… 5/5 organizations" in trained.output  # a progress line per chunk when not on a terminal
+    client = registry.configure_mlflow()
+    versions = registry.versions_by_name(client, [registry.forecast_model_name(i) for i in range(1, 6)])
+    assert [len(versions[registry.forecast_model_name(i)]) for i in range(1, 6)] == [1, 2, 1, 1, 1]
+    latest = [max(found, key=lambda v: int(v.version)) for found in versions.values()]
+    assert len({v.tags["run_key"] for v in latest}) == 1  # one CLI run, registered chunk by chunk
+    assert len({v.run_id for v in latest}) == 3  # one MLflow run per chunk
+    assert sorted(v.tags["semver"] for v in versions[registry.forecast_model_name(2)]) == ["1.0.0", "1.0.1"]
+    artifacts = neuracrm_home / "mlartifacts" / "sales_forecast"
+    model_dirs = list(artifacts.glob("*/artifacts/forecasts/org_*"))
+    assert len(model_dirs) == 6 and all((d / "backtest.png").is_file() for d in model_dirs)
+    assert not list(artifacts.glob("*/artifacts/forecasts/org_*/uv.lock"))  # logged once per run instead
+    assert len(list(artifacts.glob("*/artifacts/environment/uv.lock"))) == 4  # the --org run and 3 chunks
 
 
 def test_validate_fails_with_exit_1_and_names_the_expectation(engine: sa.Engine) -> None:
