@@ -433,7 +433,7 @@ def categorize(stack: str, full_line: int, origin_line: int) -> str:
         return "validation (Great Expectations)"
     if "register_fitted_chunk" in stack or "_split_existing" in stack:
         return "MLflow logging and registration"
-    if "_backtest_plot" in stack:
+    if "BacktestPlotter" in stack or "_backtest_plot" in stack:
         return "backtest plot"
     if "save_model (" in stack or ("joblib" in stack and "fit_organizations" in stack):
         return "pyfunc save"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -559,6 +560,43 @@ def simulate_outcomes_command(models: tuple[str, ...], degrade: str | None, seed
         )
         extra = f" ({summary.degraded} for degraded v{degraded[name]})" if name in degraded else ""
         out.print(f"{name}: {summary.written} simulated outcomes written{extra}")
+
+
+# --- bench --------------------------------------------------------------------------------------
+
+BENCHMARKS = {
+    "serving": ("serving_throughput.py", "/score and /forecast against `mlflow models serve`, with wrk"),
+    "training": ("retraining_scale.py", "validate, train, register 1,000 organizations: CLI and real DAG"),
+    "forecast-accuracy": (
+        "m3_forecast_accuracy.py",
+        "the production ensemble on the 1,428 M3 monthly series",
+    ),
+    "lead-scoring": (
+        "lead_scoring_quality.py",
+        "AUC, accuracy, Brier against the rules; 100,000 leads in batch",
+    ),
+    "health-page": ("health_page_scale.py", "the on-call model health page at 1,000 organizations"),
+}
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    epilog="\b\n" + "\n".join(f"{name:18} {what}" for name, (_, what) in BENCHMARKS.items()),
+)
+@click.argument("benchmark", type=click.Choice(list(BENCHMARKS)))
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def bench(benchmark: str, options: tuple[str, ...]) -> None:
+    """Run a benchmark script of the checkout's benchmarks/ (results: stdout; record them in
+    BENCHMARKS.md). OPTIONS go to the script: `neuracrm-mlops bench training -- --help` lists them.
+    """
+    from neuracrm_mlops.local_stack import project_root
+
+    script = project_root() / "benchmarks" / BENCHMARKS[benchmark][0]
+    if not script.is_file():
+        raise click.ClickException(f"{script} is missing: benchmarks run from a checkout of the repository")
+    argv = [sys.executable, str(script), *(o for o in options if o != "--")]
+    err.print(f"[dim]… {' '.join(argv[1:])}[/]", markup=True)
+    sys.exit(subprocess.run(argv, check=False).returncode)
 
 
 # --- demo ---------------------------------------------------------------------------------------
