@@ -77,13 +77,16 @@ def plan_forecast_chunks(
 ) -> list[list[int]]:
     """Organization ids in chunks: one mapped task each (1,000 organizations -> 20 tasks at 50).
 
-    The chunk size defaults to NEURACRM_FORECAST_CHUNK_SIZE (50).
+    The chunk size defaults to NEURACRM_FORECAST_CHUNK_SIZE (50). Also makes sure the MLflow store
+    and the experiment exist before the chunks fan out: on a fresh database-backed store, two tasks
+    creating MLflow's tables at once failed one of them (duplicate ``alembic_version``).
     """
     chunk_size = chunk_size or get_settings().forecast_chunk_size
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     engine = engine or get_engine()
     require_current_schema(engine)
+    registry.ensure_experiment(EXPERIMENT)
     with engine.connect() as conn:
         ids = list(conn.scalars(sa.select(Organization.id).order_by(Organization.id)))
     return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
