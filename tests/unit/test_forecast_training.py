@@ -1,0 +1,87 @@
+"""The parts of forecast training that the worker processes and the registering process split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from neuracrm_mlops import registry
+from neuracrm_mlops.forecast_training import (
+    EXPERIMENT,
+    BacktestPlotter,
+    fit_organizations,
+    plan_forecast_chunks,
+)
+from neuracrm_mlops.models.forecasting_model import ForecastConfig, train
+from neuracrm_mlops.seeding import seed_database
+
+
+def _version(number: int, semver: str, schema: str = "s", params: str = "p") -> SimpleNamespace:
+    return SimpleNamespace(
+        version=str(number), tags={"semver": semver, "schema_hash": schema, "params_hash": params}
+    )
+
+
+def test_semantic_version_follows_the_latest_version_not_the_listing_order() -> None:
+    versions = [_version(2, "1.0.1"), _version(10, "1.2.0"), _version(9, "1.1.4")]
+    assert registry.semantic_version_after([], "s", "p") == "1.0.0"
+    assert registry.semantic_version_after(versions, "s", "p") == "1.2.1"  # new data only
+    assert registry.semantic_version_after(versions, "s", "other") == "1.3.0"  # parameters changed
+    assert registry.semantic_version_after(versions, "other", "p") == "2.0.0"  # input schema changed
+
+
+def test_plan_creates_the_mlflow_experiment_before_the_chunks_fan_out(engine: sa.Engine) -> None:
+    seed_database(7, 24, 3, engine=engine)
+    client = registry.configure_mlflow()
+    assert client.get_experiment_by_name(EXPERIMENT) is None
+
+    chunks = plan_forecast_chunks(3, engine=engine)
+
+    assert chunks == [[1, 2, 3], [4, 5, 6], [7]]
+    assert client.get_experiment_by_name(EXPERIMENT) is not None
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        plan_forecast_chunks(-1, engine=engine)
+
+
+def test_fit_organizations_stages_each_pyfunc_without_project_files(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    seed_database(3, 24, 5, engine=engine)
+    with engine.begin() as conn:  # organization 3 loses its sales history
+        conn.execute(sa.text("DELETE FROM monthly_sales WHERE organization_id = 3"))
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+
+    chunk = fit_organizations([1, 2, 3], staging, engine=engine)
+
+    assert [fit.organization_id for fit in chunk.fits] == [1, 2]
+    assert chunk.without_history == [3]
+    assert sorted(p.name for p in staging.iterdir()) == ["org_1", "org_2"]  # no state file left behind
+    for organization_id in (1, 2):
+        staged = staging / f"org_{organization_id}"
+        assert (staged / "MLmodel").is_file() and (staged / "backtest.png").is_file()
+        assert not (staged / "uv.lock").exists() and not (staged / "pyproject.toml").exists()
+
+
+def test_one_plotter_draws_each_organization_without_the_previous_ones_bands(tmp_path: Path) -> None:
+    months = pd.period_range("2022-01", periods=36, freq="M")
+    rng = np.random.default_rng(1)
+    small = pd.Series(100 + rng.normal(0, 5, 36), index=months)
+    large = pd.Series(50_000 + 500 * np.arange(36) + rng.normal(0, 900, 36), index=months)
+    config = ForecastConfig(models=("seasonal_naive", "theta", "linear"))
+    plotter = BacktestPlotter()
+
+    plotter.save(tmp_path / "small.png", small, train(small, config))
+    plotter.save(tmp_path / "large.png", large, train(large, config))
+
+    assert (tmp_path / "large.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(plotter.axes.collections) == 2  # the 95% and 80% bands of the last organization only
+    low, high = plotter.axes.get_ylim()
+    assert low > 10_000 and high > large.max()  # rescaled to the last organization
+    assert plotter.axes.get_title().startswith("backtest accuracy ")
