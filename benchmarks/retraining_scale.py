@@ -15,7 +15,7 @@ defaults), MLflow artifacts on the local disk.
   end as Airflow records it), and separately the time from the trigger to the run's end.
 
 Peak memory is the largest sum of resident memory over every process of the path (sampled every
-0.5 s). ``--profile`` records the CLI run with py-spy (``pip install py-spy``) and says where the
+1 s). ``--profile`` records the CLI run with py-spy (``pip install py-spy``) and says where the
 CPU went: each model's fit on the full history and at the backtest origins, the backtest plot, the
 pyfunc save, MLflow logging and registration, loading sales, validation and start-up.
 Results: a markdown table on stdout, everything as JSON with ``--json FILE``.
@@ -118,7 +118,7 @@ class MemorySampler:
     """Peak of the summed RSS of ``roots`` and all their descendants, sampled in a thread."""
 
     roots: list[int]
-    interval: float = 0.5
+    interval: float = 1.0
     peak_total_mib: float = 0.0
     peak_process_mib: float = 0.0
     peak_processes: int = 0
@@ -433,7 +433,7 @@ def categorize(stack: str, full_line: int, origin_line: int) -> str:
         return "validation (Great Expectations)"
     if "register_fitted_chunk" in stack or "_split_existing" in stack:
         return "MLflow logging and registration"
-    if "BacktestPlotter" in stack or "_backtest_plot" in stack:
+    if "save_backtest_chart" in stack or "_backtest_plot" in stack:
         return "backtest plot"
     if "save_model (" in stack or ("joblib" in stack and "fit_organizations" in stack):
         return "pyfunc save"

@@ -28,6 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from neuracrm_mlops import registry
+from neuracrm_mlops.backtest_chart import save_backtest_chart
 from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.db.engine import get_engine
 from neuracrm_mlops.db.migrate import require_current_schema
@@ -114,53 +115,6 @@ def load_sales_history(conn: sa.Connection, organization_id: int) -> tuple[pd.Se
     )
 
 
-class BacktestPlotter:
-    """The ``backtest.png`` of each organization's version: history, ensemble forecast, 80%/95% bands.
-
-    One figure per process, its lines and bands replaced for each organization: building a fresh
-    figure (axes, tick objects, layout) cost ~230 ms a plot here, half of it gone by reusing one.
-    """
-
-    def __init__(self) -> None:
-        from matplotlib import dates
-        from matplotlib.figure import Figure  # the Agg canvas, no pyplot state
-
-        self.figure = Figure(figsize=(5, 4))
-        self.axes = self.figure.add_subplot()
-        locator = dates.AutoDateLocator(minticks=3, maxticks=6)
-        self.axes.xaxis.set_major_locator(locator)
-        self.axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator))
-        (self.actual,) = self.axes.plot([], [], label="actual", color="black", linewidth=1)
-        (self.point,) = self.axes.plot([], [], label="ensemble forecast", color="tab:blue")
-        self.bands: list[Any] = []
-        self.axes.set_ylabel("revenue")
-        self.figure.subplots_adjust(left=0.16, right=0.97, top=0.92, bottom=0.1)
-
-    def save(self, path: Path, history: pd.Series, fitted: Any) -> Path:
-        result = fitted.predict(fitted.max_horizon)
-        for band in self.bands:
-            band.remove()
-        self.actual.set_data(pd.PeriodIndex(history.index).to_timestamp(), history.to_numpy())
-        months = pd.to_datetime(result.months)
-        self.point.set_data(months, result.point)
-        self.bands = [
-            self.axes.fill_between(
-                months, result.lower_95, result.upper_95, alpha=0.15, color="tab:blue", label="95%"
-            ),
-            self.axes.fill_between(
-                months, result.lower_80, result.upper_80, alpha=0.3, color="tab:blue", label="80%"
-            ),
-        ]
-        self.axes.relim()
-        self.axes.autoscale_view()
-        ensemble = fitted.backtest.ensemble
-        accuracy = f"{ensemble.accuracy:.3f}" if ensemble else "n/a"
-        self.axes.set_title(f"backtest accuracy {accuracy} ({fitted.backtest.chain_used})")
-        self.axes.legend(fontsize=7, loc="upper left")
-        self.figure.savefig(path, dpi=80)
-        return path
-
-
 @dataclass
 class FittedOrganization:
     """One organization's fitted forecaster, its pyfunc already saved under the chunk's staging
@@ -187,7 +141,7 @@ def fit_organizations(
     config: Any = None,
     plots: bool = True,
 ) -> FittedChunk:
-    """Fit each organization's forecaster and save its pyfunc (and backtest plot) under
+    """Fit each organization's forecaster and save its pyfunc (and backtest chart) under
     ``staging/org_<id>``: the CPU-bound half of training, no MLflow server or registry involved, so
     that it can run in worker processes while another process registers."""
     import joblib
@@ -200,7 +154,6 @@ def fit_organizations(
     config = config or forecasting_model.ForecastConfig()
     chunk = FittedChunk()
     requirements = pip_requirements()
-    plotter = BacktestPlotter() if plots else None
     with engine.connect() as conn, _without_uv_project_files():
         for organization_id in organization_ids:
             started = time.perf_counter()
@@ -219,8 +172,8 @@ def fit_organizations(
                 pip_requirements=requirements,
             )
             state.unlink()
-            if plotter:
-                plotter.save(model_dir / "backtest.png", history, fitted)
+            if plots:
+                save_backtest_chart(model_dir / "backtest.svg", history, fitted)
             chunk.fits.append(
                 FittedOrganization(organization_id, fitted, filled, data_hash, time.perf_counter() - started)
             )

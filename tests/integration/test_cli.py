@@ -131,7 +131,7 @@ def test_train_forecasts_in_worker_processes_registers_every_chunk(
     assert sorted(v.tags["semver"] for v in versions[registry.forecast_model_name(2)]) == ["1.0.0", "1.0.1"]
     artifacts = neuracrm_home / "mlartifacts" / "sales_forecast"
     model_dirs = list(artifacts.glob("*/artifacts/forecasts/org_*"))
-    assert len(model_dirs) == 6 and all((d / "backtest.png").is_file() for d in model_dirs)
+    assert len(model_dirs) == 6 and all((d / "backtest.svg").is_file() for d in model_dirs)
     assert not list(artifacts.glob("*/artifacts/forecasts/org_*/uv.lock"))  # logged once per run instead
     assert len(list(artifacts.glob("*/artifacts/environment/uv.lock"))) == 4  # the --org run and 3 chunks
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -11,12 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from neuracrm_mlops import registry
-from neuracrm_mlops.forecast_training import (
-    EXPERIMENT,
-    BacktestPlotter,
-    fit_organizations,
-    plan_forecast_chunks,
-)
+from neuracrm_mlops.backtest_chart import nice_ticks, save_backtest_chart
+from neuracrm_mlops.forecast_training import EXPERIMENT, fit_organizations, plan_forecast_chunks
 from neuracrm_mlops.models.forecasting_model import ForecastConfig, train
 from neuracrm_mlops.seeding import seed_database
 
@@ -65,23 +62,35 @@ def test_fit_organizations_stages_each_pyfunc_without_project_files(
     assert sorted(p.name for p in staging.iterdir()) == ["org_1", "org_2"]  # no state file left behind
     for organization_id in (1, 2):
         staged = staging / f"org_{organization_id}"
-        assert (staged / "MLmodel").is_file() and (staged / "backtest.png").is_file()
+        assert (staged / "MLmodel").is_file() and (staged / "backtest.svg").is_file()
         assert not (staged / "uv.lock").exists() and not (staged / "pyproject.toml").exists()
 
 
-def test_one_plotter_draws_each_organization_without_the_previous_ones_bands(tmp_path: Path) -> None:
+def test_backtest_chart_is_an_svg_covering_history_forecast_and_bands(tmp_path: Path) -> None:
     months = pd.period_range("2022-01", periods=36, freq="M")
     rng = np.random.default_rng(1)
-    small = pd.Series(100 + rng.normal(0, 5, 36), index=months)
-    large = pd.Series(50_000 + 500 * np.arange(36) + rng.normal(0, 900, 36), index=months)
-    config = ForecastConfig(models=("seasonal_naive", "theta", "linear"))
-    plotter = BacktestPlotter()
+    history = pd.Series(50_000 + 500 * np.arange(36) + rng.normal(0, 900, 36), index=months)
+    fitted = train(history, ForecastConfig(models=("seasonal_naive", "theta", "linear")))
 
-    plotter.save(tmp_path / "small.png", small, train(small, config))
-    plotter.save(tmp_path / "large.png", large, train(large, config))
+    path = save_backtest_chart(tmp_path / "backtest.svg", history, fitted)
 
-    assert (tmp_path / "large.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(plotter.axes.collections) == 2  # the 95% and 80% bands of the last organization only
-    low, high = plotter.axes.get_ylim()
-    assert low > 10_000 and high > large.max()  # rescaled to the last organization
-    assert plotter.axes.get_title().startswith("backtest accuracy ")
+    root = ElementTree.parse(path).getroot()  # well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{ns}polygon")) == 2  # the 95% and 80% bands
+    actual, forecast = root.findall(f"{ns}polyline")
+    assert len(actual.get("points", "").split()) == 36
+    assert len(forecast.get("points", "").split()) == fitted.max_horizon
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert texts[0] == f"backtest accuracy {fitted.backtest.ensemble.accuracy:.3f} (full)"
+    assert {"2022", "2023", "2024", "revenue", "80%", "95%"} <= set(texts)
+    every_y = [float(p.split(",")[1]) for line in (actual, forecast) for p in line.get("points", "").split()]
+    assert min(every_y) >= 34 and max(every_y) <= 340 - 40  # inside the plot area
+
+
+def test_nice_ticks_cover_the_range_with_round_steps() -> None:
+    assert nice_ticks(0, 4_400) == [0, 2_000, 4_000, 6_000]
+    assert nice_ticks(0, 97) == [0, 25, 50, 75, 100]
+    assert nice_ticks(-120, 30) == [-150, -100, -50, 0, 50]
+    assert nice_ticks(5, 5) == [4, 6, 8, 10]  # a flat series still gets an axis
+    with pytest.raises(ValueError, match="finite"):
+        nice_ticks(0, float("nan"))
