@@ -48,6 +48,8 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 
+from neuracrm_mlops.local_stack import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get(
@@ -275,14 +277,6 @@ def airflow_env(env: dict[str, str], root: Path, metadata_url: str, port: int) -
     }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def bench_dag(args: argparse.Namespace, env: dict[str, str], root: Path) -> PathResult:
     port = free_port()
     with pg_database("airflow") as metadata_url:
@@ -433,7 +427,7 @@ def categorize(stack: str, full_line: int, origin_line: int) -> str:
         return "validation (Great Expectations)"
     if "register_fitted_chunk" in stack or "_split_existing" in stack:
         return "MLflow logging and registration"
-    if "save_backtest_chart" in stack or "_backtest_plot" in stack:
+    if "save_backtest_chart" in stack or "_backtest_plot" in stack:  # now, and in profiles of before
         return "backtest plot"
     if "save_model (" in stack or ("joblib" in stack and "fit_organizations" in stack):
         return "pyfunc save"

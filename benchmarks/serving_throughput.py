@@ -63,7 +63,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +74,7 @@ from typing import Any
 
 import httpx
 
+from neuracrm_mlops.local_stack import free_port
 from neuracrm_mlops.serving.schemas import MAX_MONTHS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,12 +150,6 @@ ensure_rule_baseline()
 forecasts = {org: promote(registry.forecast_model_name(int(org))) for org in sys.argv[1:]}
 print(json.dumps({'lead': lead, 'forecasts': {o: v for o, v in forecasts.items() if v is not None}}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def say(message: str) -> None:

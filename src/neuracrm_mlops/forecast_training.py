@@ -33,6 +33,7 @@ from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.db.engine import get_engine
 from neuracrm_mlops.db.migrate import require_current_schema
 from neuracrm_mlops.db.schema import MonthlySales, Organization
+from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.orgs import resolve_organization
 from neuracrm_mlops.training import (
     DEFAULT_TOLERANCE,
@@ -44,6 +45,10 @@ from neuracrm_mlops.training import (
 )
 
 EXPERIMENT = "sales_forecast"
+
+
+class ForecastWorkerError(NeuraCRMError):
+    """A process fitting forecasts for ``train sales_forecast --workers`` died (killed, out of memory)."""
 
 
 @dataclass
@@ -434,10 +439,11 @@ def _train_chunks_in_workers(
 ) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     db_url = engine.url.render_as_string(hide_password=False)
     queue = iter(enumerate(chunks))
-    running: dict[Future[FittedChunk], tuple[ForecastTrainingSummary, Path]] = {}
+    running: dict[Future[FittedChunk], tuple[list[int], ForecastTrainingSummary, Path]] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
         ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool,
@@ -452,7 +458,7 @@ def _train_chunks_in_workers(
             staging = Path(tmp) / f"chunk_{index}"
             staging.mkdir()
             future = pool.submit(fit_organizations_in_worker, pending, str(staging), db_url, config, True)
-            running[future] = (summary, staging)
+            running[future] = (chunk, summary, staging)
 
         try:
             for _ in range(workers + 1):  # one chunk queued behind the busy workers
@@ -460,8 +466,16 @@ def _train_chunks_in_workers(
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    summary, staging = running.pop(future)
-                    chunk = future.result()
+                    organization_ids, summary, staging = running.pop(future)
+                    try:
+                        chunk = future.result()
+                    except BrokenProcessPool as exc:
+                        raise ForecastWorkerError(
+                            f"a forecast worker process died while fitting organizations "
+                            f"{organization_ids[0]}-{organization_ids[-1]} (out of memory? see dmesg); "
+                            "the chunks registered before it stay registered: run `train sales_forecast` "
+                            "again, with fewer --workers if memory is short"
+                        ) from exc
                     submit_next()  # keep the workers busy while this process registers
                     started = time.perf_counter()
                     register_fitted_chunk(client, chunk, staging, lineage, config, summary)

@@ -56,7 +56,7 @@ from neuracrm_mlops.db.schema import Outcome, Prediction, PromotionLedgerEntry, 
 from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.evaluation import forecast_accuracy
 from neuracrm_mlops.ledger import LedgerEntry
-from neuracrm_mlops.live_stats import SERVED_ROUTES, family_of, version_stats
+from neuracrm_mlops.live_stats import SERVED_ROUTES, family_of, forecast_actuals, version_stats
 from neuracrm_mlops.monitoring import MONITORED_MODELS
 
 SERVED_MODELS = MONITORED_MODELS  # lead_scoring, sentiment: one model for every organization
@@ -239,7 +239,7 @@ def _with_state(
 def _shared_state(client: Any, name: str) -> rollout.RolloutState | None:
     """A shared model's state (one registry request), None when it is not registered (yet)."""
     try:
-        return rollout._state(client, name)
+        return rollout.registered_state(client, name)
     except rollout.RolloutError:
         return None
 
@@ -362,29 +362,10 @@ def _forecast_accuracy(
     predictions: pd.DataFrame, outcomes: pd.DataFrame
 ) -> dict[tuple[str, str], tuple[float | None, int]]:
     """``(model, version) -> (accuracy, months)`` for many forecast models at once: what
-    ``live_stats.stats_from`` gives each of them (``forecast_actuals``: served, non-fallback forecasts
-    exploded to months, the latest per version and month, joined with the month's actual; accuracy
-    ``evaluation.forecast_accuracy``), in one pass over the family instead of ~9 ms of pandas per
-    model. A version without a month with an actual is absent (no accuracy, 0 outcomes)."""
-    if predictions.empty or outcomes.empty:
-        return {}
-    served = predictions[predictions["route"].isin(SERVED_ROUTES) & ~predictions["fallback"].astype(bool)]
-    points = [
-        (name, row_id, version, point["month"], point["forecast"])
-        for name, row_id, version, output in zip(
-            served["model_name"], served["id"], served["model_version"], served["output"], strict=True
-        )
-        for point in (output or {}).get("points", [])
-    ]
-    if not points:
-        return {}
-    months = (
-        pd.DataFrame(points, columns=["model_name", "id", "model_version", "month", "forecast"])
-        .sort_values("id", kind="stable")
-        .drop_duplicates(["model_name", "model_version", "month"], keep="last")
-    )
-    actuals = outcomes[outcomes["value"].notna()].rename(columns={"entity_id": "month", "value": "actual"})
-    joined = months.merge(actuals, on=["model_name", "month"], how="inner")
+    ``live_stats.stats_from`` gives each of them (``forecast_actuals`` over the whole family, accuracy
+    ``evaluation.forecast_accuracy``), in one pass instead of ~9 ms of pandas per model. A version
+    without a month with an actual is absent (no accuracy, 0 outcomes)."""
+    joined = forecast_actuals(predictions, outcomes)
     joined = joined[joined["model_version"].notna()]
     actual, forecast = joined["actual"].to_numpy(float), joined["forecast"].to_numpy(float)
     groups: Mapping[Any, Any] = joined.groupby(["model_name", "model_version"], sort=False).indices

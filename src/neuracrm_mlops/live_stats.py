@@ -112,23 +112,37 @@ def labelled(predictions: pd.DataFrame, outcomes: pd.DataFrame, model_name: str)
 
 
 def forecast_actuals(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
-    """Served forecasts exploded to months (latest per version and month) with the month's actual."""
+    """Served forecasts exploded to months (latest per version and month) with the month's actual.
+
+    With a ``model_name`` column in both frames (several forecast models read together), months and
+    actuals are matched per model and the result starts with that column.
+    """
+    keys = ["model_name"] if "model_name" in predictions.columns and "model_name" in outcomes.columns else []
     served = predictions[predictions["route"].isin(SERVED_ROUTES) & ~predictions["fallback"].astype(bool)]
+    names = served["model_name"] if keys else [None] * len(served)
     rows = [
-        {"id": row_id, "model_version": version, "month": point["month"], "forecast": point["forecast"]}
-        for row_id, version, output in zip(
-            served["id"], served["model_version"], served["output"], strict=True
+        {
+            "model_name": name,
+            "id": row_id,
+            "model_version": version,
+            "month": p["month"],
+            "forecast": p["forecast"],
+        }
+        for name, row_id, version, output in zip(
+            names, served["id"], served["model_version"], served["output"], strict=True
         )
-        for point in (output or {}).get("points", [])
+        for p in (output or {}).get("points", [])
     ]
-    columns = ["model_version", "month", "forecast", "actual"]
+    columns = [*keys, "model_version", "month", "forecast", "actual"]
     if not rows or outcomes.empty:
         return pd.DataFrame(columns=columns)
-    points = pd.DataFrame(rows).sort_values("id").drop_duplicates(["model_version", "month"], keep="last")
-    actuals = outcomes[outcomes["value"].notna()][["entity_id", "value"]].rename(
+    points = (
+        pd.DataFrame(rows).sort_values("id").drop_duplicates([*keys, "model_version", "month"], keep="last")
+    )
+    actuals = outcomes[outcomes["value"].notna()][[*keys, "entity_id", "value"]].rename(
         columns={"entity_id": "month", "value": "actual"}
     )
-    return points.merge(actuals, on="month", how="inner")[columns]
+    return points.merge(actuals, on=[*keys, "month"], how="inner")[columns]
 
 
 def version_stats(

@@ -145,7 +145,8 @@ class RolloutState:
     step_started_at: dt.datetime | None
 
 
-def _state(client: Any, name: str) -> RolloutState:
+def registered_state(client: Any, name: str) -> RolloutState:
+    """The rollout state of ``name`` (one registry request); RolloutError when it is not registered."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -211,7 +212,7 @@ def _clear_canary(client: Any, name: str) -> None:
 
 def model_state(name: str) -> dict[str, Any]:
     """Aliases, weight and rollout times of one registered model (for status and the CLI)."""
-    state = _state(registry.configure_mlflow(), name)
+    state = registered_state(registry.configure_mlflow(), name)
     return {
         "champion": state.champion,
         "challenger": state.challenger,
@@ -228,7 +229,7 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
     """Give the challenger the first step's weight (or promote it when there is no champion yet)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = _state(client, name)
+    state = registered_state(client, name)
     if state.challenger is None:
         raise RolloutError(f"{name} has no challenger to roll out: train a version that passes the gates")
     if state.champion is None:
@@ -279,7 +280,7 @@ def _live(engine: sa.Engine, name: str, state: RolloutState) -> tuple[Any, Any]:
 def bake_status(name: str, *, engine: sa.Engine | None = None) -> BakeStatus:
     """Ready when both versions have enough outcomes for the current step, or its deadline passed."""
     engine = _engine(engine)
-    state = _state(registry.configure_mlflow(), name)
+    state = registered_state(registry.configure_mlflow(), name)
     if state.challenger is None or state.weight <= 0:
         return BakeStatus(True, False, f"{name} has no canary running")
     policy = rollout_policy(name)
@@ -310,7 +311,7 @@ def judge_step(name: str, *, actor: str, engine: sa.Engine | None = None) -> Rol
     ``raise_to_final_step`` or ``abort``)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = _state(client, name)
+    state = registered_state(client, name)
     if state.challenger is None or state.weight <= 0:
         return RolloutResult(
             name, "noop", state.champion, state.challenger, state.weight, f"{name} has no canary running"
@@ -433,7 +434,7 @@ def promote(
     """The challenger becomes champion; the old champion keeps alias ``previous``."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = _state(client, name)
+    state = registered_state(client, name)
     if state.challenger is None:
         raise RolloutError(f"{name} has no challenger to promote")
     new, old = state.challenger, state.champion
@@ -472,7 +473,7 @@ def abort(
     """Take the challenger out of traffic (weight 0, alias removed); ``reject`` tags it rejected."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = _state(client, name)
+    state = registered_state(client, name)
     if state.challenger is None:
         raise RolloutError(f"{name} has no challenger to abort")
     _clear_canary(client, name)
@@ -534,7 +535,7 @@ def rollback(
     engine = _engine(engine)
     client = registry.configure_mlflow()
     with model_lock(engine, name) as conn:
-        state = _state(client, name)
+        state = registered_state(client, name)
         if state.champion is None:
             raise RolloutError(f"{name} has no champion to roll back")
         if expected_champion is not None and state.champion != expected_champion:
@@ -591,7 +592,7 @@ def raise_to_final_step(
     """After a reviewer approved: the challenger gets the final step's weight (100% by default)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = _state(client, name)
+    state = registered_state(client, name)
     if state.challenger is None or state.weight <= 0:
         raise RolloutError(f"{name} has no canary running to raise")
     final = rollout_policy(name).steps[-1]
