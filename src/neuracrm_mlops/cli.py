@@ -180,10 +180,12 @@ def seed(n_orgs: int, months: int, seed: int, leads_per_org: int, keys_file: Pat
 def import_command(dataset: str, file: Path, organization: str) -> None:
     """Import a CSV or Parquet FILE of DATASET for one organization (columns: see the README).
 
-    Idempotent: rows upsert on their natural key. Rows that cannot be parsed are quarantined with
-    the reason; the command then exits with status 3.
+    Idempotent: rows upsert on their natural key. A row whose key or a required column cannot be
+    parsed is quarantined with the reason. An optional column that cannot be parsed is stored empty
+    and its raw value kept in the row's attributes["_field_errors"]; the row is kept. In either case
+    the command reports the counts and exits with status 3.
     """
-    from neuracrm_mlops.ingest import import_file
+    from neuracrm_mlops.ingest import FIELD_ERRORS_KEY, import_file
 
     with Progress(
         "[progress.description]{task.description}",
@@ -203,9 +205,22 @@ def import_command(dataset: str, file: Path, organization: str) -> None:
     out.print(
         f"{file}: {summary.rows_read:,} rows read for organization {summary.organization_id} "
         f"({summary.organization_name}): {summary.imported:,} imported, {summary.updated:,} updated, "
-        f"{summary.unchanged:,} unchanged, {summary.quarantined:,} quarantined "
+        f"{summary.unchanged:,} unchanged, {summary.quarantined:,} quarantined, "
+        f"{summary.with_field_errors:,} with field errors "
         f"({summary.seconds:.1f} s, batch {summary.batch_id})"
     )
+    if summary.field_errors:
+        out.print(
+            f"field errors (rows kept, the field stored empty, its raw value in "
+            f'attributes["{FIELD_ERRORS_KEY}"]):',
+            markup=False,
+        )
+        for count in summary.field_errors.values():
+            out.print(
+                f"  {count.column}: {count.rows:,} row{'s' if count.rows != 1 else ''}, "
+                f"first at {count.first_location}: {count.first_error}",
+                markup=False,
+            )
     if summary.quarantined:
         for note in summary.quarantine_notes:
             err.print(f"quarantined {file}: {note.location}: {note.reason}", markup=False)
@@ -213,6 +228,7 @@ def import_command(dataset: str, file: Path, organization: str) -> None:
             err.print(
                 f"... and {summary.quarantined - len(summary.quarantine_notes)} more in the quarantine table"
             )
+    if summary.quarantined or summary.with_field_errors:
         sys.exit(EXIT_QUARANTINED)
 
 
@@ -248,7 +264,13 @@ def validate(dataset: str, organization: str | None) -> None:
 
 @main.command()
 @click.argument("family", type=click.Choice(["lead_scoring", "sales_forecast", "sentiment"]))
-@click.option("--org", "organization", default=None, help="sales_forecast only: one organization id or name.")
+@click.option(
+    "--org",
+    "organization",
+    default=None,
+    help="sales_forecast only (one model per organization): one organization id or name. "
+    "lead_scoring and sentiment train one model across all organizations.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -265,7 +287,11 @@ def train(family: str, organization: str | None, workers: int | None) -> None:
     from neuracrm_mlops.training import Lineage
 
     if family != "sales_forecast" and (organization is not None or workers is not None):
-        raise click.UsageError("--org and --workers apply to sales_forecast only")
+        raise click.UsageError(
+            f"{family} trains one model across all organizations (their floors may differ: "
+            "NEURACRM_ACCURACY_FLOORS); --org and --workers apply to sales_forecast, "
+            "one model per organization"
+        )
     err.print(f"[dim]… validating {FAMILY_DATASETS[family]}[/]", markup=True)
     validation = validate_for_training(FAMILY_DATASETS[family], run_id="cli")
     lineage = Lineage(run_key=Lineage.for_cli(family).run_key, dag_run_id="cli", validation=validation)
@@ -303,7 +329,16 @@ def _describe_outcome(outcome: dict[str, Any]) -> str:
     if "organizations" in outcome:  # forecasts: one line per status
         counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome["status_counts"].items()))
         n_orgs = len(outcome["organizations"])
-        return f"{outcome['model_name']}: {n_orgs} organizations: {counts} ({outcome['seconds']:.1f} s)"
+        below = sum(
+            1 for o in outcome["organizations"] if o.get("below_floor") and o["status"] == "challenger"
+        )
+        without = sum(1 for o in outcome["organizations"] if o["status"] in ("rejected", "skipped"))
+        notes = f"; {below} of the challengers are below the floor (best available)" if below else ""
+        if without:
+            notes += f"; {without} get no new version (their champion, or the fallback, keeps answering)"
+        return (
+            f"{outcome['model_name']}: {n_orgs} organizations: {counts} ({outcome['seconds']:.1f} s){notes}"
+        )
     version = (
         f"version {outcome['version']} ({outcome['semver']})" if outcome.get("version") else "no version"
     )
@@ -353,6 +388,34 @@ def status() -> None:
         )
     out.print(orgs)
     _print_models_and_ledger(engine)
+    _print_served_answers(engine)
+
+
+def _print_served_answers(engine: sa.Engine, *, listed: int = 20) -> None:
+    """Who answers each family (and each organization's forecasts): a model or the fallback, and why."""
+    from collections import Counter
+
+    from neuracrm_mlops.status import FALLBACK_OF, served_answers
+
+    answers = served_answers(engine)
+    table = Table("family", "answered by", "why", "organizations", title="what users get", expand=False)
+    forecasts = [a for a in answers if a.family == "sales_forecast"]
+    for answer in answers:
+        if answer.family == "sales_forecast":
+            continue
+        who = f"model v{answer.version}" if answer.answered_by == "model" else FALLBACK_OF[answer.family]
+        table.add_row(answer.family, who, answer.why, "all")
+    for category, count in sorted(Counter(a.category for a in forecasts).items()):
+        who = "model" if category.startswith("model") else FALLBACK_OF["sales_forecast"]
+        table.add_row("sales_forecast", who, category, f"{count:,} of {len(forecasts):,}")
+    out.print(table)
+    attention = [a for a in forecasts if a.answered_by == "fallback" or a.why.startswith("below floor")]
+    for answer in attention[:listed]:
+        out.print(
+            f"  org {answer.organization_id}: {answer.category}: {answer.why}", markup=False, soft_wrap=True
+        )
+    if len(attention) > listed:
+        out.print(f"  ... and {len(attention) - listed:,} more organizations", markup=False)
 
 
 def _print_models_and_ledger(engine: sa.Engine) -> None:

@@ -24,6 +24,7 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_REDIS_URL",
     "NEURACRM_ALERT_WEBHOOK_URL",
     "NEURACRM_ACCURACY_FLOOR",
+    "NEURACRM_ACCURACY_FLOORS",
     "NEURACRM_IMPORT_CHUNK_ROWS",
     "NEURACRM_FORECAST_CHUNK_SIZE",
     "NEURACRM_MODEL_POLL_SECONDS",
@@ -93,6 +94,33 @@ def _env_steps(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(values)
 
 
+FloorKey = tuple[str, int | None]
+
+
+def _env_floors(name: str) -> dict[FloorKey, float]:
+    """Floors per family and per organization: ``sentiment=0.75,sales_forecast:12=0.6`` (family,
+    optionally ``:organization id``, ``=`` a number in [0, 1])."""
+    raw = os.environ.get(name, "")
+    floors: dict[FloorKey, float] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        family, _, org = key.strip().partition(":")
+        try:
+            floor = float(value)
+            organization = int(org) if org.strip() else None
+        except ValueError:
+            floor, organization = float("nan"), None
+        if not sep or not family.strip() or not 0.0 <= floor <= 1.0:
+            raise ConfigurationError(
+                f"{name}: {part!r} must read FAMILY=FLOOR or FAMILY:ORG_ID=FLOOR with FLOOR in [0, 1] "
+                "(e.g. sentiment=0.75,sales_forecast:12=0.6)"
+            )
+        floors[(family.strip(), organization)] = floor
+    return floors
+
+
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -130,6 +158,16 @@ class Settings:
     rollout_approval: tuple[str, ...] = ()
     # during a canary the challenger also scores the champion's leads (logged as route "shadow")
     shadow_canary: bool = False
+    # accuracy floors per (family, organization id or None) overriding accuracy_floor
+    accuracy_floors: tuple[tuple[FloorKey, float], ...] = ()
+
+    def floor_for(self, family: str, organization_id: int | None = None) -> float:
+        """The accuracy floor of ``family`` (for one organization when given): the organization's own
+        floor, else the family's, else NEURACRM_ACCURACY_FLOOR."""
+        floors = dict(self.accuracy_floors)
+        if organization_id is not None and (family, organization_id) in floors:
+            return floors[(family, organization_id)]
+        return floors.get((family, None), self.accuracy_floor)
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -159,6 +197,7 @@ class Settings:
             redis_url=os.environ.get("NEURACRM_REDIS_URL") or None,
             alert_webhook_url=os.environ.get("NEURACRM_ALERT_WEBHOOK_URL") or None,
             accuracy_floor=_env_float("NEURACRM_ACCURACY_FLOOR", 0.80, low=0.0, high=1.0),
+            accuracy_floors=tuple(_env_floors("NEURACRM_ACCURACY_FLOORS").items()),
             import_chunk_rows=chunk_rows,
             forecast_chunk_size=int(chunk_size_raw),
             model_poll_seconds=_env_float("NEURACRM_MODEL_POLL_SECONDS", 10.0, low=0.1, high=3_600.0),

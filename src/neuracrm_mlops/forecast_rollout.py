@@ -19,6 +19,7 @@ promoted (its old champion keeps ``previous``). An organization with no champion
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ from neuracrm_mlops.db.schema import utcnow
 from neuracrm_mlops.live_stats import load_outcomes, load_predictions, stats_from, version_stats
 from neuracrm_mlops.rollout_decisions import decide_rollout_step
 from neuracrm_mlops.routing import bucket
+
+log = logging.getLogger(__name__)
 
 FAMILY = "sales_forecast"
 COHORT_TAG = rollout.COHORT_TAG
@@ -118,6 +121,20 @@ def start(*, actor: str, engine: sa.Engine) -> CohortResult:
     if not models:
         raise rollout.RolloutError("no forecast model has a challenger: train forecasts first")
     promoted = []
+    servable = []
+    for model in models:
+        org, name, aliases, _ = model
+        try:
+            rollout.require_servable(client, name, aliases[registry.CHALLENGER])
+        except rollout.RolloutError as exc:
+            log.error("organization %s: %s; its challenger is not rolled out", org, exc)
+            if registry.alias_version(client, name, registry.CHALLENGER) is not None:
+                rollout.abort(name, actor=actor, reason=str(exc), engine=engine, reject=True)
+            continue
+        servable.append(model)
+    models = servable
+    if not models:
+        raise rollout.RolloutError("no forecast challenger can be served (see the log): retrain forecasts")
     for org, name, aliases, _ in models:
         if registry.CHAMPION not in aliases:
             rollout.promote(
@@ -169,7 +186,9 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
         champion = stats_from(name, [champion_version], predictions, outcomes)[champion_version]
         since_entry = predictions[predictions["created_at"] >= entered]
         challenger = stats_from(name, [challenger_version], since_entry, outcomes)[challenger_version]
-        decision = decide_rollout_step(policy, weight, champion, challenger, deadline_passed=False)
+        decision = decide_rollout_step(
+            rollout.rollout_policy(name), weight, champion, challenger, deadline_passed=False
+        )
         if decision.action == "rollback":
             rollout.abort(
                 name,

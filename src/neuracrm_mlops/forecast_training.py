@@ -37,10 +37,13 @@ from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.orgs import resolve_organization
 from neuracrm_mlops.training import (
     DEFAULT_TOLERANCE,
+    Incumbent,
     Lineage,
     decide_registration,
+    incumbent_of,
     lineage_tags,
     pip_requirements,
+    raise_below_floor_alert,
     snapshot_hash,
 )
 
@@ -62,6 +65,7 @@ class OrganizationForecastOutcome:
     best_model: str | None = None
     chain_used: str | None = None
     seconds: float = 0.0
+    below_floor: bool = False
 
 
 @dataclass
@@ -278,7 +282,7 @@ def register_fitted_chunk(
 ) -> None:
     """Gate each fit against its champion, then one MLflow run for the chunk and a model version
     (with the challenger alias when it passed) per organization; outcomes go to ``summary``."""
-    floor = get_settings().accuracy_floor
+    settings = get_settings()
     for organization_id in chunk.without_history:
         summary.organizations.append(
             asdict(
@@ -291,14 +295,22 @@ def register_fitted_chunk(
             )
         )
     trained: list[tuple[OrganizationForecastOutcome, Any, dict[str, str]]] = []
+    below_floor: list[tuple[OrganizationForecastOutcome, Incumbent | None]] = []
     for fit in chunk.fits:
         name = registry.forecast_model_name(fit.organization_id)
         backtest = fit.fitted.backtest
         accuracy = backtest.ensemble.accuracy if backtest.ensemble else float("nan")
         champion = registry.alias_version(client, name, registry.CHAMPION)
-        champion_accuracy = float(champion.tags["backtest_accuracy"]) if champion else None
+        fallback_name, fallback_accuracy = fallback_backtest_accuracy(backtest)
+        incumbent = incumbent_of(
+            (str(champion.version), float(champion.tags["backtest_accuracy"])) if champion else None,
+            (fallback_name, fallback_accuracy) if fallback_name else None,
+        )
         decision = decide_registration(
-            accuracy, floor=floor, champion_accuracy=champion_accuracy, tolerance=tolerance
+            accuracy,
+            floor=settings.floor_for("sales_forecast", fit.organization_id),
+            incumbent=incumbent,
+            tolerance=tolerance,
         )
         outcome = OrganizationForecastOutcome(
             fit.organization_id,
@@ -309,6 +321,7 @@ def register_fitted_chunk(
             best_model=backtest.best_model,
             chain_used=backtest.chain_used,
             seconds=fit.seconds,
+            below_floor=decision.below_floor,
         )
         tags = {
             **lineage_tags(lineage, fit.data_hash),
@@ -318,10 +331,40 @@ def register_fitted_chunk(
             "chain_used": backtest.chain_used,
             "months_filled_with_zero": str(fit.months_filled_with_zero),
         }
+        if incumbent is not None:
+            tags["incumbent"] = incumbent.label
+            if incumbent.measured:
+                tags["incumbent_accuracy"] = f"{incumbent.accuracy:.6f}"
+        if decision.below_floor:
+            tags["below_floor"] = "true"
+            below_floor.append((outcome, incumbent))
         trained.append((outcome, fit.fitted, tags))
     if trained:
         _register_chunk(client, trained, staging, lineage, config)
     summary.organizations.extend(asdict(outcome) for outcome, *_ in trained)
+    served_below = [(o, i) for o, i in below_floor if o.status == registry.CHALLENGER]
+    if served_below:
+        first, incumbent = served_below[0]
+        raise_below_floor_alert(
+            f"{registry.FORECAST_MODEL_PREFIX}*",
+            "sales_forecast",
+            f"{first.version} of {first.model_name} (and {len(served_below) - 1} more in this chunk)"
+            if len(served_below) > 1
+            else f"{first.version} of {first.model_name}",
+            float(first.accuracy or 0.0),
+            incumbent,
+            organization_id=None,
+        )
+
+
+def fallback_backtest_accuracy(backtest: Any) -> tuple[str | None, float | None]:
+    """The serving fallback's accuracy in the same backtest: seasonal naive, or naive for a series too
+    short for it (None when neither was backtested)."""
+    for model, label in (("seasonal_naive", "the seasonal-naive fallback"), ("naive", "the naive fallback")):
+        score = backtest.models.get(model)
+        if score is not None and math.isfinite(score.accuracy):
+            return label, float(score.accuracy)
+    return None, None
 
 
 def _register_chunk(
@@ -355,7 +398,7 @@ def _register_chunk(
             if (Path.cwd() / project_file).is_file():
                 mlflow.log_artifact(str(Path.cwd() / project_file), "environment")
         versions = registry.versions_by_name(client, [outcome.model_name for outcome, *_ in trained])
-        for outcome, _, tags in trained:
+        for outcome, fitted, tags in trained:
             if not versions[outcome.model_name]:  # else registered already
                 registry.ensure_registered_model(
                     client,
@@ -369,7 +412,7 @@ def _register_chunk(
                 run_id=run.info.run_id,
                 tags={
                     **tags,
-                    "status": outcome.status,
+                    "status": "checking" if outcome.status == registry.CHALLENGER else outcome.status,
                     "reason": outcome.reason,
                     "semver": semver,
                     "schema_hash": schema_hash,
@@ -377,8 +420,33 @@ def _register_chunk(
                 },
             )
             outcome.version = str(version.version)
+            _check_servable(client, outcome, fitted)
             if outcome.status == registry.CHALLENGER:
                 client.set_registered_model_alias(outcome.model_name, registry.CHALLENGER, version.version)
+
+
+SERVABILITY_HORIZONS = (1, 12)
+
+
+def _check_servable(client: Any, outcome: OrganizationForecastOutcome, fitted: Any) -> None:
+    """Load the version the way the service does and compare its forecasts with the fitted ones; a
+    version that fails becomes ``rejected`` with the exception as the reason."""
+    from neuracrm_mlops import servability
+    from neuracrm_mlops.predictor import forecast_output
+
+    assert outcome.version is not None
+    expected = [forecast_output(fitted.predict(h)) for h in SERVABILITY_HORIZONS]
+    try:
+        servability.verify(
+            outcome.model_name, outcome.version, servability.forecast_answers(SERVABILITY_HORIZONS), expected
+        )
+    except servability.NotServableError as exc:
+        outcome.status, outcome.reason = "rejected", f"not servable: {exc}"
+        client.set_model_version_tag(outcome.model_name, outcome.version, servability.SERVABLE_TAG, "false")
+    else:
+        client.set_model_version_tag(outcome.model_name, outcome.version, servability.SERVABLE_TAG, "true")
+    client.set_model_version_tag(outcome.model_name, outcome.version, "status", outcome.status)
+    client.set_model_version_tag(outcome.model_name, outcome.version, "reason", outcome.reason[:5000])
 
 
 def train_forecasts_for(

@@ -71,8 +71,11 @@ class LiveModels:
         lazy_prefix: str | None = registry.FORECAST_MODEL_PREFIX,
         poll_seconds: float = 10.0,
         client_factory: Callable[[], Any] = registry.configure_mlflow,
+        on_load_error: Callable[[str, str, str, str], None] | None = None,
     ) -> None:
         self._loader = loader
+        # on_load_error(name, alias, version, reason): e.g. raise an alert; its own failures are logged
+        self._on_load_error = on_load_error
         self._eager = tuple(eager_names)
         self._lazy_prefix = lazy_prefix
         self.poll_seconds = poll_seconds
@@ -246,6 +249,11 @@ class LiveModels:
                 reason,
                 f"keeping version {keep.version}" if keep else "its traffic goes elsewhere",
             )
+            if self._on_load_error is not None:
+                try:
+                    self._on_load_error(name, alias, version, reason)
+                except Exception:
+                    log.exception("reporting the load failure of %s failed", key)
             return keep
         self.load_errors.pop(key, None)
         self._failed.pop(key, None)

@@ -36,7 +36,11 @@ from neuracrm_mlops.live_stats import (
     predicted_label,
     stats_from,
 )
-from neuracrm_mlops.rollout_decisions import decide_live_accuracy
+from neuracrm_mlops.rollout_decisions import (
+    PreviousMeasurement,
+    decide_live_accuracy,
+    decide_rollback_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ def monitor_model(
     if champion_version is None:
         return MonitorReport(name, None, "no_champion", None, 0, f"{name} has no champion to monitor")
     champion = str(champion_version.version)
+    floor = rollout.floor_of(name)
     since = utcnow() - dt.timedelta(hours=settings.monitor_window_hours)
     predictions = load_predictions(engine, name, since=since)
     outcomes = load_outcomes(engine, name)
@@ -106,7 +111,7 @@ def monitor_model(
     verdict = decide_live_accuracy(
         stats.accuracy,
         stats.outcomes,
-        floor=settings.accuracy_floor,
+        floor=floor,
         min_outcomes=rollout.min_outcomes_for(name),
     )
     report = MonitorReport(name, champion, verdict.verdict, stats.accuracy, stats.outcomes, verdict.reason)
@@ -118,7 +123,9 @@ def monitor_model(
             report,
             actor=actor,
             links=links,
-            stats={**asdict(stats), "floor": settings.accuracy_floor},
+            stats={**asdict(stats), "floor": floor},
+            predictions=predictions,
+            outcomes=outcomes,
         )
     report.health = _health(predictions, champion)
     _warn(engine, report, links)
@@ -149,14 +156,71 @@ def monitor_model(
     return report
 
 
+def measure_previous(
+    client: Any, name: str, version: str, predictions: pd.DataFrame, outcomes: pd.DataFrame, champion: str
+) -> PreviousMeasurement:
+    """The rollback target's accuracy on the champion's judged entities (its own logged predictions
+    for them: shadow scoring, or the entities it served too), else its recorded holdout accuracy."""
+    joined = labelled(predictions, outcomes, name)
+    judged = joined[joined["model_version"] == champion][["organization_id", "entity_id"]]
+    mine = joined[joined["model_version"] == version].merge(judged, on=["organization_id", "entity_id"])
+    if len(mine) >= rollout.min_outcomes_for(name):
+        same = float((mine["predicted"] == mine["label"]).mean())
+        return PreviousMeasurement(version, same, "same_outcomes", len(mine))
+    accuracy: float | None
+    try:
+        tags = dict(client.get_model_version(name, version).tags or {})
+        recorded = tags.get("holdout_accuracy") or tags.get("backtest_accuracy")
+        if recorded is None:
+            run_id = client.get_model_version(name, version).run_id
+            recorded = client.get_run(run_id).data.metrics.get("accuracy") if run_id else None
+        accuracy = float(recorded) if recorded is not None else None
+    except Exception as exc:  # an unreadable registry entry is "unmeasured", never "better"
+        log.warning("%s v%s: recorded holdout accuracy unreadable: %s", name, version, exc)
+        accuracy = None
+    return PreviousMeasurement(
+        version, accuracy, "recorded_holdout" if accuracy is not None else "unmeasured"
+    )
+
+
 def _roll_back(
-    engine: sa.Engine, report: MonitorReport, *, actor: str, links: dict[str, str], stats: dict[str, Any]
+    engine: sa.Engine,
+    report: MonitorReport,
+    *,
+    actor: str,
+    links: dict[str, str],
+    stats: dict[str, Any],
+    predictions: pd.DataFrame,
+    outcomes: pd.DataFrame,
 ) -> None:
     name, champion = report.model_name, report.champion
+    assert champion is not None and report.accuracy is not None
     reason = f"live accuracy below the floor: {report.reason}"
+    client = registry.configure_mlflow()
+    target = rollout.rollback_target(name, champion, engine=engine)
+    previous = (
+        measure_previous(client, name, target, predictions, outcomes, champion)
+        if target is not None
+        else None
+    )
+    verdict = decide_rollback_target(report.accuracy, previous, min_outcomes=rollout.min_outcomes_for(name))
+    stats = {
+        **stats,
+        "previous_version": target,
+        "previous_accuracy": previous.accuracy if previous else None,
+        "previous_basis": previous.basis if previous else None,
+    }
     try:
+        if not verdict.roll_back:
+            raise rollout.RolloutError(f"{verdict.reason}; the champion keeps serving")
         result = rollout.rollback(
-            name, actor=actor, reason=reason, expected_champion=champion, metrics=stats, engine=engine
+            name,
+            actor=actor,
+            reason=f"{reason}; {verdict.reason}",
+            to_version=target,
+            expected_champion=champion,
+            metrics=stats,
+            engine=engine,
         )
     except rollout.RolloutError as exc:
         action = f"no automatic rollback: {exc}"
@@ -185,7 +249,7 @@ def _roll_back(
             **{f"accuracy_org_{org}": v["accuracy"] for org, v in list(report.accuracy_by_org.items())[:10]},
         },
         action_taken=action,
-        runbook=rollout.RUNBOOK_ROLLBACK,
+        runbook=rollout.RUNBOOK_ROLLBACK if report.rolled_back_to else rollout.RUNBOOK_NO_ROLLBACK,
         links=links,
     )
     report.alerts.append(alert.id)

@@ -495,6 +495,39 @@ def load_servable(name: str, version: str) -> Any:
     return prepare_servable(name, registry.load_version_object(name, version))
 
 
+RUNBOOK_LOAD_FAILED = (
+    "The prediction service could not load this version. A champion that fails keeps the last good "
+    "version serving (or the fallback answers, flagged); a challenger gets no traffic. Read the error, "
+    "then roll back (`neuracrm-mlops rollback MODEL --to VERSION`) or abort the rollout "
+    "(`neuracrm-mlops rollout MODEL abort`), and retrain."
+)
+
+
+def alert_load_failure(engine: sa.Engine, name: str, alias: str, version: str, reason: str) -> None:
+    """The service could not load ``name@alias`` v``version``: critical for the champion, else warning."""
+    from neuracrm_mlops.alerts import raise_alert
+
+    champion = alias == registry.CHAMPION
+    raise_alert(
+        engine,
+        kind="model_load_failed",
+        severity="critical" if champion else "warning",
+        title=f"{name} v{version} ({alias}) cannot be loaded by the prediction service",
+        message=reason,
+        dedup_key=f"model_load_failed:{name}:{alias}:{version}",
+        model_name=name,
+        model_version=version,
+        metrics={"alias": alias},
+        action_taken=(
+            "the last good champion (or the fallback) keeps answering"
+            if champion
+            else "the challenger gets no traffic; the champion answers"
+        ),
+        runbook=RUNBOOK_LOAD_FAILED,
+        links=registry.version_links(name, version),
+    )
+
+
 SERVED_FAMILY_MODELS = (registry.LEAD_MODEL, registry.LEAD_RULES_MODEL, registry.SENTIMENT_MODEL)
 
 
@@ -507,7 +540,12 @@ def build_predictor(engine: sa.Engine | None = None) -> Predictor:
     settings = get_settings()
     engine = engine or get_engine()
     live = LiveModels(
-        load_servable, eager_names=SERVED_FAMILY_MODELS, poll_seconds=settings.model_poll_seconds
+        load_servable,
+        eager_names=SERVED_FAMILY_MODELS,
+        poll_seconds=settings.model_poll_seconds,
+        on_load_error=lambda name, alias, version, reason: alert_load_failure(
+            engine, name, alias, version, reason
+        ),
     )
     writer = PredictionLogWriter(
         engine,

@@ -58,6 +58,14 @@ RUNBOOK_ROLLBACK = (
 )
 
 
+RUNBOOK_NO_ROLLBACK = (
+    "The champion is below the floor but nothing better is available: the previous version was "
+    "measured no better (or there is none), so the champion keeps serving. Find the cause (drift "
+    "report, recent imports, outcomes), retrain, or roll back by hand: "
+    "`neuracrm-mlops rollback MODEL --to VERSION`."
+)
+
+
 class RolloutError(NeuraCRMError):
     """A rollout command that cannot be carried out (says what is missing and what to do)."""
 
@@ -102,15 +110,25 @@ def min_outcomes_for(name: str) -> int:
     return settings.min_outcomes
 
 
-def rollout_policy(name: str) -> RolloutPolicy:
-    """The canary policy for ``name`` (a registered model, or the family ``sales_forecast``)."""
+def floor_of(name: str) -> float:
+    """The accuracy floor of a registered model: its family's, or its organization's own."""
+    from neuracrm_mlops.config import get_settings
+
+    return get_settings().floor_for(family_of(name), organization_of(name))
+
+
+def rollout_policy(name: str, *, below_floor: bool = False) -> RolloutPolicy:
+    """The canary policy for ``name`` (a registered model, or the family ``sales_forecast``).
+
+    ``below_floor``: the challenger was registered as the best available below the floor; its canary
+    compares it with the champion only (the floor is what monitoring pages on)."""
     from neuracrm_mlops.config import get_settings
 
     settings = get_settings()
     minimum = min_outcomes_for(name)
     return RolloutPolicy(
         steps=settings.rollout_steps,
-        accuracy_floor=settings.accuracy_floor,
+        accuracy_floor=0.0 if below_floor else floor_of(name),
         min_outcomes=minimum,
         min_requests=minimum,
     )
@@ -232,6 +250,7 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
     state = registered_state(client, name)
     if state.challenger is None:
         raise RolloutError(f"{name} has no challenger to roll out: train a version that passes the gates")
+    require_servable(client, name, state.challenger)
     if state.champion is None:
         return promote(name, actor=actor, reason="first version: no champion to compare with", engine=engine)
     if state.weight > 0 and state.started_at is not None:
@@ -254,6 +273,36 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
         engine, actor, name, state, "canary", weight, reason, metrics={"steps": list(policy.steps)}
     )
     return RolloutResult(name, "start", state.champion, state.challenger, weight, reason)
+
+
+def require_servable(client: Any, name: str, version: str) -> None:
+    """Refuse a version that is rejected or failed (or never finished) its servability check.
+
+    Versions registered before the check existed (no ``servable`` tag) are loaded here the way the
+    service loads them; the result is recorded on the version."""
+    from neuracrm_mlops import servability
+
+    tags = dict(client.get_model_version(name, version).tags or {})
+    if tags.get("status") == "rejected":
+        raise RolloutError(f"{name} v{version} is rejected ({tags.get('reason', 'no reason recorded')})")
+    servable = tags.get(servability.SERVABLE_TAG)
+    if servable == "true":
+        return
+    if servable == "false":
+        raise RolloutError(f"{name} v{version} is not servable: {tags.get('reason', '')}")
+    if tags.get("status") == "checking":
+        raise RolloutError(
+            f"{name} v{version} has not finished its servability check (training stopped before it?): retrain"
+        )
+    try:
+        servability.check_loadable(name, version)
+    except servability.NotServableError as exc:
+        client.set_model_version_tag(name, version, servability.SERVABLE_TAG, "false")
+        client.set_model_version_tag(name, version, "status", "rejected")
+        client.set_model_version_tag(name, version, "reason", f"not servable: {exc}"[:5000])
+        client.delete_registered_model_alias(name, registry.CHALLENGER)
+        raise RolloutError(f"{name} v{version} is not servable: {exc}") from exc
+    client.set_model_version_tag(name, version, servability.SERVABLE_TAG, "true")
 
 
 def _deadline(step_started_at: dt.datetime | None) -> dt.datetime | None:
@@ -316,7 +365,8 @@ def judge_step(name: str, *, actor: str, engine: sa.Engine | None = None) -> Rol
         return RolloutResult(
             name, "noop", state.champion, state.challenger, state.weight, f"{name} has no canary running"
         )
-    policy = rollout_policy(name)
+    below_floor = client.get_model_version(name, state.challenger).tags.get("below_floor") == "true"
+    policy = rollout_policy(name, below_floor=below_floor)
     champion, challenger = _live(engine, name, state)
     deadline = _deadline(state.step_started_at)
     decision = decide_rollout_step(
@@ -495,6 +545,16 @@ def abort(
         metrics=metrics or {},
     )
     return RolloutResult(name, "abort", state.champion, None, 0.0, reason, metrics or {})
+
+
+def rollback_target(name: str, champion: str, *, engine: sa.Engine | None = None) -> str | None:
+    """The version a rollback from ``champion`` would restore: the ledger's previous champion, else
+    the ``previous`` alias (None when there is neither)."""
+    engine = _engine(engine)
+    target = ledger.previous_champion(engine, name, current_version=champion)
+    if target is None:
+        target = registered_state(registry.configure_mlflow(), name).previous
+    return target
 
 
 @contextlib.contextmanager

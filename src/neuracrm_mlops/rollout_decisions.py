@@ -394,3 +394,51 @@ def decide_live_accuracy(
             f"live accuracy {accuracy:.3f} over {outcomes} outcomes is below the floor {floor:.2f}",
         )
     return verdict("ok", f"live accuracy {accuracy:.3f} over {outcomes} outcomes >= floor {floor:.2f}")
+
+
+@dataclass(frozen=True)
+class PreviousMeasurement:
+    """How the rollback target did: on the champion's own outcomes, or on its recorded holdout."""
+
+    version: str
+    accuracy: float | None
+    basis: str  # "same_outcomes" | "recorded_holdout" | "unmeasured"
+    outcomes: int = 0
+
+
+@dataclass(frozen=True)
+class RollbackVerdict:
+    roll_back: bool
+    reason: str
+
+
+def decide_rollback_target(
+    champion_accuracy: float, previous: PreviousMeasurement | None, *, min_outcomes: int
+) -> RollbackVerdict:
+    """Roll back below the floor only to a version measured better than the failing champion.
+
+    The measure is the previous version's accuracy on the same outcomes (its own logged predictions
+    for the entities the champion was judged on) when it has at least ``min_outcomes`` of them, else
+    its recorded holdout accuracy. Unmeasured or not better: the champion keeps serving (on-call is
+    paged by the caller)."""
+    if previous is None:
+        return RollbackVerdict(False, "there is no previous version to roll back to")
+    basis = previous.basis
+    if basis == "same_outcomes" and previous.outcomes < min_outcomes:
+        basis = "unmeasured"
+    if previous.accuracy is None or math.isnan(previous.accuracy) or basis == "unmeasured":
+        return RollbackVerdict(False, f"previous v{previous.version} could not be measured")
+    where = (
+        f"on the same {previous.outcomes} outcomes" if basis == "same_outcomes" else "on its recorded holdout"
+    )
+    if previous.accuracy > champion_accuracy + _EPS:
+        return RollbackVerdict(
+            True,
+            f"previous v{previous.version} measured {previous.accuracy:.3f} {where}, better than the "
+            f"champion's live {champion_accuracy:.3f}",
+        )
+    return RollbackVerdict(
+        False,
+        f"previous v{previous.version} measured {previous.accuracy:.3f} {where}, no better than the "
+        f"champion's live {champion_accuracy:.3f}",
+    )

@@ -88,3 +88,95 @@ def crm_status(engine: sa.Engine, *, max_organizations: int = 20) -> CRMStatus:
             for row in orgs
         ],
     )
+
+
+# -- what users get: a model or a fallback, and why ---------------------------------------------
+
+FALLBACK_OF = {
+    "lead_scoring": "rule fallback (lead_scoring_rules)",
+    "sentiment": "VADER",
+    "sales_forecast": "seasonal naive",
+}
+
+
+@dataclass(frozen=True)
+class ServedAnswer:
+    """Who answers one family (for one organization, forecasts): a model version or the fallback."""
+
+    family: str
+    organization_id: int | None
+    answered_by: str  # "model" | "fallback"
+    version: str | None
+    why: str  # e.g. "champion", "below floor", "rejected: ...", "not servable: ...", "no history"
+
+    @property
+    def category(self) -> str:
+        """A short grouping key for counts: model, model (below floor), fallback: rejected, ..."""
+        if self.answered_by == "model":
+            return "model (below floor)" if self.why.startswith("below floor") else "model"
+        return f"fallback: {self.why.split(':', 1)[0]}"
+
+
+def _why_no_champion(versions: list[object]) -> str:
+    """Why a model without a champion answers with the fallback, from its newest version's tags."""
+    if not versions:
+        return "never trained"
+    newest = max(versions, key=lambda v: int(getattr(v, "version", 0)))
+    tags = dict(getattr(newest, "tags", {}) or {})
+    number = getattr(newest, "version", "?")
+    status = tags.get("status", "")
+    reason = tags.get("reason", "")
+    if tags.get("servable") == "false" or reason.startswith("not servable"):
+        return f"not servable: v{number} {reason.removeprefix('not servable: ')}"[:160]
+    if status == "rejected":
+        return f"rejected: v{number} {reason}"[:160]
+    if status in ("challenger", "checking"):
+        return f"awaiting rollout: v{number} is {status}"
+    return f"no champion: v{number} is {status or 'untagged'}"
+
+
+def _served(family: str, org: int | None, champion: object | None, versions: list[object]) -> ServedAnswer:
+    if champion is not None:
+        tags = dict(getattr(champion, "tags", {}) or {})
+        number = str(getattr(champion, "version", ""))
+        why = "below floor: best available" if tags.get("below_floor") == "true" else "champion"
+        return ServedAnswer(family, org, "model", number, why)
+    return ServedAnswer(family, org, "fallback", None, _why_no_champion(versions))
+
+
+def served_answers(engine: sa.Engine) -> list[ServedAnswer]:
+    """Per family, and per organization for forecasts, whether a model or a fallback answers and why.
+
+    Reads the registry in bulk (one paged search for the forecast models, one for their versions), so
+    that 1,000 organizations cost a few requests."""
+    from neuracrm_mlops import registry
+
+    client = registry.configure_mlflow()
+    answers = []
+    shared = registry.versions_by_name(client, [registry.LEAD_MODEL, registry.SENTIMENT_MODEL])
+    for family, name in (("lead_scoring", registry.LEAD_MODEL), ("sentiment", registry.SENTIMENT_MODEL)):
+        champion = registry.alias_version(client, name, registry.CHAMPION)
+        answers.append(_served(family, None, champion, shared[name]))
+    with engine.connect() as conn:
+        orgs = conn.execute(
+            sa.select(Organization.id, Organization.feature_flags).order_by(Organization.id)
+        ).all()
+        with_history = set(conn.scalars(sa.select(MonthlySales.organization_id).distinct()))
+    models = {m.name: m for m in registry.models_with_prefix(client)}
+    versions = registry.versions_by_name(client, list(models)) if models else {}
+    for org in orgs:
+        name = registry.forecast_model_name(org.id)
+        if not bool((org.feature_flags or {}).get("ai_enabled", True)):
+            answers.append(
+                ServedAnswer("sales_forecast", org.id, "fallback", None, "AI off for this organization")
+            )
+        elif name in models:
+            champion_number = (models[name].aliases or {}).get(registry.CHAMPION)
+            champion = next(
+                (v for v in versions.get(name, []) if str(v.version) == str(champion_number)), None
+            )
+            answers.append(_served("sales_forecast", org.id, champion, versions.get(name, [])))
+        else:
+            why = "never trained" if org.id in with_history else "no history: no sales months imported"
+            answers.append(ServedAnswer("sales_forecast", org.id, "fallback", None, why))
+    return answers

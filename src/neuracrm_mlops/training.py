@@ -66,49 +66,112 @@ class TrainingOutcome:
 
 
 @dataclass(frozen=True)
+class Incumbent:
+    """What users get today for a family (and organization) if the candidate is not served: the
+    champion, or the fallback when there is none, scored on the candidate's holdout."""
+
+    label: str  # e.g. "champion v3", "the fitted rule fallback", "VADER", "seasonal naive"
+    accuracy: float | None  # on the same holdout; None when it could not be measured
+    is_fallback: bool = False
+
+    @property
+    def measured(self) -> bool:
+        return self.accuracy is not None and bool(np.isfinite(self.accuracy))
+
+
+@dataclass(frozen=True)
 class GateDecision:
     passed: bool
     reason: str
+    below_floor: bool = False  # passed as the best available although below the floor
+
+
+DEFAULT_MARGIN = 0.02  # a candidate below the floor must beat the incumbent by this much to serve
 
 
 def decide_registration(
     accuracy: float,
     *,
     floor: float,
-    champion_accuracy: float | None,
+    incumbent: Incumbent | None,
     tolerance: float = DEFAULT_TOLERANCE,
+    margin: float = DEFAULT_MARGIN,
 ) -> GateDecision:
-    """The registration gate, a pure function of the holdout numbers."""
+    """The registration gate, a pure function of the holdout numbers ("never serve something worse
+    than what is available"):
+
+    - at or above the floor: passes unless it is worse than the incumbent by more than ``tolerance``;
+    - below the floor: passes, tagged ``below_floor``, only when it beats a measured incumbent by at
+      least ``margin`` (it is then the best answer users can get); otherwise rejected.
+    """
     if not np.isfinite(accuracy):
         return GateDecision(False, "accuracy could not be computed on the holdout")
-    if accuracy < floor:
-        return GateDecision(False, f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f}")
-    if champion_accuracy is not None and accuracy < champion_accuracy - tolerance:
+    measured = incumbent is not None and incumbent.measured
+    versus = (
+        f"{incumbent.label} {incumbent.accuracy:.3f}"
+        if incumbent is not None and measured
+        else "no champion yet, no measured fallback"
+    )
+    if accuracy >= floor:
+        if incumbent is not None and measured and accuracy < float(incumbent.accuracy) - tolerance:  # type: ignore[arg-type]
+            return GateDecision(
+                False,
+                f"holdout accuracy {accuracy:.3f} is worse than {incumbent.label}'s {incumbent.accuracy:.3f} "
+                f"by more than the tolerance {tolerance:.3f}",
+            )
+        return GateDecision(True, f"holdout accuracy {accuracy:.3f} >= floor {floor:.2f}; {versus}")
+    if incumbent is not None and measured and accuracy >= float(incumbent.accuracy) + margin:  # type: ignore[arg-type]
+        return GateDecision(
+            True,
+            f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f} but beats {incumbent.label}'s "
+            f"{incumbent.accuracy:.3f} by at least {margin:.2f}: the best available, served below the floor",
+            below_floor=True,
+        )
+    if incumbent is not None and measured:
         return GateDecision(
             False,
-            f"holdout accuracy {accuracy:.3f} is worse than the champion's {champion_accuracy:.3f} "
-            f"by more than the tolerance {tolerance:.3f}",
+            f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f} and does not beat "
+            f"{incumbent.label}'s {incumbent.accuracy:.3f} by {margin:.2f}",
         )
-    versus = "no champion yet" if champion_accuracy is None else f"champion {champion_accuracy:.3f}"
-    return GateDecision(True, f"holdout accuracy {accuracy:.3f} >= floor {floor:.2f}; {versus}")
+    return GateDecision(
+        False, f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f}; {versus} to compare with"
+    )
 
 
-def gate_against_champion(
+def incumbent_of(
+    champion: tuple[str, float | None] | None, fallback: tuple[str, float | None] | None
+) -> Incumbent | None:
+    """The champion (version, accuracy) when there is one, else the fallback (label, accuracy)."""
+    if champion is not None:
+        return Incumbent(f"champion v{champion[0]}", champion[1])
+    if fallback is not None:
+        return Incumbent(fallback[0], fallback[1], is_fallback=True)
+    return None
+
+
+def gate_against_incumbent(
     model_name: str,
     score: Callable[[Any], dict[str, float]],
     metrics: dict[str, float],
     tolerance: float,
-) -> tuple[dict[str, float] | None, GateDecision]:
-    """Score the current champion (if any) on the same holdout with ``score``, then apply the gate."""
+    *,
+    fallback: tuple[str, float | None] | None,
+    family: str,
+) -> tuple[dict[str, float] | None, Incumbent | None, GateDecision]:
+    """Score the current champion (if any) on the same holdout with ``score``, else take the
+    fallback's holdout accuracy, then apply the gate with the family's floor."""
     champion = registry.load_family_object(model_name, registry.CHAMPION)
     champion_metrics = score(champion[0]) if champion else None
+    incumbent = incumbent_of(
+        (champion[1], champion_metrics["accuracy"]) if champion and champion_metrics else None, fallback
+    )
     decision = decide_registration(
         metrics["accuracy"],
-        floor=get_settings().accuracy_floor,
-        champion_accuracy=champion_metrics["accuracy"] if champion_metrics else None,
+        floor=get_settings().floor_for(family),
+        incumbent=incumbent,
         tolerance=tolerance,
     )
-    return champion_metrics, decision
+    return champion_metrics, incumbent, decision
 
 
 def time_split(frame: pd.DataFrame, column: str, holdout_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -161,6 +224,27 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "pandas", "numpy", "joblib")]
 
 
+@dataclass(frozen=True)
+class RegisteredVersion:
+    version: str
+    semver: str
+    status: str  # challenger | rejected
+    reason: str
+
+
+def _params_signature(params: dict[str, Any] | None) -> Any:
+    """A model signature that declares only the pyfunc's params (inputs are free-form records), so
+    that MLflow passes them to ``predict`` instead of ignoring them."""
+    if not params:
+        return None
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema
+
+    kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
+    specs = [ParamSpec(name, kinds[type(value)], value) for name, value in params.items()]
+    return ModelSignature(inputs=Schema([]), params=ParamSchema(specs))
+
+
 def _log_and_register(
     *,
     model_name: str,
@@ -171,10 +255,20 @@ def _log_and_register(
     tags: dict[str, str],
     semver_inputs: tuple[str, str],
     workdir: Path,
-) -> tuple[str, str]:
-    """Log the pyfunc in the active run, register a version with its tags, alias it when it passed."""
+    verify: Callable[[str], None] | None = None,
+    params: dict[str, Any] | None = None,
+) -> RegisteredVersion:
+    """Log the pyfunc in the active run, register a version with its tags, check that it serves,
+    alias it ``challenger`` when it passed both the gate and the check.
+
+    ``verify(version)`` loads the registered version the way the service does and compares its
+    answers with the training-time predictions (``servability.verify``); a version that fails is
+    ``rejected`` with the exception as the reason, whatever its metrics.
+    """
     import joblib
     import mlflow
+
+    from neuracrm_mlops.servability import SERVABLE_TAG, NotServableError
 
     client = registry.configure_mlflow()
     registry.ensure_registered_model(client, model_name, description)
@@ -185,26 +279,41 @@ def _log_and_register(
         python_model=pyfunc,
         artifacts={"model": str(artifact)},
         pip_requirements=pip_requirements(),
+        signature=_params_signature(params),
     )
     semver = registry.next_semantic_version(client, model_name, *semver_inputs)
-    status = registry.CHALLENGER if decision.passed else "rejected"
+    version_tags = {
+        **tags,
+        # "checking" until the servability check below has run: rollout refuses it meanwhile
+        "status": "checking" if decision.passed else "rejected",
+        "reason": decision.reason,
+        "semver": semver,
+        "schema_hash": semver_inputs[0],
+        "params_hash": semver_inputs[1],
+    }
+    if decision.below_floor:
+        version_tags["below_floor"] = "true"
     version = client.create_model_version(
-        model_name,
-        info.model_uri,
-        run_id=info.run_id,
-        model_id=info.model_id,
-        tags={
-            **tags,
-            "status": status,
-            "reason": decision.reason,
-            "semver": semver,
-            "schema_hash": semver_inputs[0],
-            "params_hash": semver_inputs[1],
-        },
+        model_name, info.model_uri, run_id=info.run_id, model_id=info.model_id, tags=version_tags
     )
-    if decision.passed:
-        client.set_registered_model_alias(model_name, registry.CHALLENGER, version.version)
-    return str(version.version), semver
+    number = str(version.version)
+    status, reason = (
+        (registry.CHALLENGER, decision.reason) if decision.passed else ("rejected", decision.reason)
+    )
+    try:
+        if verify is not None:
+            verify(number)
+    except NotServableError as exc:
+        status, reason = "rejected", f"not servable: {exc}"
+        client.set_model_version_tag(model_name, number, SERVABLE_TAG, "false")
+        log.error("%s v%s is not servable: %s", model_name, number, exc)
+    else:
+        client.set_model_version_tag(model_name, number, SERVABLE_TAG, "true" if verify else "unchecked")
+    client.set_model_version_tag(model_name, number, "status", status)
+    client.set_model_version_tag(model_name, number, "reason", reason[:5000])
+    if status == registry.CHALLENGER:
+        client.set_registered_model_alias(model_name, registry.CHALLENGER, number)
+    return RegisteredVersion(number, semver, status, reason)
 
 
 @dataclass
@@ -227,6 +336,12 @@ class TrainingRecord:
     reason_note: str = ""
     # the training features' reference profile (drift.reference_profile), kept with the version
     reference: dict[str, Any] | None = None
+    # loads the registered version as the service does and compares its holdout answers
+    verify: Callable[[str], None] | None = None
+    pyfunc_params: dict[str, Any] | None = None  # declared in the signature (e.g. explain)
+    incumbent: Incumbent | None = None
+    family: str = ""
+    notes: list[str] = field(default_factory=list)  # logged to the run (e.g. dropped columns)
 
 
 REFERENCE_ARTIFACT = "reference/features.json"
@@ -265,8 +380,15 @@ def record_and_register(record: TrainingRecord, started: float) -> TrainingOutco
         if record.reference is not None:
             mlflow.log_dict(record.reference, REFERENCE_ARTIFACT)
         tags = {**lineage_tags(record.lineage, record.data_hash), **record.extra_tags}
+        tags["holdout_accuracy"] = f"{float(record.metrics[''].get('accuracy', float('nan'))):.6f}"
+        if record.incumbent is not None:
+            tags["incumbent"] = record.incumbent.label
+            if record.incumbent.measured:
+                tags["incumbent_accuracy"] = f"{record.incumbent.accuracy:.6f}"
         mlflow.set_tags(tags)
-        version, semver = _log_and_register(
+        if record.notes:
+            mlflow.log_text("\n".join(record.notes) + "\n", "notes.txt")
+        registered = _log_and_register(
             model_name=record.model_name,
             description=record.description,
             family_object=record.family_object,
@@ -275,17 +397,79 @@ def record_and_register(record: TrainingRecord, started: float) -> TrainingOutco
             tags=tags,
             semver_inputs=record.semver_inputs,
             workdir=workdir,
+            verify=record.verify,
+            params=record.pyfunc_params,
         )
-    return TrainingOutcome(
+    outcome = TrainingOutcome(
         model_name=record.model_name,
-        status=registry.CHALLENGER if record.decision.passed else "rejected",
-        reason=record.decision.reason + record.reason_note,
-        version=version,
-        semver=semver,
+        status=registered.status,
+        reason=registered.reason + record.reason_note,
+        version=registered.version,
+        semver=registered.semver,
         run_id=run.info.run_id,
         metrics=flat,
         seconds=time.perf_counter() - started,
     )
+    if registered.status == registry.CHALLENGER and record.decision.below_floor:
+        raise_below_floor_alert(
+            record.model_name,
+            record.family or record.model_name,
+            registered.version,
+            float(record.metrics[""]["accuracy"]),
+            record.incumbent,
+        )
+    return outcome
+
+
+RUNBOOK_BELOW_FLOOR = (
+    "No candidate meets the accuracy floor, so the best available one serves (tagged below_floor): "
+    "it beat what users got before on the same holdout. Nothing to undo. Improve the data (more "
+    "labelled history, the fields that carry signal) or set a floor this organization's data can "
+    "reach (NEURACRM_ACCURACY_FLOORS), then retrain."
+)
+
+
+def raise_below_floor_alert(
+    model_name: str,
+    family: str,
+    version: str,
+    accuracy: float,
+    incumbent: Incumbent | None,
+    *,
+    organization_id: int | None = None,
+    engine: sa.Engine | None = None,
+) -> int:
+    """One warning per model: no candidate meets the floor; the best available serves."""
+    from neuracrm_mlops.alerts import raise_alert
+
+    floor = get_settings().floor_for(family, organization_id)
+    against = (
+        f" against {incumbent.label}'s {incumbent.accuracy:.2f}" if incumbent and incumbent.measured else ""
+    )
+    message = (
+        f"no candidate meets the floor {floor:.2f}; serving the best available: "
+        f"v{version} {accuracy:.2f}{against}"
+    )
+    return raise_alert(
+        engine or get_engine(),
+        kind="below_floor",
+        severity="warning",
+        title=f"{model_name} v{version}: best available model is below the floor",
+        message=message,
+        dedup_key=f"below_floor:{model_name}",
+        model_name=model_name,
+        model_version=version,
+        organization_id=organization_id,
+        metrics={
+            "accuracy": accuracy,
+            "floor": floor,
+            "incumbent": incumbent.label if incumbent else None,
+            "incumbent_accuracy": incumbent.accuracy if incumbent else None,
+        },
+        action_taken=f"v{version} registered as challenger with tag below_floor; it rolls out as usual",
+        runbook=RUNBOOK_BELOW_FLOOR,
+        links=registry.version_links(model_name, version),
+    ).id
 
 
 def _existing(model_name: str, lineage: Lineage) -> TrainingOutcome | None:
@@ -318,7 +502,7 @@ def _lead_plots(workdir: Path, y: np.ndarray, model_p: np.ndarray, rules_p: np.n
     from sklearn.metrics import roc_curve
 
     def roc(axes: Any) -> None:
-        for label, p in (("model", model_p), ("rules", rules_p)):
+        for label, p in (("model", model_p), ("fallback", rules_p)):
             fpr, tpr, _ = roc_curve(y, p)
             axes.plot(fpr, tpr, label=label)
         axes.plot([0, 1], [0, 1], "k:", linewidth=0.8)
@@ -326,7 +510,7 @@ def _lead_plots(workdir: Path, y: np.ndarray, model_p: np.ndarray, rules_p: np.n
         axes.legend()
 
     def calibration(axes: Any) -> None:
-        for label, p in (("model", model_p), ("rules", rules_p)):
+        for label, p in (("model", model_p), ("fallback", rules_p)):
             observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
             axes.plot(predicted, observed, marker="o", label=label)
         axes.plot([0, 1], [0, 1], "k:", linewidth=0.8)
@@ -340,7 +524,8 @@ def _lead_plots(workdir: Path, y: np.ndarray, model_p: np.ndarray, rules_p: np.n
 
 
 def ensure_rule_baseline() -> str:
-    """Register the rule-based scorer once (``lead_scoring_rules@champion``); returns its version."""
+    """Register the hand-weighted rule scorer once (``lead_scoring_rules@champion``) when no fallback
+    is registered yet; returns the champion fallback's version."""
     import mlflow
 
     from neuracrm_mlops.models.lead_scoring_model import RULE_WEIGHTS, RuleScorer
@@ -353,20 +538,109 @@ def ensure_rule_baseline() -> str:
     mlflow.set_experiment(experiment_id=registry.ensure_experiment("lead_scoring"))
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="rule-based baseline"):
         mlflow.log_params({f"weight_{k}": v for k, v in RULE_WEIGHTS.items()})
-        version, _ = _log_and_register(
+        registered = _log_and_register(
             model_name=registry.LEAD_RULES_MODEL,
-            description="Hand-weighted six-factor lead scorer: baseline and fallback.",
+            description=LEAD_FALLBACK_DESCRIPTION,
             family_object=RuleScorer(),
             pyfunc=LeadScoringPyfunc(),
             decision=GateDecision(True, "rule-based baseline: always available as fallback"),
             tags={"run_key": "rule-baseline", "git_commit": registry.git_commit()},
             semver_inputs=(registry.stable_hash(RULE_WEIGHTS), registry.stable_hash(RULE_WEIGHTS)),
             workdir=Path(tmp),
+            params={"explain": True},
         )
+    _make_fallback_champion(client, registered.version)
+    return registered.version
+
+
+LEAD_FALLBACK_DESCRIPTION = (
+    "Lead fallback: the six-factor rule scorer calibrated on the training data at each training, "
+    "or the base rate when the rules do not rank leads (holdout ROC AUC below 0.55)."
+)
+
+
+def _make_fallback_champion(client: Any, version: str) -> None:
     client.set_registered_model_alias(registry.LEAD_RULES_MODEL, registry.CHAMPION, version)
     client.delete_registered_model_alias(registry.LEAD_RULES_MODEL, registry.CHALLENGER)
     client.set_model_version_tag(registry.LEAD_RULES_MODEL, version, "status", registry.CHAMPION)
-    return version
+
+
+@dataclass(frozen=True)
+class FittedFallback:
+    version: str | None  # the registered lead_scoring_rules version now serving as fallback
+    kind: str  # rules | base_rate
+    metrics: dict[str, float]
+    scorer: Any
+
+
+def register_lead_fallback(
+    train_part: pd.DataFrame,
+    holdout: pd.DataFrame,
+    lineage: Lineage,
+    *,
+    engine: sa.Engine,
+) -> FittedFallback:
+    """Calibrate the rule scorer on the training part (the base rate when its holdout ROC AUC is
+    below 0.55), register it as a version of ``lead_scoring_rules`` with its holdout metrics and make
+    it the fallback (``champion``) when the service can load it. Its holdout accuracy is the
+    incumbent of the lead gate when no champion exists."""
+    import mlflow
+
+    from neuracrm_mlops import ledger, servability
+    from neuracrm_mlops.models import lead_scoring_model as lsm
+    from neuracrm_mlops.models.pyfunc_wrappers import LeadScoringPyfunc
+
+    y_train = train_part["converted"].astype(bool).to_numpy()
+    y = holdout["converted"].astype(int).to_numpy()
+    scorer = lsm.fit_fallback(train_part, y_train, holdout, y)
+    p = scorer.predict_proba(holdout)
+    metrics = evaluate("lead_scoring", y, (p >= 0.5).astype(int), probabilities=p)
+    client = registry.configure_mlflow()
+    previous = registry.alias_version(client, registry.LEAD_RULES_MODEL, registry.CHAMPION)
+    expected = lsm.predict(scorer, holdout)
+    mlflow.set_experiment(experiment_id=registry.ensure_experiment("lead_scoring"))
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"lead fallback {lineage.run_key}"):
+        mlflow.log_params({"kind": scorer.kind, "train_rows": len(train_part), "holdout_rows": len(holdout)})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        registered = _log_and_register(
+            model_name=registry.LEAD_RULES_MODEL,
+            description=LEAD_FALLBACK_DESCRIPTION,
+            family_object=scorer,
+            pyfunc=LeadScoringPyfunc(),
+            decision=GateDecision(
+                True,
+                f"fallback fitted on {len(train_part)} leads ({scorer.kind}): holdout accuracy "
+                f"{metrics['accuracy']:.3f}, ROC AUC {metrics.get('roc_auc', float('nan')):.3f}",
+            ),
+            tags={
+                **lineage_tags(lineage, snapshot_hash(train_part["content_hash"])),
+                "fallback_kind": scorer.kind,
+                "holdout_accuracy": f"{metrics['accuracy']:.6f}",
+            },
+            semver_inputs=(registry.stable_hash(scorer.kind), registry.stable_hash(scorer.kind)),
+            workdir=Path(tmp),
+            verify=lambda version: servability.verify(
+                registry.LEAD_RULES_MODEL, version, servability.lead_answers(holdout), expected
+            ),
+            params={"explain": True},
+        )
+    if registered.status != registry.CHALLENGER:
+        log.error("the fitted lead fallback is not servable (%s); the previous one stays", registered.reason)
+        return FittedFallback(str(previous.version) if previous else None, scorer.kind, metrics, scorer)
+    _make_fallback_champion(client, registered.version)
+    ledger.record_change(
+        engine,
+        actor=f"training:{lineage.run_key}"[:128],
+        model_name=registry.LEAD_RULES_MODEL,
+        action="promote",
+        alias=registry.CHAMPION,
+        from_version=str(previous.version) if previous else None,
+        to_version=registered.version,
+        weight=0.0,
+        reason=f"fallback refitted at training ({scorer.kind})",
+        metrics=metrics,
+    )
+    return FittedFallback(registered.version, scorer.kind, metrics, scorer)
 
 
 def train_lead_scoring(
@@ -377,7 +651,8 @@ def train_lead_scoring(
     tolerance: float = DEFAULT_TOLERANCE,
     config: Any = None,
 ) -> TrainingOutcome:
-    """Train the lead model on leads with known outcomes, gate it and register it."""
+    """Train the lead model on leads with known outcomes, refit the fallback, gate and register."""
+    from neuracrm_mlops import servability
     from neuracrm_mlops.models import lead_scoring_model as lsm
     from neuracrm_mlops.models.pyfunc_wrappers import LeadScoringPyfunc
 
@@ -387,15 +662,23 @@ def train_lead_scoring(
     existing = _existing(registry.LEAD_MODEL, lineage)
     if existing is not None:
         return existing
-    ensure_rule_baseline()
     leads = load_leads_with_outcome(engine)
     if len(leads) < MIN_LEADS_WITH_OUTCOME:
+        ensure_rule_baseline()
         return TrainingOutcome(
             registry.LEAD_MODEL,
             "skipped",
             f"{len(leads)} leads with a known outcome, fewer than the {MIN_LEADS_WITH_OUTCOME} needed",
         )
     train_part, holdout = time_split(leads, "created_at", holdout_share)
+    if train_part["converted"].nunique() < 2 or holdout["converted"].nunique() < 2:
+        ensure_rule_baseline()
+        return TrainingOutcome(
+            registry.LEAD_MODEL,
+            "skipped",
+            "the training part or the holdout has only one outcome (all converted or none): "
+            "nothing to learn or to measure",
+        )
     config = config or lsm.LeadModelConfig()
     model = lsm.train(train_part, train_part["converted"].astype(bool), config)
     y = holdout["converted"].astype(int).to_numpy()
@@ -405,10 +688,17 @@ def train_lead_scoring(
         return evaluate("lead_scoring", y, (p >= 0.5).astype(int), probabilities=p), p
 
     metrics, model_p = score(model)
-    rules_metrics, rules_p = score(lsm.RuleScorer())
-    champion_metrics, decision = gate_against_champion(
-        registry.LEAD_MODEL, lambda champion: score(champion)[0], metrics, tolerance
+    fallback = register_lead_fallback(train_part, holdout, lineage, engine=engine)
+    fallback_p = fallback.scorer.predict_proba(holdout)
+    champion_metrics, incumbent, decision = gate_against_incumbent(
+        registry.LEAD_MODEL,
+        lambda champion: score(champion)[0],
+        metrics,
+        tolerance,
+        fallback=(f"the fallback ({fallback.kind})", fallback.metrics["accuracy"]),
+        family="lead_scoring",
     )
+    expected = lsm.predict(model, holdout)
     record = TrainingRecord(
         model_name=registry.LEAD_MODEL,
         experiment="lead_scoring",
@@ -424,11 +714,19 @@ def train_lead_scoring(
             "train_rows": len(train_part),
             "holdout_rows": len(holdout),
             "custom_attributes": ",".join(model.attribute_numeric + model.attribute_categorical) or "none",
+            "fallback_kind": fallback.kind,
         },
-        metrics={"": metrics, "rules_": rules_metrics, "champion_": champion_metrics or {}},
+        metrics={"": metrics, "fallback_": fallback.metrics, "champion_": champion_metrics or {}},
         semver_inputs=(registry.stable_hash(model.feature_schema), registry.stable_hash(config.as_params())),
-        plots=lambda workdir: _lead_plots(workdir, y, model_p, rules_p),
+        plots=lambda workdir: _lead_plots(workdir, y, model_p, fallback_p),
         reference=reference_profile(train_part, lsm.NUMERIC_COLUMNS, lsm.CATEGORICAL_COLUMNS),
+        verify=lambda version: servability.verify(
+            registry.LEAD_MODEL, version, servability.lead_answers(holdout), expected
+        ),
+        pyfunc_params={"explain": True},
+        incumbent=incumbent,
+        family="lead_scoring",
+        notes=list(getattr(model, "feature_notes", [])),
     )
     return record_and_register(record, started)
 
@@ -459,6 +757,7 @@ def train_sentiment(
     config: Any = None,
 ) -> TrainingOutcome:
     """Train TF-IDF + logistic regression when enough labels exist (else register VADER), gate, register."""
+    from neuracrm_mlops import servability
     from neuracrm_mlops.models import sentiment_model as sm
     from neuracrm_mlops.models.pyfunc_wrappers import SentimentPyfunc
 
@@ -490,7 +789,16 @@ def train_sentiment(
 
     metrics = score(candidate)
     vader_metrics = metrics if candidate is vader else score(vader)
-    champion_metrics, decision = gate_against_champion(registry.SENTIMENT_MODEL, score, metrics, tolerance)
+    champion_metrics, incumbent, decision = gate_against_incumbent(
+        registry.SENTIMENT_MODEL,
+        score,
+        metrics,
+        tolerance,
+        fallback=("the VADER fallback", vader_metrics["accuracy"]),
+        family="sentiment",
+    )
+    texts = [str(t) for t in holdout["text"]]
+    expected = sm.predict(candidate, texts)
     record = TrainingRecord(
         model_name=registry.SENTIMENT_MODEL,
         experiment="sentiment",
@@ -514,5 +822,10 @@ def train_sentiment(
         ),
         extra_tags={"model_kind": candidate.kind},
         reason_note="" if can_train else f" (VADER baseline: {why})",
+        verify=lambda version: servability.verify(
+            registry.SENTIMENT_MODEL, version, servability.sentiment_answers(texts), expected
+        ),
+        incumbent=incumbent,
+        family="sentiment",
     )
     return record_and_register(record, started)
