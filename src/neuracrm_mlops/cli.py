@@ -638,6 +638,10 @@ BENCHMARKS = {
         "lead_scoring_quality.py",
         "AUC, accuracy, Brier against the rules; 100,000 leads in batch",
     ),
+    "real-data": (
+        "real_data.py",
+        "bank, PhraseBank, retail: import to bentoml serve, scored over HTTP against baselines",
+    ),
     "health-page": ("health_page_scale.py", "the on-call model health page at 1,000 organizations"),
 }
 
