@@ -33,3 +33,24 @@ class UnloadableLeadScorer:
 
     def predict(self, records: list[dict[str, Any]], explain: bool = True) -> list[dict[str, Any]]:
         raise RuntimeError("this model cannot score anything")
+
+
+class ConstantSentiment:
+    """A sentiment 'model' that answers one label for every text (worse than VADER on real data)."""
+
+    kind = "constant"
+
+    def __init__(self, label: str = "positive") -> None:
+        self.label = label
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        return [{"label": self.label, "score": 1.0} for _ in texts]
+
+
+class BreaksOnLoadSentiment(ConstantSentiment):
+    """Scores in the training process, but cannot be unpickled: what the service would meet."""
+
+    kind = "breaks_on_load"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raise RuntimeError("this model's artifact cannot be loaded")

@@ -2,7 +2,7 @@
 DAG tasks call; progress goes to stderr, results to stdout, failures to stderr with a non-zero exit.
 
 Exit codes: 0 success, 1 failure (the message says what and where), 2 usage error,
-3 import finished but rows were quarantined.
+3 import finished but rows were quarantined or kept with field errors.
 """
 
 from __future__ import annotations

@@ -287,6 +287,7 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
         first, second, example = _import_example(engine, say)
         step(
             f"3/9 imported {example.name}: {first.imported} imported, {first.quarantined} quarantined, "
+            f"{first.with_field_errors} kept with field errors, "
             f"then again: {second.imported} imported, {second.unchanged} unchanged (idempotent)"
         )
         for note in first.quarantine_notes:

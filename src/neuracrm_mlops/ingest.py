@@ -5,7 +5,11 @@
 - Unknown columns are kept, per row, in the ``attributes`` JSON (never dropped).
 - Idempotent: rows upsert on their natural key (organization + id, or organization + month); a row
   whose content did not change is counted ``unchanged`` and not written.
-- Rows that fail parsing go to the ``quarantine`` table with their raw values and the reason.
+- A row whose key or a required column is empty or does not parse, or whose key is already in the
+  file, goes to the ``quarantine`` table with its raw values and the reason.
+- An optional column that does not parse does not cost the row: it is stored empty (NULL), its raw
+  value and the error are kept in ``attributes["_field_errors"]`` (FIELD_ERRORS_KEY, a reserved
+  column name), and the summary counts those rows per column.
 - File-level problems (missing file, wrong kind, empty, missing required column, ...) raise
   ImportFileError before anything is written; the whole import runs in one transaction, so a
   failure midway leaves the database as it was.
@@ -20,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +56,12 @@ class RowError(ValueError):
     """One value in one row cannot be parsed; the message names the column and the value."""
 
 
+FIELD_ERRORS_KEY = "_field_errors"
+"""The ``attributes`` key under which a row keeps its optional fields that did not parse:
+``{"pages_viewed": {"raw": "2.67", "error": "expected a whole number, got '2.67' (...)"}}``. The
+name is reserved: a file with a column of that name is refused (``_check_header``)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Value parsers: accept the text of a CSV cell or the native value of a Parquet cell.
 
@@ -69,20 +80,60 @@ def parse_text(value: Any) -> str | None:
     return str(value).strip()
 
 
+# Numbers are ASCII digits with an optional sign, a dot for decimals and an optional exponent; no
+# thousands separators (``1,234``, ``1'234``, ``1 234``, ``1_234``) and no decimal commas (``2,5``).
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_LOCALE_MARKS = re.compile(r"[,'_\s\u00a0\u2009\u202f\u2019]")
+_NON_FINITE = {"nan", "inf", "infinity"}
+_LOCALE_HINT = "numbers use a dot for decimals and no thousands separator"
+
+# Whole numbers are stored in 32-bit integer columns (PostgreSQL ``integer``).
+WHOLE_NUMBER_MIN = -(2**31)
+WHOLE_NUMBER_MAX = 2**31 - 1
+_TOO_LARGE = f"too large to store: whole numbers go from {WHOLE_NUMBER_MIN:,} to {WHOLE_NUMBER_MAX:,}"
+
+
+def _number_text(value: Any, expected: str) -> Decimal:
+    """The exact value of a number written as text; the RowError says why it is not one."""
+    text = str(value).strip()
+    if _NUMBER_TEXT.fullmatch(text):
+        return Decimal(text)
+    if text.lower().lstrip("+-") in _NON_FINITE:
+        raise RowError(f"expected {expected}, got {value!r} (not a finite number)")
+    without_marks = _LOCALE_MARKS.sub("", text)
+    if without_marks != text and _NUMBER_TEXT.fullmatch(without_marks):
+        raise RowError(f"expected {expected}, got {value!r} ({_LOCALE_HINT})")
+    raise RowError(f"expected {expected}, got {value!r}")
+
+
 def parse_int(value: Any) -> int | None:
+    """A whole number. ``2.0`` (or a Parquet double 2.0) is 2; ``2.67`` is refused (a fractional part)."""
     if _blank(value):
         return None
     if isinstance(value, bool):
         raise RowError(f"expected a whole number, got {value!r}")
     if isinstance(value, int):
-        return value
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise RowError(f"expected a whole number, got {value!r}") from None
-    if not math.isfinite(number) or not number.is_integer():
-        raise RowError(f"expected a whole number, got {value!r}")
-    return int(number)
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise RowError(f"expected a whole number, got {value!r} (not a finite number)")
+        number = Decimal(value)
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise RowError(f"expected a whole number, got {value!r} (not a finite number)")
+        number = value
+    else:
+        number = _number_text(value, "a whole number")
+    # adjusted() is the power of ten of the leading digit: checked first, so that ``1e999999999``
+    # is refused without building a billion-digit integer.
+    if number != 0 and number.adjusted() > 18:
+        raise RowError(f"expected a whole number, got {value!r} ({_TOO_LARGE})")
+    if number != number.to_integral_value():
+        raise RowError(f"expected a whole number, got {value!r} (it has a fractional part)")
+    whole = int(number)
+    if not WHOLE_NUMBER_MIN <= whole <= WHOLE_NUMBER_MAX:
+        raise RowError(f"expected a whole number, got {value!r} ({_TOO_LARGE})")
+    return whole
 
 
 def parse_float(value: Any) -> float | None:
@@ -90,10 +141,10 @@ def parse_float(value: Any) -> float | None:
         return None
     if isinstance(value, bool):
         raise RowError(f"expected a number, got {value!r}")
-    try:
-        number = float(value) if isinstance(value, int | float | Decimal) else float(str(value).strip())
-    except ValueError:
-        raise RowError(f"expected a number, got {value!r}") from None
+    if isinstance(value, int | float | Decimal):
+        number = float(value)
+    else:
+        number = float(_number_text(value, "a number"))
     if not math.isfinite(number):
         raise RowError(f"expected a finite number, got {value!r}")
     return number
@@ -353,6 +404,11 @@ def _check_header(path: Path, header: Sequence[str]) -> list[str]:
             raise ImportFileError(f"{path}: header column {position} has no name")
         if name in seen:
             raise ImportFileError(f"{path}: column {name!r} appears more than once in the header")
+        if name == FIELD_ERRORS_KEY:
+            raise ImportFileError(
+                f"{path}: column {position} {name!r} has a reserved name (import keeps the fields that do "
+                f"not parse under attributes[{FIELD_ERRORS_KEY!r}]): rename the column"
+            )
         seen.add(name)
     return names
 
@@ -369,7 +425,11 @@ def _open_csv(path: Path) -> SourceFile:
     if header_row is None or not any(cell.strip() for cell in header_row):
         raw.close()
         raise ImportFileError(f"{path}: the file is empty (no header row)")
-    header = _check_header(path, header_row)
+    try:
+        header = _check_header(path, header_row)
+    except ImportFileError:
+        raw.close()
+        raise
 
     def rows() -> Iterator[SourceRow]:
         number = 0
@@ -444,11 +504,32 @@ def file_sha256(path: Path) -> str:
 # Parsing rows
 
 
-def parse_row(spec: DatasetSpec, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Parse one row: (known database columns present in the file, attributes). Raises RowError."""
+@dataclass(frozen=True)
+class FieldError:
+    """An optional field that did not parse: stored empty, its raw value kept under FIELD_ERRORS_KEY."""
+
+    raw: Any  # the cell as read (CSV: the text; Parquet: its JSON-safe value)
+    error: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"raw": self.raw, "error": self.error}
+
+
+@dataclass
+class ParsedRow:
+    record: dict[str, Any]  # database column -> value, for the dataset's columns present in the file
+    attributes: dict[str, Any]  # the unknown columns (without FIELD_ERRORS_KEY)
+    field_errors: dict[str, FieldError]  # file column -> its error; the column is None in ``record``
+
+
+def parse_row(spec: DatasetSpec, values: Mapping[str, Any]) -> ParsedRow:
+    """Parse one row. Raises RowError (the row is quarantined) when the key or a required column is
+    empty or does not parse, naming every such column; an optional column that does not parse is
+    stored empty and reported in ``field_errors`` instead."""
     known = spec.by_name
     record: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
+    field_errors: dict[str, FieldError] = {}
     problems: list[str] = []
     for name, value in values.items():
         column = known.get(name)
@@ -457,18 +538,40 @@ def parse_row(spec: DatasetSpec, values: Mapping[str, Any]) -> tuple[dict[str, A
             if coerced is not None:
                 attributes[name] = coerced
             continue
+        keeps_row = column.required or name == spec.key
         try:
             parsed = column.parse(value)
         except RowError as exc:
-            problems.append(f"column {name!r}: {exc}")
+            if keeps_row:
+                problems.append(f"column {name!r}: {exc}")
+            else:
+                raw = value if isinstance(value, str) else coerce_attribute(value)
+                field_errors[name] = FieldError(raw, str(exc))
+                record[column.db_column] = None
             continue
-        if parsed is None and column.required:
+        if parsed is None and keeps_row:
             problems.append(f"column {name!r}: required but empty")
             continue
         record[column.db_column] = parsed
     if problems:
         raise RowError("; ".join(problems))
-    return record, attributes
+    return ParsedRow(record, attributes, field_errors)
+
+
+def merge_field_errors(
+    spec: DatasetSpec,
+    stored: Mapping[str, Any] | None,
+    record: Mapping[str, Any],
+    field_errors: Mapping[str, FieldError],
+) -> dict[str, Any]:
+    """The FIELD_ERRORS_KEY value after an update: a column present in the file replaces its stored
+    error (or clears it when it now parses); columns absent from the file keep theirs, as their values."""
+    merged = dict(stored) if isinstance(stored, Mapping) else {}
+    for column in spec.columns:
+        if column.db_column in record:
+            merged.pop(column.name, None)
+    merged.update({name: error.as_json() for name, error in field_errors.items()})
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,6 +582,16 @@ def parse_row(spec: DatasetSpec, values: Mapping[str, Any]) -> tuple[dict[str, A
 class QuarantineNote:
     location: str
     reason: str
+
+
+@dataclass
+class FieldErrorCount:
+    """The rows of one import whose optional column ``column`` did not parse (stored empty)."""
+
+    column: str
+    rows: int
+    first_location: str  # e.g. "row 3 (line 4)"
+    first_error: str
 
 
 @dataclass
@@ -494,6 +607,10 @@ class ImportSummary:
     updated: int = 0
     unchanged: int = 0
     quarantined: int = 0
+    # rows kept (imported, updated or unchanged) with one or more field errors, and the count per
+    # column; they describe the file, so a re-import of the same file reports them again
+    with_field_errors: int = 0
+    field_errors: dict[str, FieldErrorCount] = field(default_factory=dict)
     seconds: float = 0.0
     quarantine_notes: list[QuarantineNote] = field(default_factory=list)
 
@@ -557,20 +674,29 @@ class _Importer:
             }
         )
 
+    def count_field_errors(self, row: SourceRow, errors: Mapping[str, FieldError]) -> None:
+        self.summary.with_field_errors += 1
+        for name, error in errors.items():
+            count = self.summary.field_errors.get(name)
+            if count is None:
+                self.summary.field_errors[name] = FieldErrorCount(name, 1, row.location, error.error)
+            else:
+                count.rows += 1
+
     def process(self, chunk: list[SourceRow]) -> None:
         self.pending_quarantine: list[dict[str, Any]] = []
-        parsed: list[tuple[SourceRow, dict[str, Any], dict[str, Any]]] = []
+        parsed: list[ParsedRow] = []
         for row in chunk:
             self.summary.rows_read += 1
             if row.values is None:
                 self.quarantine(row, row.error or "malformed row")
                 continue
             try:
-                record, attributes = parse_row(self.spec, row.values)
+                result = parse_row(self.spec, row.values)
             except RowError as exc:
                 self.quarantine(row, str(exc))
                 continue
-            key = record[self.spec.key_db_column]
+            key = result.record[self.spec.key_db_column]
             first = self.seen.get(key)
             if first is not None:
                 self.quarantine(
@@ -578,15 +704,17 @@ class _Importer:
                 )
                 continue
             self.seen[key] = row.location
-            parsed.append((row, record, attributes))
+            if result.field_errors:
+                self.count_field_errors(row, result.field_errors)
+            parsed.append(result)
         self._write(parsed)
         if self.pending_quarantine:
             self.conn.execute(_insert_ignore(self.conn, QuarantinedRow.__table__), self.pending_quarantine)  # type: ignore[arg-type]
 
-    def _write(self, parsed: list[tuple[SourceRow, dict[str, Any], dict[str, Any]]]) -> None:
+    def _write(self, parsed: list[ParsedRow]) -> None:
         if not parsed:
             return
-        keys = [record[self.spec.key_db_column] for _, record, _ in parsed]
+        keys = [row.record[self.spec.key_db_column] for row in parsed]
         existing = {
             row._mapping[self.spec.key_db_column]: row._mapping
             for row in self.conn.execute(
@@ -598,18 +726,30 @@ class _Importer:
         now = utcnow()
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
-        for _, record, attributes in parsed:
+        for row in parsed:
+            record = row.record
             key = record[self.spec.key_db_column]
             current = existing.get(key)
             if current is None:
+                attributes = dict(row.attributes)
+                if row.field_errors:
+                    attributes[FIELD_ERRORS_KEY] = {n: e.as_json() for n, e in row.field_errors.items()}
                 row_values = row_content(self.spec, {**record, "attributes": attributes})
                 row_values["content_hash"] = content_hash(row_values)
                 inserts.append({**row_values, "organization_id": self.organization_id, "updated_at": now})
                 continue
-            # Columns absent from the file keep their stored value; attributes merge.
+            # Columns absent from the file keep their stored value (and field error); attributes merge.
             merged = row_content(self.spec, dict(current))
             merged.update(record)
-            merged["attributes"] = {**(current["attributes"] or {}), **attributes}
+            stored_attributes = dict(current["attributes"] or {})
+            attributes = {**stored_attributes, **row.attributes}
+            stored_errors = stored_attributes.get(FIELD_ERRORS_KEY)
+            errors = merge_field_errors(self.spec, stored_errors, record, row.field_errors)
+            if errors:
+                attributes[FIELD_ERRORS_KEY] = errors
+            elif isinstance(stored_errors, Mapping):
+                attributes.pop(FIELD_ERRORS_KEY, None)
+            merged["attributes"] = attributes
             digest = content_hash(merged)
             if digest == current["content_hash"]:
                 self.summary.unchanged += 1
@@ -685,6 +825,11 @@ def import_file(
             progress(source.total_units or source.position(), source.total_units)
         if summary.rows_read == 0:
             raise ImportFileError(f"{path}: has a header but no data rows")
+        summary.field_errors = {  # in the dataset's column order
+            column.name: summary.field_errors[column.name]
+            for column in spec.columns
+            if column.name in summary.field_errors
+        }
         summary.seconds = time.perf_counter() - started
         conn.execute(
             sa.update(ImportBatch)
@@ -695,6 +840,7 @@ def import_file(
                 updated=summary.updated,
                 unchanged=summary.unchanged,
                 quarantined=summary.quarantined,
+                rows_with_field_errors=summary.with_field_errors,
                 finished_at=utcnow(),
             )
         )

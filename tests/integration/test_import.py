@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,9 +16,9 @@ from click.testing import CliRunner
 from crm_files import LEAD_HEADER, lead_rows, table_counts, write_csv
 
 from neuracrm_mlops.cli import EXIT_QUARANTINED, main
-from neuracrm_mlops.db.schema import Interaction, Lead, MonthlySales, QuarantinedRow
+from neuracrm_mlops.db.schema import ImportBatch, Interaction, Lead, MonthlySales, QuarantinedRow
 from neuracrm_mlops.errors import ImportFileError, NotFoundError
-from neuracrm_mlops.ingest import import_file
+from neuracrm_mlops.ingest import FIELD_ERRORS_KEY, import_file
 from neuracrm_mlops.orgs import create_organization
 
 
@@ -28,45 +30,219 @@ def org_id(engine: sa.Engine) -> int:
     return ref.id
 
 
-def _leads_file_with_three_broken_rows(path: Path) -> Path:
+def _leads_file_with_four_broken_rows(path: Path) -> Path:
     rows = lead_rows(1000)
-    rows[10]["created_at"] = "yesterday"  # unparseable date
-    rows[500]["company_employees"] = "about fifty"  # unparseable number
-    rows[998]["converted"] = "maybe"  # not a boolean
+    rows[10]["created_at"] = "yesterday"  # required: quarantined
+    rows[20]["lead_id"] = " "  # the key: quarantined
+    rows[500]["company_employees"] = "about fifty"  # optional: kept, a field error
+    rows[998]["converted"] = "maybe"  # optional: kept, a field error
     return write_csv(path, rows)
 
 
-def test_importing_1000_leads_with_3_broken_rows_keeps_997_and_quarantines_3_with_reasons(
+def test_importing_1000_leads_quarantines_a_bad_key_or_required_field_and_keeps_rows_with_field_errors(
     engine: sa.Engine, org_id: int, tmp_path: Path
 ) -> None:
-    path = _leads_file_with_three_broken_rows(tmp_path / "leads.csv")
+    path = _leads_file_with_four_broken_rows(tmp_path / "leads.csv")
     runner = CliRunner()
 
     first = runner.invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
     assert first.exit_code == EXIT_QUARANTINED, first.output
-    assert "997 imported, 0 updated, 0 unchanged, 3 quarantined" in first.output
+    assert "998 imported, 0 updated, 0 unchanged, 2 quarantined, 2 with field errors" in first.output
     assert "row 11 (line 12): column 'created_at': cannot parse 'yesterday'" in first.output
+    assert "row 21 (line 22): column 'lead_id': required but empty" in first.output
+    assert "  company_employees: 1 row, first at row 501 (line 502): expected a whole number" in first.output
+    assert "  converted: 1 row, first at row 999 (line 1000): expected true/false" in first.output
 
     with engine.connect() as conn:
-        assert conn.scalar(sa.select(sa.func.count()).select_from(Lead)) == 997
+        assert conn.scalar(sa.select(sa.func.count()).select_from(Lead)) == 998
         reasons = conn.execute(
             sa.select(QuarantinedRow.row_number, QuarantinedRow.reason, QuarantinedRow.raw).order_by(
                 QuarantinedRow.row_number
             )
         ).all()
-    assert [r.row_number for r in reasons] == [11, 501, 999]
-    assert "company_employees" in reasons[1].reason and "about fifty" in reasons[1].reason
-    assert "converted" in reasons[2].reason
+        kept = {
+            r.external_id: r
+            for r in conn.execute(
+                sa.select(Lead).where(Lead.external_id.in_(["L-00501", "L-00999", "L-00500"]))
+            )
+        }
+    assert [r.row_number for r in reasons] == [11, 21]
     assert reasons[0].raw["lead_id"] == "L-00011"  # the raw row is kept
+    assert kept["L-00501"].company_employees is None
+    assert kept["L-00501"].attributes[FIELD_ERRORS_KEY]["company_employees"]["raw"] == "about fifty"
+    assert kept["L-00999"].converted is None
+    assert kept["L-00999"].attributes[FIELD_ERRORS_KEY] == {
+        "converted": {"raw": "maybe", "error": "expected true/false (or yes/no, 1/0), got 'maybe'"}
+    }
+    assert kept["L-00500"].attributes == {}  # a clean row carries no field-error key
 
     before = table_counts(engine)
     second = runner.invoke(main, ["import", "leads", str(path), "--org", "Acme Analytics"])
     assert second.exit_code == EXIT_QUARANTINED, second.output
-    assert "0 imported, 0 updated, 997 unchanged, 3 quarantined" in second.output
+    assert "0 imported, 0 updated, 998 unchanged, 2 quarantined, 2 with field errors" in second.output
     after = table_counts(engine)
-    assert after["leads"] == before["leads"] == 997
-    assert after["quarantine"] == before["quarantine"] == 3
+    assert after["leads"] == before["leads"] == 998
+    assert after["quarantine"] == before["quarantine"] == 2
     assert after["import_batches"] == before["import_batches"] + 1  # the audit trail of runs grows
+
+
+def _batches(engine: sa.Engine) -> list[sa.Row[Any]]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(ImportBatch).order_by(ImportBatch.id)))
+
+
+def test_fractional_pages_viewed_keeps_every_row_with_null_and_the_raw_value_and_exits_3(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    rows = lead_rows(30)
+    for i, row in enumerate(rows):
+        row["pages_viewed"] = ["2.67", "2.0", "4"][i % 3]
+    rows[4]["pages_viewed"] = "1,234"  # a thousands separator: a field error too
+    path = write_csv(tmp_path / "leads.csv", rows)
+    runner = CliRunner()
+
+    first = runner.invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+    assert first.exit_code == EXIT_QUARANTINED, first.output
+    assert "30 imported, 0 updated, 0 unchanged, 0 quarantined, 11 with field errors" in first.output
+    assert (
+        'field errors (rows kept, the field stored empty, its raw value in attributes["_field_errors"]):'
+        in first.output
+    )
+    assert (
+        "  pages_viewed: 11 rows, first at row 1 (line 2): "
+        "expected a whole number, got '2.67' (it has a fractional part)"
+    ) in first.output
+    with engine.connect() as conn:
+        stored = {r.external_id: r for r in conn.execute(sa.select(Lead))}
+        assert conn.scalar(sa.select(sa.func.count()).select_from(QuarantinedRow)) == 0
+    assert len(stored) == 30
+    assert stored["L-00001"].pages_viewed is None
+    assert stored["L-00001"].attributes == {
+        FIELD_ERRORS_KEY: {
+            "pages_viewed": {
+                "raw": "2.67",
+                "error": "expected a whole number, got '2.67' (it has a fractional part)",
+            }
+        }
+    }
+    assert stored["L-00002"].pages_viewed == 2 and stored["L-00002"].attributes == {}  # "2.0" is 2
+    assert stored["L-00003"].pages_viewed == 4
+    assert stored["L-00005"].pages_viewed is None
+    error = stored["L-00005"].attributes[FIELD_ERRORS_KEY]["pages_viewed"]["error"]
+    assert "got '1,234' (numbers use a dot for decimals and no thousands separator)" in error
+    assert stored["L-00001"].industry == rows[0]["industry"]  # the rest of the row is stored
+
+    before = table_counts(engine)
+    second = runner.invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+    assert second.exit_code == EXIT_QUARANTINED, second.output
+    assert "0 imported, 0 updated, 30 unchanged, 0 quarantined, 11 with field errors" in second.output
+    assert "  pages_viewed: 11 rows" in second.output
+    after = table_counts(engine)
+    assert {k: v for k, v in after.items() if k != "import_batches"} == {
+        k: v for k, v in before.items() if k != "import_batches"
+    }
+    batches = _batches(engine)
+    assert [(b.imported, b.unchanged, b.quarantined, b.rows_with_field_errors) for b in batches] == [
+        (30, 0, 0, 11),
+        (0, 30, 0, 11),
+    ]
+
+
+def test_a_corrected_value_clears_its_field_error_and_an_absent_column_keeps_its_own(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    rows = lead_rows(2)
+    rows[0].update({"pages_viewed": "2.67", "email_opens": "3,5"})
+    import_file(write_csv(tmp_path / "v1.csv", rows), "leads", org_id)
+    # v2 sends a whole pages_viewed for the first lead and no email_opens column at all
+    v2 = [{k: v for k, v in row.items() if k != "email_opens"} for row in rows]
+    v2[0]["pages_viewed"] = "3"
+    summary = import_file(write_csv(tmp_path / "v2.csv", v2), "leads", org_id)
+    assert (summary.updated, summary.unchanged, summary.with_field_errors) == (1, 1, 0)
+    with engine.connect() as conn:
+        lead = conn.execute(sa.select(Lead).where(Lead.external_id == "L-00001")).one()
+    assert lead.pages_viewed == 3
+    assert lead.email_opens is None
+    assert list(lead.attributes) == [FIELD_ERRORS_KEY]
+    assert list(lead.attributes[FIELD_ERRORS_KEY]) == ["email_opens"]
+    assert lead.attributes[FIELD_ERRORS_KEY]["email_opens"]["raw"] == "3,5"
+    # v3 fixes email_opens too: the key goes away
+    v3 = [{"lead_id": "L-00001", "created_at": rows[0]["created_at"], "email_opens": "3"}]
+    assert import_file(write_csv(tmp_path / "v3.csv", v3), "leads", org_id).updated == 1
+    with engine.connect() as conn:
+        lead = conn.execute(sa.select(Lead).where(Lead.external_id == "L-00001")).one()
+    assert (lead.email_opens, lead.attributes) == (3, {})
+
+
+def test_parquet_doubles_in_a_whole_number_column_store_whole_values_and_keep_fractions(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    table = pa.table(
+        {
+            "lead_id": ["L-1", "L-2", "L-3"],
+            "created_at": pa.array(
+                [dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)] * 3, type=pa.timestamp("us", tz="UTC")
+            ),
+            "pages_viewed": pa.array([2.0, 2.67, None], type=pa.float64()),
+            "company_employees": pa.array([12, 3_000_000_000, None], type=pa.int64()),
+        }
+    )
+    path = tmp_path / "leads.parquet"
+    pq.write_table(table, path)
+    summary = import_file(path, "leads", org_id)
+    assert (summary.imported, summary.quarantined, summary.with_field_errors) == (3, 0, 1)
+    assert {c.column: c.rows for c in summary.field_errors.values()} == {
+        "company_employees": 1,
+        "pages_viewed": 1,
+    }
+    with engine.connect() as conn:
+        rows = {r.external_id: r for r in conn.execute(sa.select(Lead))}
+    assert (rows["L-1"].pages_viewed, rows["L-1"].company_employees) == (2, 12)
+    # too large for the integer column: on PostgreSQL this used to fail the whole import
+    assert (rows["L-2"].pages_viewed, rows["L-2"].company_employees) == (None, None)
+    errors = rows["L-2"].attributes[FIELD_ERRORS_KEY]
+    assert errors["pages_viewed"]["raw"] == 2.67
+    assert errors["company_employees"]["raw"] == 3_000_000_000
+    assert "too large to store" in errors["company_employees"]["error"]
+    assert import_file(path, "leads", org_id).unchanged == 3
+
+
+def test_a_real_bank_marketing_slice_with_fractional_pages_viewed_keeps_all_300_rows(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    real_datasets = pytest.importorskip("real_datasets")
+    source = real_datasets.datasets_dir() / "bank_marketing" / "bank-additional-full.csv"
+    if not source.is_file():
+        pytest.skip(f"the real datasets are not here: {source} is missing (see benchmarks/real_datasets.py)")
+    leads = real_datasets.bank_leads(300)
+    # euribor3m (the 3-month Euribor rate, e.g. 4.857) in the documented whole-number column
+    leads["pages_viewed"] = leads["euribor3m"]
+    fractional = sum(Decimal(v) != Decimal(v).to_integral_value() for v in leads["euribor3m"] if v != "")
+    assert fractional > 0
+    path = tmp_path / "bank_leads.csv"
+    leads.to_csv(path, index=False)
+
+    result = CliRunner().invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+    assert result.exit_code == EXIT_QUARANTINED, result.output
+    assert (
+        f"300 imported, 0 updated, 0 unchanged, 0 quarantined, {fractional} with field errors"
+        in result.output
+    )
+    assert f"  pages_viewed: {fractional} rows, first at row 1 (line 2)" in result.output
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(QuarantinedRow)) == 0
+        stored = conn.execute(sa.select(Lead.external_id, Lead.pages_viewed, Lead.attributes)).all()
+    assert len(stored) == 300
+    by_id = {r.external_id: r for r in stored}
+    for lead_id, raw in zip(leads["lead_id"], leads["euribor3m"], strict=True):
+        row = by_id[lead_id]
+        assert row.attributes["euribor3m"] == float(raw)  # the unknown column is kept as well
+        if Decimal(raw) != Decimal(raw).to_integral_value():
+            assert row.pages_viewed is None
+            assert row.attributes[FIELD_ERRORS_KEY]["pages_viewed"]["raw"] == raw
+        else:
+            assert row.pages_viewed == int(Decimal(raw))
+    assert _batches(engine)[-1].rows_with_field_errors == fractional
 
 
 def test_clean_import_exits_zero_and_counts_rows(engine: sa.Engine, org_id: int, tmp_path: Path) -> None:
@@ -204,6 +380,11 @@ BAD_FILES = {
         lambda d: write_csv(d / "leads.parquet", lead_rows(2)),
         "leads",
         "is not a Parquet file",
+    ),
+    "a column named like the field-errors key": (
+        lambda d: write_csv(d / "reserved.csv", [{**lead_rows(1)[0], " _Field Errors": "{}"}]),
+        "leads",
+        "column 20 '_field_errors' has a reserved name",
     ),
     "duplicate header": (
         lambda d: _write_bytes(d / "dup.csv", b"month,revenue,Revenue\n2026-01,1,2\n"),

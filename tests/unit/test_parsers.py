@@ -3,41 +3,106 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
 from neuracrm_mlops.ingest import (
     DATASETS,
+    FIELD_ERRORS_KEY,
     RowError,
     coerce_attribute,
     content_hash,
+    merge_field_errors,
     normalize_header,
     parse_bool,
     parse_float,
     parse_int,
     parse_month,
     parse_row,
+    parse_text,
     parse_timestamp,
 )
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("12", 12), (" 7 ", 7), ("3.0", 3), (5, 5), ("", None), (None, None)]
+    ("raw", "expected"),
+    [
+        ("12", 12),
+        (" 7 ", 7),
+        ("3.0", 3),
+        ("2.00", 2),
+        (2.0, 2),
+        (Decimal("4.0"), 4),
+        ("1e3", 1000),
+        ("-4", -4),
+        (5, 5),
+        ("", None),
+        (None, None),
+    ],
 )
-def test_whole_numbers_parse(raw: object, expected: int | None) -> None:
+def test_whole_numbers_parse_and_a_zero_fraction_is_the_whole_number(
+    raw: object, expected: int | None
+) -> None:
     assert parse_int(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["3.5", "twelve", "inf", True])
-def test_non_whole_numbers_are_refused_with_the_value(raw: object) -> None:
-    with pytest.raises(RowError, match="whole number"):
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("2.67", "got '2.67' (it has a fractional part)"),
+        (2.67, "got 2.67 (it has a fractional part)"),
+        ("0.5", "fractional part"),
+        ("1,234", "got '1,234' (numbers use a dot for decimals and no thousands separator)"),
+        ("1 234", "no thousands separator"),
+        ("1'234", "no thousands separator"),
+        ("1_234", "no thousands separator"),  # Python's int() would take it
+        ("2,5", "a dot for decimals"),
+        ("1.234,5", "a dot for decimals"),
+        ("inf", "not a finite number"),
+        (Decimal("Infinity"), "not a finite number"),
+        (float("inf"), "not a finite number"),
+        ("twelve", "got 'twelve'"),
+        ("\u0663", "got"),  # an Arabic-Indic digit: Python's int() would take it too
+        (True, "got True"),
+        ("3000000000", "too large to store"),  # PostgreSQL integer columns end at 2,147,483,647
+        ("1e999999999", "too large to store"),  # refused without building the number
+    ],
+)
+def test_non_whole_numbers_are_refused_with_the_value_and_the_reason(raw: object, reason: str) -> None:
+    with pytest.raises(RowError, match="expected a whole number") as caught:
         parse_int(raw)
+    assert reason in str(caught.value)
 
 
-@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1,234.5"])
-def test_non_finite_or_formatted_numbers_are_refused(raw: str) -> None:
-    with pytest.raises(RowError, match="number"):
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("nan", "not a finite number"),
+        ("inf", "not a finite number"),
+        ("-inf", "not a finite number"),
+        ("1e999", "expected a finite number"),
+        ("1,234.5", "numbers use a dot for decimals and no thousands separator"),
+        ("1_000.5", "no thousands separator"),
+        ("2,67", "a dot for decimals"),
+        ("\u0661\u0662", "got"),
+    ],
+)
+def test_non_finite_or_formatted_numbers_are_refused(raw: str, reason: str) -> None:
+    with pytest.raises(RowError, match="number") as caught:
         parse_float(raw)
+    assert reason in str(caught.value)
+
+
+def test_numbers_take_a_sign_a_dot_and_an_exponent() -> None:
+    assert [parse_float(v) for v in ("2.67", "-.5", "+3", "1e-3", " 4 ", 7)] == [
+        2.67,
+        -0.5,
+        3.0,
+        0.001,
+        4.0,
+        7.0,
+    ]
 
 
 def test_negative_numbers_parse_because_ranges_are_validations_job() -> None:
@@ -82,13 +147,66 @@ def test_headers_are_matched_case_and_space_insensitively() -> None:
     assert normalize_header("  Created At ") == "created_at"
 
 
-def test_a_row_reports_every_bad_column_at_once() -> None:
+def test_a_row_with_a_bad_key_or_required_column_is_refused_naming_every_such_column() -> None:
     with pytest.raises(RowError) as caught:
         parse_row(DATASETS["leads"], {"lead_id": "", "created_at": "soon", "email_opens": "x"})
     message = str(caught.value)
     assert "column 'lead_id': required but empty" in message
     assert "column 'created_at': cannot parse 'soon'" in message
-    assert "column 'email_opens': expected a whole number" in message
+    assert "email_opens" not in message  # optional: a field error, not a reason to refuse the row
+
+
+def test_an_optional_column_that_does_not_parse_is_empty_with_its_raw_value_kept() -> None:
+    parsed = parse_row(
+        DATASETS["leads"],
+        {"lead_id": "L-1", "created_at": "2026-01-05", "pages_viewed": " 2.67", "email_opens": "2.0"},
+    )
+    assert parsed.record["pages_viewed"] is None and "pages_viewed" in parsed.record
+    assert parsed.record["email_opens"] == 2
+    assert list(parsed.field_errors) == ["pages_viewed"]
+    assert parsed.field_errors["pages_viewed"].as_json() == {
+        "raw": " 2.67",  # the cell exactly as read
+        "error": "expected a whole number, got ' 2.67' (it has a fractional part)",
+    }
+    assert FIELD_ERRORS_KEY not in parsed.attributes
+
+
+def test_every_optional_column_of_every_dataset_keeps_the_row_when_it_does_not_parse() -> None:
+    for spec in DATASETS.values():
+        good = {"lead_id": "L-1", "interaction_id": "I-1", "created_at": "2026-01-05", "text": "hi"}
+        good |= {"month": "2026-01", "revenue": "1"}
+        values = {c.name: good.get(c.name, "") for c in spec.columns}
+        for column in spec.columns:
+            if column.required or column.name == spec.key:
+                continue
+            bad = parse_row(spec, {**values, column.name: "not a value \u2603"})
+            if column.parse is parse_text:
+                assert bad.field_errors == {}
+            else:
+                assert list(bad.field_errors) == [column.name], (spec.name, column.name)
+                assert bad.record[column.db_column] is None
+
+
+def test_a_parquet_value_that_is_a_field_error_keeps_a_json_value() -> None:
+    parsed = parse_row(
+        DATASETS["leads"],
+        {"lead_id": "L-1", "created_at": dt.datetime(2026, 1, 5), "pages_viewed": 2.67, "converted": 3},
+    )
+    assert parsed.field_errors["pages_viewed"].raw == 2.67
+    assert parsed.field_errors["converted"].raw == 3
+
+
+def test_a_file_column_present_replaces_its_stored_field_error_and_an_absent_one_keeps_it() -> None:
+    stored = {
+        "pages_viewed": {"raw": "2.67", "error": "old"},
+        "email_opens": {"raw": "x", "error": "old"},
+    }
+    fixed = parse_row(DATASETS["leads"], {"lead_id": "L-1", "created_at": "2026-01-05", "pages_viewed": "3"})
+    merged = merge_field_errors(DATASETS["leads"], stored, fixed.record, fixed.field_errors)
+    assert merged == {"email_opens": {"raw": "x", "error": "old"}}
+    again = parse_row(DATASETS["leads"], {"lead_id": "L-1", "created_at": "2026-01-05", "email_opens": "1,5"})
+    merged = merge_field_errors(DATASETS["leads"], stored, again.record, again.field_errors)
+    assert merged["email_opens"]["raw"] == "1,5" and merged["pages_viewed"]["raw"] == "2.67"
 
 
 def test_content_hash_ignores_key_order_and_sees_value_changes() -> None:
