@@ -94,7 +94,11 @@ class ServingStore:
                     name="model", python_model=LeadScoringPyfunc(), artifacts={"model": str(artifact)}
                 )
                 version = client.create_model_version(
-                    name, info.model_uri, run_id=info.run_id, model_id=info.model_id, tags={"status": "test"}
+                    name,
+                    info.model_uri,
+                    run_id=info.run_id,
+                    model_id=info.model_id,
+                    tags={"status": "test", "servable": "true"},
                 )
             return str(version.version)
 
@@ -103,7 +107,10 @@ class ServingStore:
         client = self.mlflow()
         source = client.get_model_version(name, version)
         copy = client.create_model_version(
-            name, source.source, run_id=source.run_id, tags={"status": "test", "copy_of": version}
+            name,
+            source.source,
+            run_id=source.run_id,
+            tags={"status": "test", "copy_of": version, "servable": "true"},
         )
         return str(copy.version)
 

@@ -49,7 +49,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import pandas as pd
 import sqlalchemy as sa
 
-from neuracrm_mlops import ledger, registry, rollout
+from neuracrm_mlops import ledger, registry, rollout, status
 from neuracrm_mlops.alerts import AlertRow, list_alerts
 from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.db.schema import Outcome, Prediction, PromotionLedgerEntry, utcnow
@@ -111,6 +111,9 @@ class HealthRow:
     outcomes: int = 0
     challenger_accuracy: float | None = None
     challenger_outcomes: int = 0
+    # who answers users: "model" or "fallback", and why (status.served_answers)
+    answered_by: str = ""
+    answered_why: str = ""
 
     @property
     def below_floor(self) -> bool:
@@ -183,6 +186,11 @@ def model_health(
     names = list(states)
     entries, champion_moves = _ledger_of(engine, names, ledger_lines)
     stats = _live_accuracy(engine, states, since)
+    champions = {name: state.champion for name, state in states.items() if state is not None}
+    served = {
+        (a.family, a.organization_id): a
+        for a in status.served_answers(engine, client=client, champions=champions)
+    }
 
     rows = []
     for name in names:
@@ -192,7 +200,7 @@ def model_health(
             model_name=name,
             family=family_of(name),
             organization_id=rollout.organization_of(name),
-            accuracy_floor=settings.accuracy_floor,
+            accuracy_floor=rollout.floor_of(name),
             min_outcomes=rollout.min_outcomes_for(name),
             drift=any(a.kind in DRIFT_KINDS for a in alerts),
             bias=any(a.kind in BIAS_KINDS for a in alerts),
@@ -201,6 +209,9 @@ def model_health(
         )
         if state is not None:
             row = _with_state(row, state, champion_moves.get(name, []), stats.get(name, {}))
+        answer = served.get((row.family, row.organization_id))
+        if answer is not None:
+            row = dataclasses.replace(row, answered_by=answer.answered_by, answered_why=answer.why)
         rows.append(row)
     return sorted(rows, key=attention)  # stable: shared models, then forecasts by organization
 
@@ -598,10 +609,15 @@ def _model_cell(row: HealthRow) -> str:
 
 
 def _champion_cell(row: HealthRow) -> str:
+    answers = ""
+    if row.answered_by == "fallback":
+        answers = f'<span class="sub fallback">the fallback answers: {_e(row.answered_why)}</span>'
+    elif row.answered_why.startswith("below floor"):
+        answers = '<span class="sub">best available, below the floor</span>'
     if not row.champion:
-        return '<td class="champion muted">none</td>'
+        return f'<td class="champion muted">none{answers}</td>'
     previous = f'<span class="sub">previous v{_e(row.previous)}</span>' if row.previous else ""
-    return f'<td class="champion">v{_e(row.champion)}{previous}</td>'
+    return f'<td class="champion">v{_e(row.champion)}{previous}{answers}</td>'
 
 
 def _challenger_cell(row: HealthRow) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -144,38 +146,50 @@ def _served(family: str, org: int | None, champion: object | None, versions: lis
     return ServedAnswer(family, org, "fallback", None, _why_no_champion(versions))
 
 
-def served_answers(engine: sa.Engine) -> list[ServedAnswer]:
+def served_answers(
+    engine: sa.Engine, *, client: Any = None, champions: Mapping[str, str | None] | None = None
+) -> list[ServedAnswer]:
     """Per family, and per organization for forecasts, whether a model or a fallback answers and why.
 
-    Reads the registry in bulk (one paged search for the forecast models, one for their versions), so
-    that 1,000 organizations cost a few requests."""
+    ``champions``: registered model name -> its champion version (None: registered without one), when
+    the caller already read the aliases (the health page); else they are read here. The versions are
+    read in bulk (one search per 100 models), so 1,000 organizations cost a few requests."""
     from neuracrm_mlops import registry
 
-    client = registry.configure_mlflow()
-    answers = []
-    shared = registry.versions_by_name(client, [registry.LEAD_MODEL, registry.SENTIMENT_MODEL])
-    for family, name in (("lead_scoring", registry.LEAD_MODEL), ("sentiment", registry.SENTIMENT_MODEL)):
-        champion = registry.alias_version(client, name, registry.CHAMPION)
-        answers.append(_served(family, None, champion, shared[name]))
+    client = client or registry.configure_mlflow()
+    if champions is None:
+        champions = {}
+        for name in (registry.LEAD_MODEL, registry.SENTIMENT_MODEL):
+            try:
+                aliases = client.get_registered_model(name).aliases or {}
+            except Exception:  # not registered (yet)
+                continue
+            champions[name] = aliases.get(registry.CHAMPION)
+        for model in registry.models_with_prefix(client):
+            champions[model.name] = (model.aliases or {}).get(registry.CHAMPION)
+    versions = registry.versions_by_name(client, list(champions)) if champions else {}
+
+    def champion_of(name: str) -> Any:
+        number = champions.get(name)
+        return next((v for v in versions.get(name, []) if str(v.version) == str(number)), None)
+
+    answers = [
+        _served(family, None, champion_of(name), versions.get(name, []))
+        for family, name in (("lead_scoring", registry.LEAD_MODEL), ("sentiment", registry.SENTIMENT_MODEL))
+    ]
     with engine.connect() as conn:
         orgs = conn.execute(
             sa.select(Organization.id, Organization.feature_flags).order_by(Organization.id)
         ).all()
         with_history = set(conn.scalars(sa.select(MonthlySales.organization_id).distinct()))
-    models = {m.name: m for m in registry.models_with_prefix(client)}
-    versions = registry.versions_by_name(client, list(models)) if models else {}
     for org in orgs:
         name = registry.forecast_model_name(org.id)
         if not bool((org.feature_flags or {}).get("ai_enabled", True)):
             answers.append(
                 ServedAnswer("sales_forecast", org.id, "fallback", None, "AI off for this organization")
             )
-        elif name in models:
-            champion_number = (models[name].aliases or {}).get(registry.CHAMPION)
-            champion = next(
-                (v for v in versions.get(name, []) if str(v.version) == str(champion_number)), None
-            )
-            answers.append(_served("sales_forecast", org.id, champion, versions.get(name, [])))
+        elif name in champions:
+            answers.append(_served("sales_forecast", org.id, champion_of(name), versions.get(name, [])))
         else:
             why = "never trained" if org.id in with_history else "no history: no sales months imported"
             answers.append(ServedAnswer("sales_forecast", org.id, "fallback", None, why))

@@ -55,7 +55,7 @@ def _register(client: Any, name: str, versions: int) -> None:
     """Versions without artifacts: the page and the rollback never load a model."""
     registry.ensure_registered_model(client, name, "health page test")
     for _ in range(versions):
-        client.create_model_version(name, "file:///nonexistent", tags={"status": "test"})
+        client.create_model_version(name, "file:///nonexistent", tags={"status": "test", "servable": "true"})
 
 
 def _log_predictions(engine: sa.Engine, home: Path, org: int, version: str, route: str, n: int) -> None:

@@ -37,7 +37,9 @@ def test_demo_tells_the_whole_story_and_leaves_nothing_running(
     for step in range(1, 10):
         assert f"{step}/9 " in out, f"step {step} missing:\n{out}"
     # a bad timestamp quarantines its row; a bad optional number only empties that field
-    assert "1 quarantined, 1 kept with field errors" in out and "0 imported, 142 unchanged (idempotent)" in out
+    assert (
+        "1 quarantined, 1 kept with field errors" in out and "0 imported, 142 unchanged (idempotent)" in out
+    )
     assert "train_lead_scoring: success" in out and "lead_scoring v1 (1.0.0)" in out
     assert "train_sentiment: success" in out and "train_sales_forecast: success" in out
     assert "v1, the first version, is champion" in out

@@ -61,7 +61,9 @@ def test_forecasts_roll_out_by_cohorts_judged_on_each_organizations_actuals(
         name = registry.forecast_model_name(org)
         registry.ensure_registered_model(client, name, "test")
         for _ in range(2):
-            client.create_model_version(name, "file:///nonexistent", tags={"status": "test"})
+            client.create_model_version(
+                name, "file:///nonexistent", tags={"status": "test", "servable": "true"}
+            )
         client.set_registered_model_alias(name, "champion", "1")
         client.set_registered_model_alias(name, "challenger", "2")
         _forecast(engine, org, "1", "champion", ["2026-01", "2026-02", "2026-03"])
@@ -121,7 +123,9 @@ def test_forecast_monitoring_rolls_back_only_the_organization_whose_actuals_fall
         name = registry.forecast_model_name(org)
         registry.ensure_registered_model(client, name, "test")
         for version in ("1", "2"):
-            client.create_model_version(name, "file:///nonexistent", tags={"status": "test"})
+            client.create_model_version(
+                name, "file:///nonexistent", tags={"status": "test", "servable": "true"}
+            )
             ledger.record_change(
                 engine,
                 actor="cli:test",

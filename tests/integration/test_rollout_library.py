@@ -23,7 +23,9 @@ def _register(versions: int) -> Any:
     client = registry.configure_mlflow()
     registry.ensure_registered_model(client, "lead_scoring", "test")
     for _ in range(versions):
-        client.create_model_version("lead_scoring", "file:///nonexistent", tags={"status": "test"})
+        client.create_model_version(
+            "lead_scoring", "file:///nonexistent", tags={"status": "test", "servable": "true"}
+        )
     return client
 
 

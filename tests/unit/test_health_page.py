@@ -71,7 +71,7 @@ def _register(name: str, versions: int) -> Any:
     client = registry.configure_mlflow()
     registry.ensure_registered_model(client, name, "health page test")
     for _ in range(versions):
-        client.create_model_version(name, "file:///nonexistent", tags={"status": "test"})
+        client.create_model_version(name, "file:///nonexistent", tags={"status": "test", "servable": "true"})
     return client
 
 
@@ -523,4 +523,6 @@ def test_the_reads_do_not_grow_with_the_number_of_organizations(
     for org in range(2, 9):
         _forecast(engine, org, canary=org == 5)
     assert reads() == few
-    assert few[1] == 3  # the shared models' states and one search for every forecast
+    # the shared models' states, one search for every forecast model and one for their versions (who
+    # answers users: a model or the fallback, and why)
+    assert few[1] == 4
