@@ -80,17 +80,26 @@ def test_lead_model_is_registered_as_challenger_with_lineage_and_rerun_adds_no_v
 
 
 @pytest.mark.slow
-def test_a_version_below_the_floor_is_registered_rejected_with_the_reason_and_no_alias(
+def test_below_the_floor_only_a_candidate_that_beats_the_fallback_gets_an_alias(
     seeded: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from neuracrm_mlops.models.sentiment_model import SentimentConfig
+
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.99")
     reset_settings()
-    outcome = train_sentiment(Lineage(run_key="train_sentiment/1"), engine=seeded)
-    assert outcome.status == "rejected"
-    assert "below the floor 0.99" in outcome.reason
-    tags = _version("sentiment", outcome.version or "")
+    # VADER itself as the candidate (too few labels demanded): no better than the VADER fallback
+    same = train_sentiment(
+        Lineage(run_key="train_sentiment/1"), engine=seeded, config=SentimentConfig(min_labelled=10**6)
+    )
+    assert same.status == "rejected"
+    assert "below the floor 0.99 and does not beat the VADER fallback's" in same.reason
+    tags = _version("sentiment", same.version or "")
     assert tags["status"] == "rejected" and "below the floor" in tags["reason"]
     assert registry.alias_version(registry.configure_mlflow(), "sentiment", "challenger") is None
+    # the trained model is below 0.99 too, but beats VADER: the best available, served
+    trained = train_sentiment(Lineage(run_key="train_sentiment/2"), engine=seeded)
+    assert trained.status == "challenger" and "best available" in trained.reason
+    assert _version("sentiment", trained.version or "")["below_floor"] == "true"
 
 
 @pytest.mark.slow
