@@ -24,13 +24,39 @@ class _JoblibPyfunc(PythonModel):
 
 
 class LeadScoringPyfunc(_JoblibPyfunc):
-    """Input: a DataFrame of lead records. Output: probability, score, tier, factors per lead."""
+    """Input: lead records (a DataFrame, or a list of dicts / one dict; custom fields in an
+    ``attributes`` dict). Params: ``explain`` (default true; false skips the top-3 factors).
+    Output: one row per lead with ``probability`` (float), ``score`` (int), ``tier`` (str) and
+    ``factors``: a list of ``{"group", "direction", "impact", "text"}`` dicts (empty without
+    ``explain``), plain Python values throughout so that the answer serialises to JSON as it is."""
+
+    OUTPUT_COLUMNS = ("probability", "score", "tier", "factors")
+    _FALSE_TEXT = frozenset({"false", "0", "no", "n", "f", "off", ""})
+
+    @classmethod
+    def explain_param(cls, params: dict[str, Any] | None) -> bool:
+        """The ``explain`` param (default true); text from a JSON request ("false", "0", ...) counts."""
+        value = (params or {}).get("explain", True)
+        if isinstance(value, str):
+            return value.strip().lower() not in cls._FALSE_TEXT
+        return bool(value)
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        explain = bool((params or {}).get("explain", True))
-        return pd.DataFrame(lead_scoring_model.predict(self.model, model_input, explain=explain))
+        # annotated as a DataFrame (what MLflow passes with this signature); records are taken too
+        leads: Any = [model_input] if isinstance(model_input, dict) else model_input
+        results = lead_scoring_model.predict(self.model, leads, explain=self.explain_param(params))
+        rows = [
+            {
+                "probability": float(r["probability"]),
+                "score": int(r["score"]),
+                "tier": str(r["tier"]),
+                "factors": [dict(f) for f in r["factors"]],
+            }
+            for r in results
+        ]
+        return pd.DataFrame(rows, columns=list(self.OUTPUT_COLUMNS))
 
 
 class SentimentPyfunc(_JoblibPyfunc):

@@ -238,11 +238,11 @@ def _params_signature(params: dict[str, Any] | None) -> Any:
     if not params:
         return None
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
     specs = [ParamSpec(name, kinds[type(value)], value) for name, value in params.items()]
-    return ModelSignature(inputs=Schema([]), params=ParamSchema(specs))
+    return ModelSignature(inputs=None, params=ParamSchema(specs))
 
 
 def _log_and_register(

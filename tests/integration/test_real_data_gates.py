@@ -239,3 +239,49 @@ def test_rollback_goes_to_previous_only_when_it_is_measured_better(
         assert "measured 0.550 on its recorded holdout, no better than the champion's live 0.600" in str(
             alert.action_taken
         )
+
+
+@needs_data
+def test_leads_without_text_company_or_engagement_fields_train_register_load_and_serve(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    from neuracrm_mlops import registry, rollout, servability
+    from neuracrm_mlops.ingest import import_file
+    from neuracrm_mlops.training import train_lead_scoring
+
+    leads = real_datasets.bank_leads(800, start=41188 - 800)  # the newest calls: both outcomes
+    assert not {"description", "company_employees", "company_revenue", "email_opens"} & set(leads.columns)
+    org = _org(engine, "bank")
+    summary = import_file(real_datasets.write_csv(leads, tmp_path / "bank.csv"), "leads", org, engine=engine)
+    assert summary.imported == 800 and summary.quarantined == 0
+    outcome = train_lead_scoring(_lineage("bank"), engine=engine)
+    assert outcome.version is not None
+    tags = _version_tags(registry.LEAD_MODEL, outcome.version)
+    assert tags["servable"] == "true", tags.get("reason")
+    assert outcome.status == "challenger", outcome.reason
+    assert outcome.metrics["roc_auc"] > 0.5
+    # the service's own loader: the lean path, and the same answers as training (checked at registration)
+    servable = servability.load_as_served(registry.LEAD_MODEL, outcome.version)
+    lead = {
+        "lead_id": "new-call",
+        "job_title": "technician",
+        "source": "cellular",
+        "attributes": {"age": 41, "marital": "married", "campaign": 2, "poutcome": "nonexistent"},
+    }
+    (answer,) = servable.predict([lead])
+    assert 0.0 <= answer["probability"] <= 1.0 and len(answer["factors"]) == 3
+    texts = " ".join(f["text"] for f in answer["factors"])
+    assert "nan" not in texts.lower() and "None" not in texts
+    # the fallback fitted on the same data answers too, and the first version rolls out
+    fallback = servability.load_as_served(registry.LEAD_RULES_MODEL, _fallback_version())
+    assert 0.0 <= fallback.predict([lead])[0]["probability"] <= 1.0
+    result = rollout.start_rollout(registry.LEAD_MODEL, actor="test", engine=engine)
+    assert result.action == "promote" and result.champion == outcome.version
+
+
+def _fallback_version() -> str:
+    from neuracrm_mlops import registry
+
+    version = registry.alias_version(registry.configure_mlflow(), registry.LEAD_RULES_MODEL, "champion")
+    assert version is not None
+    return str(version.version)

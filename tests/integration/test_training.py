@@ -50,9 +50,11 @@ def test_lead_model_is_registered_as_challenger_with_lineage_and_rerun_adds_no_v
     assert outcome.status == "challenger", outcome.reason
     assert (outcome.version, outcome.semver) == ("1", "1.0.0")
     assert outcome.metrics["accuracy"] >= 0.70
-    assert outcome.metrics["accuracy"] > outcome.metrics["rules_accuracy"]
+    assert outcome.metrics["accuracy"] > outcome.metrics["fallback_accuracy"]
+    assert outcome.metrics["roc_auc"] > outcome.metrics["fallback_roc_auc"]
     tags = _version("lead_scoring", "1")
-    assert tags["status"] == "challenger"
+    assert tags["status"] == "challenger" and tags["servable"] == "true"
+    assert tags["incumbent"].startswith("the fallback (")
     assert tags["run_key"] == LINEAGE.run_key
     assert tags["dag_run_id"] == LINEAGE.dag_run_id
     assert tags["validation_run_id"] == "7" and tags["gx_report"] == "/reports/leads.html"
@@ -62,8 +64,10 @@ def test_lead_model_is_registered_as_challenger_with_lineage_and_rerun_adds_no_v
     assert str(registry.alias_version(client, "lead_scoring", "challenger").version) == "1"
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "plots")}
     assert artifacts == {"plots/roc_curve.png", "plots/calibration_curve.png"}
-    # the rule baseline is registered once, as the fallback's champion
-    assert registry.alias_version(client, "lead_scoring_rules", "champion") is not None
+    # the fallback is fitted on the same training part and registered as the rules' champion
+    fallback = registry.alias_version(client, "lead_scoring_rules", "champion")
+    assert fallback is not None and fallback.tags["fallback_kind"] in ("rules", "base_rate")
+    assert fallback.tags["servable"] == "true" and "holdout_accuracy" in fallback.tags
 
     again = train_lead_scoring(LINEAGE, engine=seeded)
     assert (again.status, again.version) == ("existing", "1")
