@@ -12,6 +12,15 @@
   ``end_of_reference_day`` (midnight UTC after the reference date: no later timestamp) and
   ``min_row_count`` (the row-count floor, ``ceil(meta.min_ratio_of_previous_run x`` the row count of
   the previous validation run of the same dataset and organization scope; 0 on the first run).
+- Categorical columns (industry, source, region, channel, ...) are checked against what the
+  organization's own data has held, not against a fixed vocabulary: every run whose critical
+  expectations passed (the data training accepts) stores a *category profile* per dataset, for its
+  scope and, on an all-organizations run, for each organization in it (table ``category_profiles``:
+  each value's row count). A later run warns about a value the profile has never had only when its
+  share of the batch's rows is above the expectation's ``meta.max_new_value_share`` (5% in the
+  suites); the first run of a scope learns every value. The suite parameter ``known_<column>_values``
+  carries the known values plus the new ones at or below the threshold, so GX reports exactly the
+  values that warn. The threshold and profile rules are the pure functions of "Learned categories".
 - One GX run per dataset and scope, on one pandas batch holding the whole frame (all organizations
   or one): validating 1,000 organizations does not mean 1,000 GX runs.
 
@@ -31,10 +40,10 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -45,7 +54,14 @@ import neuracrm_mlops
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.engine import get_engine
 from neuracrm_mlops.db.migrate import require_current_schema
-from neuracrm_mlops.db.schema import CRM_TABLES, Organization, UTCDateTime, ValidationRun
+from neuracrm_mlops.db.schema import (
+    CRM_TABLES,
+    CategoryProfileRow,
+    Organization,
+    UTCDateTime,
+    ValidationRun,
+    utcnow,
+)
 from neuracrm_mlops.errors import ConfigurationError, NeuraCRMError, NotFoundError
 
 if TYPE_CHECKING:
@@ -56,19 +72,32 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DATASET_SUITES",
+    "DEFAULT_MAX_NEW_VALUE_SHARE",
     "GX_ROOT_ENV",
+    "CategoryProfile",
     "ExpectationOutcome",
+    "LearnedColumn",
+    "NewCategoryValue",
     "ValidationFailedError",
     "ValidationReport",
+    "accepted_category_values",
+    "count_categories",
     "dataset_name",
     "frame_columns",
     "gx_context_root",
+    "known_category_values",
+    "learned_columns",
+    "load_category_profile",
     "load_frame",
+    "merge_category_profile",
+    "new_category_values",
     "normalise_frame",
     "open_context",
+    "profiled_organizations",
     "record_validation",
     "require_valid",
     "snapshot_hash",
+    "store_category_profiles",
     "validate_dataset",
     "validate_frame",
 ]
@@ -81,6 +110,11 @@ GX_ROOT_ENV = "NEURACRM_GX_ROOT"
 DEFAULT_GX_ROOT = Path(neuracrm_mlops.__file__).resolve().parents[2] / "expectations"
 DATA_DOCS_SITE = "local_site"
 VOLUME_RATIO_META_KEY = "min_ratio_of_previous_run"
+NEW_VALUE_SHARE_META_KEY = "max_new_value_share"
+DEFAULT_MAX_NEW_VALUE_SHARE = 0.05
+"""The share of a batch's rows above which a never-seen categorical value warns (the suites state it)."""
+NEW_VALUES_DESCRIBED = 5  # new values (and organizations per value) named in alerts and the run row
+ORGANIZATIONS_LISTED = 20  # organization ids kept per new value in the outcome details
 PARTIAL_UNEXPECTED_VALUES = 5
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED_VALUES}
 # platform bookkeeping, not data: left out of the validated frame and of the snapshot hash
@@ -122,6 +156,12 @@ class ValidationReport:
     seconds: float = 0.0
     run_row_id: int | None = None  # validation_runs.id (set by validate_dataset)
     alert_ids: list[int] = field(default_factory=list)
+    # the accepted run whose category profile the categorical checks compared with (None: no profile
+    # of this scope yet: the batch's values were learned, nothing was new)
+    category_baseline_run_id: int | None = None
+    # the batch's category counts (whole batch: key None, and each organization), stored as the
+    # scope's profile by record_validation when no critical expectation failed; not in as_dict()
+    category_counts: dict[int | None, CategoryProfile] = field(default_factory=dict, repr=False)
 
     @property
     def suite(self) -> str:
@@ -149,12 +189,13 @@ class ValidationReport:
         )
         for label, failures in (("critical", self.critical_failures), ("warning", self.warning_failures)):
             if failures:
-                line += f"; {label}: " + ", ".join(o.expectation for o in failures)
+                line += f"; {label}: " + ", ".join(_with_new_value_shares(o) for o in failures)
         return f"{line}; report: {self.data_docs_path}"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable (for MLflow and the task log)."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "category_counts"}
+        data["outcomes"] = [asdict(outcome) for outcome in self.outcomes]
         data["reference_date"] = self.reference_date.isoformat()
         data["suite"] = self.suite
         data["critical_failures"] = [o.expectation for o in self.critical_failures]
@@ -162,6 +203,16 @@ class ValidationReport:
         data["summary"] = self.summary()
         result: dict[str, Any] = _jsonable(data)
         return result
+
+
+def _with_new_value_shares(outcome: ExpectationOutcome) -> str:
+    """``expect_column_values_to_be_in_set(source) (new: 'cellular' 49.2%)`` for a learned category."""
+    new_values = outcome.details.get("new_values") or []
+    if not new_values:
+        return outcome.expectation
+    shown = ", ".join(f"{n['value']!r} {n['share']:.1%}" for n in new_values[:NEW_VALUES_DESCRIBED])
+    hidden = len(new_values) - NEW_VALUES_DESCRIBED
+    return f"{outcome.expectation} (new: {shown}{f' and {hidden} more' if hidden > 0 else ''})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,6 +594,270 @@ def min_row_count(previous_row_count: int | None, ratio: float) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Learned categories: what a scope's accepted data has held (pure functions, then the store)
+
+
+@dataclass(frozen=True)
+class CategoryProfile:
+    """Rows and, per categorical column, the rows holding each value: of a batch, or learned for a scope.
+
+    A learned profile (``load_category_profile``) names the accepted validation run it was stored by.
+    Nulls are not values. A value accepted once stays known: when it leaves the data its count is 0.
+    """
+
+    row_count: int
+    value_counts: Mapping[str, Mapping[str, int]]  # column -> value -> rows
+    validation_run_id: int | None = None
+
+    def known(self, column: str) -> frozenset[str] | None:
+        """The values of ``column`` this profile knows; None when it never profiled the column."""
+        counts = self.value_counts.get(column)
+        return None if counts is None else frozenset(counts)
+
+    def shares(self, column: str) -> dict[str, float]:
+        """Each known value's share of the profile's rows (0.0 for values no longer present)."""
+        counts = self.value_counts.get(column, {})
+        return {value: (rows / self.row_count if self.row_count else 0.0) for value, rows in counts.items()}
+
+
+@dataclass(frozen=True)
+class NewCategoryValue:
+    """A value no accepted run of the scope has had, on more than the threshold of the batch's rows."""
+
+    value: str
+    rows: int
+    share: float  # of the batch's rows (nulls included)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "rows": self.rows, "share": round(self.share, 4)}
+
+
+@dataclass(frozen=True)
+class LearnedColumn:
+    """A categorical expectation of a suite whose value set is learned, not written in the suite."""
+
+    column: str
+    parameter: str  # the suite parameter that receives the accepted values
+    max_new_value_share: float
+
+    @property
+    def expectation(self) -> str:
+        return expectation_name("expect_column_values_to_be_in_set", {"column": self.column})
+
+
+def learned_columns(suite: Any) -> dict[str, LearnedColumn]:
+    """The suite's ``expect_column_values_to_be_in_set`` expectations with ``meta.max_new_value_share``.
+
+    Their ``value_set`` must be a ``{"$PARAMETER": ...}``: the accepted values are filled in per run.
+    """
+    learned: dict[str, LearnedColumn] = {}
+    for expectation in suite.expectations:
+        meta = expectation.meta or {}
+        if NEW_VALUE_SHARE_META_KEY not in meta:
+            continue
+        column = str(getattr(expectation, "column", ""))
+        value_set = getattr(expectation, "value_set", None)
+        kind = getattr(expectation, "expectation_type", "expect_column_values_to_be_in_set")
+        if kind != "expect_column_values_to_be_in_set" or not (
+            isinstance(value_set, Mapping) and isinstance(value_set.get("$PARAMETER"), str)
+        ):
+            raise ConfigurationError(
+                f"{kind}({column}): {NEW_VALUE_SHARE_META_KEY} needs expect_column_values_to_be_in_set "
+                'with "value_set": {"$PARAMETER": "known_<column>_values"}'
+            )
+        raw = meta[NEW_VALUE_SHARE_META_KEY]
+        share = DEFAULT_MAX_NEW_VALUE_SHARE if raw is None else float(raw)
+        if not 0.0 <= share < 1.0:
+            raise ConfigurationError(
+                f"{kind}({column}): {NEW_VALUE_SHARE_META_KEY} must be a share in [0, 1), not {raw!r}"
+            )
+        learned[column] = LearnedColumn(column, str(value_set["$PARAMETER"]), share)
+    return learned
+
+
+def count_categories(frame: pd.DataFrame, columns: Iterable[str]) -> dict[int | None, CategoryProfile]:
+    """The category counts of a batch: the whole batch (key None) and each organization in it.
+
+    Non-text values are counted by their text (the type expectations report them). Columns missing
+    from the frame are left out; organizations are counted only when ``organization_id`` holds
+    whole numbers (otherwise a critical expectation fails and nothing is learned anyway).
+    """
+    present = [str(c) for c in columns if c in frame.columns]
+    organizations: pd.Series | None = None
+    if "organization_id" in frame.columns and pd.api.types.is_integer_dtype(frame["organization_id"].dtype):
+        organizations = frame["organization_id"]
+    totals: dict[str, dict[str, int]] = {}
+    per_org: dict[int, dict[str, dict[str, int]]] = {}
+    for column in present:
+        values = frame[column]
+        mask = values.notna().to_numpy()
+        text = values[mask].astype(str)
+        totals[column] = {str(v): int(n) for v, n in text.value_counts(sort=False).items()}
+        if organizations is None:
+            continue
+        pairs = pd.DataFrame({"org": organizations[mask], "value": text}).dropna(subset=["org"])
+        for key, rows in pairs.groupby(["org", "value"], sort=False).size().items():
+            org, value = cast(tuple[Any, Any], key)
+            per_org.setdefault(int(org), {}).setdefault(column, {})[str(value)] = int(rows)
+    profiles: dict[int | None, CategoryProfile] = {None: CategoryProfile(len(frame), totals)}
+    if organizations is not None:
+        for org_key, rows in organizations.dropna().value_counts(sort=False).items():
+            org = int(cast(Any, org_key))
+            found = per_org.get(org, {})
+            profiles[org] = CategoryProfile(int(rows), {c: found.get(c, {}) for c in present})
+    return profiles
+
+
+def known_category_values(
+    profile: CategoryProfile | None,
+    batch: Mapping[int | None, CategoryProfile],
+    column: str,
+    *,
+    profiled_organizations: Collection[int] | None = None,
+) -> frozenset[str] | None:
+    """The values of ``column`` that count as known in this run; None: learn them all (no baseline).
+
+    Known: the scope's profile, plus (all-organizations runs, ``profiled_organizations`` given) the
+    values of each organization in ``batch`` that has no profile of its own yet: its first run,
+    learned rather than judged. No profile of the scope, or a column that never held a value in it
+    (never profiled, or always empty): the first values are learned.
+    """
+    known = None if profile is None else profile.known(column)
+    if not known:
+        return None
+    if profiled_organizations is None:
+        return known
+    first_run = {
+        value
+        for org, counts in batch.items()
+        if org is not None and org not in profiled_organizations
+        for value in counts.value_counts.get(column, {})
+    }
+    return known | first_run
+
+
+def new_category_values(
+    counts: Mapping[str, int], row_count: int, known: Collection[str] | None, max_share: float
+) -> list[NewCategoryValue]:
+    """The batch's values not in ``known`` whose share of its ``row_count`` rows is above ``max_share``.
+
+    Most rows first. ``known`` None (no baseline: the first run) means nothing is new.
+    """
+    if known is None or row_count <= 0:
+        return []
+    new = [
+        NewCategoryValue(value, rows, rows / row_count)
+        for value, rows in counts.items()
+        if value not in known and rows / row_count > max_share
+    ]
+    return sorted(new, key=lambda n: (-n.rows, n.value))
+
+
+def accepted_category_values(
+    counts: Mapping[str, int], row_count: int, known: Collection[str] | None, max_share: float
+) -> list[str]:
+    """The value set the suite checks: the known values and the batch's new values at or below
+    ``max_share``, so that the expectation fails exactly on ``new_category_values``. Sorted."""
+    flagged = {n.value for n in new_category_values(counts, row_count, known, max_share)}
+    return sorted(set(known or ()) | {value for value in counts if value not in flagged})
+
+
+def merge_category_profile(previous: CategoryProfile | None, batch: CategoryProfile) -> CategoryProfile:
+    """The profile an accepted run stores: the batch's counts and rows; values and columns the
+    previous profile knew and the batch no longer has stay known, with 0 rows."""
+    merged: dict[str, dict[str, int]] = {}
+    if previous is not None:
+        for column, counts in previous.value_counts.items():
+            merged[column] = dict.fromkeys(counts, 0)
+    for column, counts in batch.value_counts.items():
+        merged.setdefault(column, {}).update({value: int(rows) for value, rows in counts.items()})
+    return CategoryProfile(batch.row_count, merged)
+
+
+def _profile_scope(organization_id: int | None) -> Any:
+    return (
+        CategoryProfileRow.organization_id.is_(None)
+        if organization_id is None
+        else CategoryProfileRow.organization_id == organization_id
+    )
+
+
+def load_category_profile(
+    engine: sa.Engine, dataset: str, organization_id: int | None
+) -> CategoryProfile | None:
+    """The learned category profile of a dataset and scope (None: no accepted run of that scope yet)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(
+                CategoryProfileRow.row_count,
+                CategoryProfileRow.value_counts,
+                CategoryProfileRow.validation_run_id,
+            ).where(CategoryProfileRow.dataset == dataset_name(dataset), _profile_scope(organization_id))
+        ).first()
+    if row is None:
+        return None
+    return CategoryProfile(int(row.row_count), dict(row.value_counts or {}), row.validation_run_id)
+
+
+def profiled_organizations(engine: sa.Engine, dataset: str) -> frozenset[int]:
+    """The organizations that have a category profile of ``dataset`` (an accepted run included them)."""
+    with engine.connect() as conn:
+        ids = conn.scalars(
+            sa.select(CategoryProfileRow.organization_id).where(
+                CategoryProfileRow.dataset == dataset_name(dataset),
+                CategoryProfileRow.organization_id.is_not(None),
+            )
+        ).all()
+    return frozenset(int(i) for i in ids if i is not None)
+
+
+def store_category_profiles(conn: sa.Connection, report: ValidationReport) -> int:
+    """Learn the report's batch: the profile of its scope and, for an all-organizations run, of every
+    organization in it. Only when no critical expectation failed; returns the profiles written.
+
+    ``record_validation`` calls it in the transaction that writes the run's row.
+    """
+    batch = report.category_counts
+    if not report.success or None not in batch or batch[None].row_count == 0:
+        return 0  # rejected data, or no rows: nothing to learn (an empty profile would flag everything)
+    # an all-organizations batch is learned for that scope and for each organization in it
+    scoped = {report.organization_id: batch[None]}
+    targets: dict[int | None, CategoryProfile] = dict(batch) if report.organization_id is None else scoped
+    table = cast(sa.Table, CategoryProfileRow.__table__)
+    query = sa.select(
+        table.c.id,
+        table.c.organization_id,
+        table.c.row_count,
+        table.c.value_counts,
+        table.c.validation_run_id,
+    ).where(table.c.dataset == report.dataset)
+    if report.organization_id is not None:
+        query = query.where(table.c.organization_id == report.organization_id)
+    existing = {row.organization_id: row for row in conn.execute(query)}
+    now = utcnow()
+    updates, inserts = [], []
+    for scope, counts in targets.items():
+        old = existing.get(scope)
+        previous = None if old is None else CategoryProfile(old.row_count, dict(old.value_counts or {}))
+        merged = merge_category_profile(previous, counts)
+        values = {
+            "row_count": merged.row_count,
+            "value_counts": {c: dict(v) for c, v in merged.value_counts.items()},
+            "validation_run_id": report.run_row_id,
+            "updated_at": now,
+        }
+        if old is None:
+            inserts.append({"dataset": report.dataset, "organization_id": scope, "created_at": now, **values})
+        else:
+            updates.append({"profile_id": old.id, **values})
+    if updates:
+        conn.execute(sa.update(table).where(table.c.id == sa.bindparam("profile_id")), updates)
+    if inserts:
+        conn.execute(sa.insert(table), inserts)
+    return len(targets)
+
+
+# ---------------------------------------------------------------------------------------------
 # Running a suite
 
 
@@ -555,11 +870,16 @@ def validate_frame(
     context_root: Path | str | None = None,
     organization_id: int | None = None,
     run_id: str = "cli",
+    category_profile: CategoryProfile | None = None,
+    profiled_organizations: Collection[int] | None = None,
 ) -> ValidationReport:
     """Run the dataset's suite on ``frame`` (one batch) and build its Data Docs page. No database.
 
     ``previous_row_count`` is the baseline of the volume check (None: first run, the check passes);
-    ``organization_id`` and ``run_id`` only label the report and the Data Docs run name.
+    ``category_profile`` the learned categories of the scope (None: first run, the batch's values are
+    learned); ``profiled_organizations`` (all-organizations runs) the organizations with a profile of
+    their own: the values of the others are learned too. ``organization_id`` and ``run_id`` only label
+    the report and the Data Docs run name.
     """
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
@@ -576,6 +896,21 @@ def validate_frame(
     definition = context.validation_definitions.get(suite_name)
     suite = definition.suite
     parameters = suite_parameters(suite, reference_date=reference_date, previous_row_count=previous_row_count)
+    learned = learned_columns(suite)
+    category_counts = count_categories(frame, learned)
+    batch = category_counts[None]
+    new_values: dict[str, list[NewCategoryValue]] = {}
+    for column, spec in learned.items():
+        known = known_category_values(
+            category_profile, category_counts, column, profiled_organizations=profiled_organizations
+        )
+        counts = batch.value_counts.get(column, {})
+        parameters[spec.parameter] = accepted_category_values(
+            counts, batch.row_count, known, spec.max_new_value_share
+        )
+        new_values[spec.expectation] = new_category_values(
+            counts, batch.row_count, known, spec.max_new_value_share
+        )
     scope = "all" if organization_id is None else f"org{organization_id}"
     run_identifier = RunIdentifier(run_name=_safe_name(f"{run_id}-{scope}"), run_time=dt.datetime.now(dt.UTC))
     with warnings.catch_warnings():
@@ -596,7 +931,10 @@ def validate_frame(
         if _suite_page_outdated(context, suite_name):
             resources.append(suite_key)
         context.build_data_docs(site_names=[DATA_DOCS_SITE], resource_identifiers=resources)
-    outcomes = _outcomes(suite_result)
+    outcomes = [
+        _with_new_values(outcome, learned, new_values, category_counts, organization_id)
+        for outcome in _outcomes(suite_result)
+    ]
     report = ValidationReport(
         dataset=dataset,
         organization_id=organization_id,
@@ -607,10 +945,44 @@ def validate_frame(
         snapshot_hash=snapshot_hash(frame),
         reference_date=reference_date,
         previous_row_count=previous_row_count,
+        category_baseline_run_id=None if category_profile is None else category_profile.validation_run_id,
+        category_counts=category_counts,
     )
     report.seconds = time.perf_counter() - started
     log.info("%s (%.2fs)", report.summary(), report.seconds)
     return report
+
+
+def _with_new_values(
+    outcome: ExpectationOutcome,
+    learned: Mapping[str, LearnedColumn],
+    new_values: Mapping[str, list[NewCategoryValue]],
+    category_counts: Mapping[int | None, CategoryProfile],
+    organization_id: int | None,
+) -> ExpectationOutcome:
+    """A learned categorical outcome names its new values, their rows and shares (and, on an
+    all-organizations run, the organizations holding them) instead of the long accepted value set."""
+    spec = next((s for s in learned.values() if s.expectation == outcome.expectation), None)
+    if spec is None:
+        return outcome
+    details = {k: v for k, v in outcome.details.items() if k != "value_set"}
+    found = new_values.get(outcome.expectation, [])
+    if not outcome.success and found:
+        listed = []
+        for new in found:
+            entry = new.as_dict()
+            if organization_id is None:
+                holders = sorted(
+                    org
+                    for org, counts in category_counts.items()
+                    if org is not None and new.value in counts.value_counts.get(spec.column, {})
+                )
+                entry["organizations"] = len(holders)
+                entry["organization_ids"] = holders[:ORGANIZATIONS_LISTED]
+            listed.append(entry)
+        details["new_values"] = listed
+        details[NEW_VALUE_SHARE_META_KEY] = spec.max_new_value_share
+    return replace(outcome, details=details)
 
 
 def _site_dir(context: AbstractDataContext) -> Path:
@@ -767,7 +1139,9 @@ def validate_dataset(
     """Validate a dataset (all organizations, or one), record a ``validation_runs`` row, raise alerts.
 
     Returns the report; does not raise when expectations fail (``require_valid`` does). The volume
-    baseline is the latest ``validation_runs`` row of the same dataset and organization scope.
+    baseline is the latest ``validation_runs`` row of the same dataset and organization scope; the
+    categorical checks compare with the scope's learned ``category_profiles`` row, and a run with no
+    failed critical expectation updates the profiles (``store_category_profiles``).
     """
     dataset = dataset_name(dataset)
     engine = engine or get_engine()
@@ -778,6 +1152,7 @@ def validate_dataset(
                 raise NotFoundError(f"organization {organization_id} does not exist")
     frame = load_frame(dataset, organization_id, engine=engine)
     previous = previous_row_count(engine, dataset, organization_id)
+    profile = load_category_profile(engine, dataset, organization_id)
     report = validate_frame(
         dataset,
         frame,
@@ -786,6 +1161,12 @@ def validate_dataset(
         context_root=context_root,
         organization_id=organization_id,
         run_id=run_id,
+        category_profile=profile,
+        profiled_organizations=(
+            profiled_organizations(engine, dataset)
+            if organization_id is None and profile is not None
+            else None
+        ),
     )
     return record_validation(report, engine=engine, run_id=run_id, raise_alerts=raise_alerts)
 
@@ -795,30 +1176,40 @@ def record_validation(
 ) -> ValidationReport:
     """Write the report's ``validation_runs`` row and raise its alerts; fills ``run_row_id``/``alert_ids``.
 
-    ``validate_dataset`` calls it; call it yourself after ``validate_frame`` on a frame you loaded.
+    When no critical expectation failed, the batch's categories become the learned profile of the
+    scope (``store_category_profiles``, same transaction). ``validate_dataset`` calls it; call it
+    yourself after ``validate_frame`` on a frame you loaded.
     """
     failed = [
         {"expectation": o.expectation, "severity": o.severity, **_failure_numbers(o)}
         for o in report.outcomes
         if not o.success
     ]
-    with engine.begin() as conn:
-        report.run_row_id = conn.scalar(
-            sa.insert(ValidationRun)
-            .values(
-                dataset=report.dataset,
-                organization_id=report.organization_id,
-                row_count=report.row_count,
-                success=report.success,
-                critical_failed=len(report.critical_failures),
-                warning_failed=len(report.warning_failures),
-                failed_expectations=failed,
-                report_path=report.data_docs_path,
-                snapshot_hash=report.snapshot_hash,
-                run_id=run_id,
-            )
-            .returning(ValidationRun.id)
-        )
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as conn:
+                report.run_row_id = conn.scalar(
+                    sa.insert(ValidationRun)
+                    .values(
+                        dataset=report.dataset,
+                        organization_id=report.organization_id,
+                        row_count=report.row_count,
+                        success=report.success,
+                        critical_failed=len(report.critical_failures),
+                        warning_failed=len(report.warning_failures),
+                        failed_expectations=failed,
+                        report_path=report.data_docs_path,
+                        snapshot_hash=report.snapshot_hash,
+                        run_id=run_id,
+                    )
+                    .returning(ValidationRun.id)
+                )
+                store_category_profiles(conn, report)
+            break
+        except sa.exc.IntegrityError:
+            # a concurrent run of the same scope created a profile row first: update it instead
+            if attempt == 2:
+                raise
     if raise_alerts:
         report.alert_ids = _raise_validation_alerts(engine, report, run_id)
     return report
@@ -843,7 +1234,11 @@ def previous_row_count(engine: sa.Engine, dataset: str, organization_id: int | N
 
 def _failure_numbers(outcome: ExpectationOutcome) -> dict[str, Any]:
     keys = ("observed_value", "unexpected_count", "partial_unexpected_list", "exception")
-    return {key: outcome.details[key] for key in keys if key in outcome.details}
+    numbers = {key: outcome.details[key] for key in keys if key in outcome.details}
+    if outcome.details.get("new_values"):
+        numbers["new_values"] = outcome.details["new_values"][:NEW_VALUES_DESCRIBED]
+        numbers[NEW_VALUE_SHARE_META_KEY] = outcome.details.get(NEW_VALUE_SHARE_META_KEY)
+    return numbers
 
 
 _RUNBOOK = {
@@ -854,8 +1249,9 @@ _RUNBOOK = {
     ),
     "warning": (
         "Training went on. Open the GX report (links.gx_report) and check the flagged values with the data "
-        "owner; if the data is right, adjust the suite in expectations/ (docs/validation.md), otherwise fix "
-        "the source and re-run `{command}`."
+        "owner. New categorical values are learned by a run without critical failures: if they are "
+        "right, nothing to do; otherwise fix the source, re-import and re-run `{command}`. For any other "
+        "warning, if the data is right adjust the suite in expectations/ (docs/validation.md)."
     ),
 }
 
@@ -906,6 +1302,8 @@ def _describe_failure(outcome: ExpectationOutcome) -> str:
     details = outcome.details
     if "exception" in details:
         return f"could not be evaluated: {details['exception']}"
+    if details.get("new_values"):
+        return _describe_new_values(details["new_values"], details.get(NEW_VALUE_SHARE_META_KEY))
     parts = []
     if "unexpected_count" in details:
         parts.append(f"{details['unexpected_count']} unexpected value(s)")
@@ -915,6 +1313,26 @@ def _describe_failure(outcome: ExpectationOutcome) -> str:
         observed = details["observed_value"]
         parts.append("no value to compute (no rows?)" if observed is None else f"observed {observed}")
     return "; ".join(parts) or "failed"
+
+
+def _describe_new_values(new_values: list[dict[str, Any]], max_share: Any) -> str:
+    """``'crypto' on 12.0% of the rows (36; organization 3), ...``: what is new, and how much."""
+    described = []
+    for entry in new_values[:NEW_VALUES_DESCRIBED]:
+        where = ""
+        orgs = entry.get("organization_ids")
+        if orgs:
+            count = int(entry.get("organizations", len(orgs)))
+            shown = ", ".join(map(str, orgs[:NEW_VALUES_DESCRIBED]))
+            shown += f" and {count - NEW_VALUES_DESCRIBED} more" if count > NEW_VALUES_DESCRIBED else ""
+            where = f"; organization{'s' if count > 1 else ''} {shown}"
+        described.append(f"{entry['value']!r} on {entry['share']:.1%} of the rows ({entry['rows']:,}{where})")
+    more = len(new_values) - NEW_VALUES_DESCRIBED
+    threshold = f"{float(max_share):.1%}" if max_share is not None else "the threshold"
+    return (
+        f"{len(new_values)} value(s) never accepted before for this scope, each above {threshold} of "
+        f"the rows: " + ", ".join(described) + (f" and {more} more" if more > 0 else "")
+    )
 
 
 def require_valid(report: ValidationReport) -> None:

@@ -100,7 +100,7 @@ def test_validate_and_train_commands_run_the_same_library_path(neuracrm_home: Pa
     assert trained.exit_code == 0, trained.output
     assert "sales_forecast_org_*: 1 organizations:" in trained.output
     wrong = runner.invoke(main, ["train", "sentiment", "--org", "1"])
-    assert wrong.exit_code == 2 and "--org and --workers apply to sales_forecast only" in wrong.output
+    assert wrong.exit_code == 2 and "sentiment trains one model across all organizations" in wrong.output
 
 
 @pytest.mark.slow

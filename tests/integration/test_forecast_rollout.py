@@ -123,8 +123,12 @@ def test_forecast_monitoring_rolls_back_only_the_organization_whose_actuals_fall
         name = registry.forecast_model_name(org)
         registry.ensure_registered_model(client, name, "test")
         for version in ("1", "2"):
+            # v1's recorded backtest accuracy is what a rollback to it is measured by (it has no
+            # actuals of its own on v2's months)
             client.create_model_version(
-                name, "file:///nonexistent", tags={"status": "test", "servable": "true"}
+                name,
+                "file:///nonexistent",
+                tags={"status": "test", "servable": "true", "backtest_accuracy": "0.950000"},
             )
             ledger.record_change(
                 engine,

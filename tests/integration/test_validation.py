@@ -19,14 +19,16 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from neuracrm_mlops.db.schema import Alert, Lead, MonthlySales, ValidationRun
+from neuracrm_mlops.db.schema import Alert, CategoryProfileRow, Lead, MonthlySales, ValidationRun
 from neuracrm_mlops.errors import NotFoundError
 from neuracrm_mlops.seeding import seed_database
 from neuracrm_mlops.synthetic import DEFAULT_END_MONTH, SyntheticCRM, generate_crm
 from neuracrm_mlops.validation import (
     DEFAULT_GX_ROOT,
+    CategoryProfile,
     ValidationFailedError,
     ValidationReport,
+    load_category_profile,
     load_frame,
     normalise_frame,
     record_validation,
@@ -333,23 +335,214 @@ def test_validating_one_organization_scopes_rows_report_and_alert(engine: sa.Eng
 # warnings alert but do not block
 
 
-def test_an_unknown_industry_is_a_warning_that_does_not_block_training(engine: sa.Engine) -> None:
-    seed_database(5, 12, 3, engine=engine)
+def _lead_ids(engine: sa.Engine, organization_id: int | None = None) -> list[int]:
+    query = sa.select(Lead.id).order_by(Lead.id)
+    if organization_id is not None:
+        query = query.where(Lead.organization_id == organization_id)
+    with engine.connect() as conn:
+        return list(conn.scalars(query).all())
+
+
+def _set_leads(engine: sa.Engine, ids: list[int], **values: object) -> None:
     with engine.begin() as conn:
-        ids = conn.scalars(sa.select(Lead.id).order_by(Lead.id).limit(3)).all()
-        conn.execute(sa.update(Lead).where(Lead.id.in_(ids)).values(industry="crypto"))
-    report = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
-    assert report.success is True
-    assert report.critical_failures == []
-    (warning,) = report.warning_failures
+        conn.execute(sa.update(Lead).where(Lead.id.in_(ids)).values(**values))
+
+
+def _profile(engine: sa.Engine, dataset: str, organization_id: int | None = None) -> CategoryProfile:
+    profile = load_category_profile(engine, dataset, organization_id)
+    assert profile is not None, (dataset, organization_id)
+    return profile
+
+
+def _organization_ids(engine: sa.Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.scalars(sa.select(Lead.organization_id).distinct().order_by(Lead.organization_id)))
+
+
+def test_the_first_run_learns_each_scope_s_categories_and_warns_about_none(engine: sa.Engine) -> None:
+    seed_database(5, 12, 3, engine=engine)
+    ids = _lead_ids(engine)
+    _set_leads(engine, ids, region="EMEA")  # a real CRM's vocabulary, not the generator's
+    _set_leads(engine, ids[: len(ids) // 3], source="Web form")
+    first = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert first.success and first.warning_failures == [], first.summary()
+    assert first.category_baseline_run_id is None  # nothing to compare with: learned
+    everyone = _profile(engine, "leads")
+    assert everyone.row_count == len(ids) and everyone.validation_run_id == first.run_row_id
+    assert everyone.value_counts["region"] == {"EMEA": len(ids)}
+    assert everyone.value_counts["source"]["Web form"] == len(ids) // 3
+    assert set(everyone.value_counts) == {
+        "industry",
+        "seniority",
+        "timeline",
+        "budget_signal",
+        "source",
+        "region",
+    }
+    organizations = _organization_ids(engine)
+    assert len(organizations) == 5
+    assert sum(_profile(engine, "leads", org).row_count for org in organizations) == len(ids)
+    assert _profile(engine, "leads", organizations[0]).known("region") == {"EMEA"}
+    second = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert second.success and second.warning_failures == [], second.summary()
+    assert second.category_baseline_run_id == first.run_row_id
+    assert _profile(engine, "leads").validation_run_id == second.run_row_id
+    for dataset in ("interactions", "sales"):  # every dataset learns; sales has no categorical column
+        report = validate_dataset(dataset, engine=engine, reference_date=REFERENCE_DATE)
+        assert report.warning_failures == [] and _profile(engine, dataset).row_count == report.row_count
+    assert _profile(engine, "sales").value_counts == {}
+    assert _alerts(engine) == []
+
+
+def test_a_new_value_on_a_large_share_is_a_warning_naming_values_and_shares(engine: sa.Engine) -> None:
+    seed_database(5, 12, 3, engine=engine)
+    first = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert first.warning_failures == []
+    ids = _lead_ids(engine)
+    crypto, defi = ids[: len(ids) // 5], ids[-2:]  # 20% of the leads, and 2 leads (under 5%)
+    _set_leads(engine, crypto, industry="crypto")
+    _set_leads(engine, defi, industry="defi")
+    second = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert second.success is True and second.critical_failures == []
+    (warning,) = second.warning_failures
     assert warning.expectation == "expect_column_values_to_be_in_set(industry)"
-    assert warning.details["unexpected_count"] == 3 and "crypto" in warning.details["partial_unexpected_list"]
-    require_valid(report)  # does not raise: training goes on
+    (new,) = warning.details["new_values"]
+    assert (new["value"], new["rows"]) == ("crypto", len(crypto))
+    assert new["share"] == round(len(crypto) / len(ids), 4)
+    assert new["organization_ids"] == sorted(
+        {org for org in _organization_ids(engine) if set(_lead_ids(engine, org)) & set(crypto)}
+    )
+    assert warning.details["max_new_value_share"] == 0.05
+    assert warning.details["unexpected_count"] == len(crypto)  # GX counts exactly the values that warn
+    assert "value_set" not in warning.details  # the accepted set is long: the report page shows it
+    require_valid(second)  # training goes on
     (alert,) = _alerts(engine)
     assert (alert.severity, alert.dedup_key) == ("warning", "validation:leads:all:warning")
-    assert alert.action_taken == "none: training goes on"
-    assert alert.links == {"gx_report": report.data_docs_path}
-    assert _validation_run(engine, report.run_row_id).warning_failed == 1
+    assert (
+        f"'crypto' on {len(crypto) / len(ids):.1%} of the rows ({len(crypto)}; organization" in alert.message
+    )
+    assert "above 5.0% of the rows" in alert.message and "defi" not in alert.message
+    assert alert.metrics["failed"][0]["new_values"][0]["value"] == "crypto"
+    row = _validation_run(engine, second.run_row_id)
+    assert row.warning_failed == 1 and row.failed_expectations[0]["new_values"][0]["value"] == "crypto"
+    # training accepted the data: both values are known now, the next run is quiet
+    assert {"crypto", "defi"} <= (_profile(engine, "leads").known("industry") or set())
+    third = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert third.warning_failures == [], third.summary()
+
+
+def test_a_run_with_a_critical_failure_learns_nothing(engine: sa.Engine) -> None:
+    seed_database(5, 12, 3, engine=engine)
+    first = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    ids = _lead_ids(engine)
+    _set_leads(engine, ids[: len(ids) // 4], industry="crypto")
+    _set_leads(engine, ids[:1], email_opens=-1)
+    blocked = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert [o.expectation for o in blocked.critical_failures] == [
+        "expect_column_values_to_be_between(email_opens)"
+    ]
+    assert [o.expectation for o in blocked.warning_failures] == [
+        "expect_column_values_to_be_in_set(industry)"
+    ]
+    assert "crypto" not in (_profile(engine, "leads").known("industry") or set())
+    assert _profile(engine, "leads").validation_run_id == first.run_row_id
+    _set_leads(engine, ids[:1], email_opens=1)
+    fixed = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert fixed.success and [o.expectation for o in fixed.warning_failures] == [
+        "expect_column_values_to_be_in_set(industry)"
+    ]
+    assert fixed.category_baseline_run_id == first.run_row_id
+
+
+def test_an_organization_is_judged_against_its_own_history(engine: sa.Engine) -> None:
+    seed_database(5, 12, 3, engine=engine)
+    org_a, org_b = _organization_ids(engine)[:2]
+    _set_leads(engine, _lead_ids(engine, org_b), region="emea")  # only organization B says "emea"
+    first = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)  # learns all and each
+    leads_a = _lead_ids(engine, org_a)
+    _set_leads(engine, leads_a[: len(leads_a) // 2], region="emea")
+    only_a = validate_dataset("leads", org_a, engine=engine, reference_date=REFERENCE_DATE)
+    assert only_a.category_baseline_run_id == first.run_row_id  # A's profile, learned by the first run
+    everyone = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert everyone.warning_failures == []  # "emea" is known for all organizations
+    (warning,) = only_a.warning_failures
+    (new,) = warning.details["new_values"]
+    assert (new["value"], new["rows"]) == ("emea", len(leads_a) // 2)
+    assert "organization_ids" not in new  # one organization's scope
+    (alert,) = _alerts(engine)
+    assert alert.dedup_key == f"validation:leads:{org_a}:warning" and alert.organization_id == org_a
+
+
+def test_a_new_organization_is_learned_in_an_all_organizations_run(engine: sa.Engine, tmp_path: Path) -> None:
+    from neuracrm_mlops.ingest import import_file
+    from neuracrm_mlops.orgs import create_organization
+
+    seed_database(3, 12, 3, engine=engine)
+    validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    with engine.begin() as conn:
+        newcomer, _ = create_organization(conn, "newcomer")
+    rows = pd.DataFrame(
+        {
+            "lead_id": [f"N-{i}" for i in range(60)],
+            "created_at": "2024-05-01T10:00:00Z",
+            "region": "Benelux",
+            "source": ["Trade fair", "Website"] * 30,
+        }
+    )
+    rows.to_csv(tmp_path / "newcomer.csv", index=False)
+    import_file(tmp_path / "newcomer.csv", "leads", newcomer.id, engine=engine)
+    report = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert report.row_count > 60 and 60 / report.row_count > 0.05  # would warn if it were judged
+    assert report.warning_failures == [], report.summary()
+    assert _profile(engine, "leads", newcomer.id).known("region") == {"Benelux"}
+    assert "Benelux" in (_profile(engine, "leads").known("region") or set())
+    # from now on the newcomer has a history: a new value of its own warns
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(Lead)
+            .where(Lead.organization_id == newcomer.id, Lead.external_id.in_([f"N-{i}" for i in range(30)]))
+            .values(region="Nordics")
+        )
+    scoped = validate_dataset("leads", newcomer.id, engine=engine, reference_date=REFERENCE_DATE)
+    assert [n["value"] for n in scoped.warning_failures[0].details["new_values"]] == ["Nordics"]
+
+
+def test_an_empty_table_learns_nothing_so_the_first_import_is_not_flagged(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    from neuracrm_mlops.ingest import import_file
+    from neuracrm_mlops.orgs import create_organization
+
+    with engine.begin() as conn:
+        org, _ = create_organization(conn, "fresh")
+    empty = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert empty.row_count == 0 and empty.success
+    assert load_category_profile(engine, "leads", None) is None
+    pd.DataFrame(
+        {"lead_id": ["A", "B"], "created_at": "2024-05-01T10:00:00Z", "region": "Benelux", "converted": "1"}
+    ).to_csv(tmp_path / "leads.csv", index=False)
+    import_file(tmp_path / "leads.csv", "leads", org.id, engine=engine)
+    report = validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    assert report.category_baseline_run_id is None
+    assert not [o for o in report.warning_failures if "in_set" in o.expectation], report.summary()
+    assert _profile(engine, "leads").known("region") == {"Benelux"}
+
+
+def test_the_profile_of_a_scope_is_one_row_updated_in_place(engine: sa.Engine) -> None:
+    seed_database(3, 12, 3, engine=engine)
+    for _ in range(3):
+        validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
+    validate_dataset("leads", _organization_ids(engine)[0], engine=engine, reference_date=REFERENCE_DATE)
+    with engine.connect() as conn:
+        scopes = conn.execute(
+            sa.select(CategoryProfileRow.organization_id, sa.func.count())
+            .where(CategoryProfileRow.dataset == "leads")
+            .group_by(CategoryProfileRow.organization_id)
+        ).all()
+    assert sorted(scopes, key=lambda r: (r[0] is not None, r[0] or 0)) == [
+        (None, 1),
+        *((org, 1) for org in _organization_ids(engine)),
+    ]
 
 
 def test_a_volume_drop_against_the_previous_run_is_a_warning(engine: sa.Engine) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from neuracrm_mlops import synthetic
 from neuracrm_mlops.errors import ConfigurationError
+from neuracrm_mlops.models import sentiment_model
 from neuracrm_mlops.validation import (
     DATASET_SUITES,
     DEFAULT_GX_ROOT,
@@ -33,6 +34,11 @@ from neuracrm_mlops.validation import (
 )
 
 RUN_TIME_PARAMETERS = {"reference_month", "end_of_reference_day", "min_row_count"}
+LEARNED_CATEGORIES = {
+    "leads": ("industry", "seniority", "timeline", "budget_signal", "source", "region"),
+    "interactions": ("channel",),
+    "monthly_sales": (),
+}
 
 
 def _suite(name: str) -> dict[str, Any]:
@@ -84,7 +90,8 @@ def test_run_time_bounds_use_only_the_parameters_the_code_provides(dataset: str)
         for value in expectation["kwargs"].values()
         if isinstance(value, dict) and "$PARAMETER" in value
     }
-    assert used <= RUN_TIME_PARAMETERS
+    learned = {f"known_{column}_values" for column in LEARNED_CATEGORIES[DATASET_SUITES[dataset]]}
+    assert used == (used & RUN_TIME_PARAMETERS) | learned  # filled in by validate_frame, no others
     (volume,) = [e for e in suite["expectations"] if "min_ratio_of_previous_run" in e["meta"]]
     assert volume["type"] == "expect_table_row_count_to_be_between"
     assert volume["kwargs"] == {"min_value": {"$PARAMETER": "min_row_count"}}
@@ -120,24 +127,30 @@ def test_the_issue_checks_are_in_the_suites_with_their_severity() -> None:
 
 
 @pytest.mark.parametrize(
-    ("suite", "column", "known"),
-    [
-        ("leads", "industry", synthetic.INDUSTRIES),
-        ("leads", "seniority", synthetic.SENIORITIES),
-        ("leads", "timeline", synthetic.TIMELINES),
-        ("leads", "budget_signal", synthetic.BUDGET_SIGNALS),
-        ("leads", "source", synthetic.SOURCES),
-        ("leads", "region", synthetic.REGIONS),
-        ("interactions", "channel", synthetic.CHANNELS),
-        ("interactions", "sentiment_label", synthetic.SENTIMENT_LABELS),
-    ],
+    ("suite", "column"),
+    [(suite, column) for suite, columns in LEARNED_CATEGORIES.items() for column in columns],
 )
-def test_known_category_sets_match_the_generator_and_only_warn(
-    suite: str, column: str, known: tuple[str, ...]
-) -> None:
+def test_categorical_sets_are_learned_from_accepted_data_and_only_warn(suite: str, column: str) -> None:
     expectation = _named(_suite(suite))[f"expect_column_values_to_be_in_set({column})"]
-    assert expectation["kwargs"]["value_set"] == list(known)
-    assert expectation["meta"]["severity"] == "warning"
+    assert expectation["kwargs"]["value_set"] == {"$PARAMETER": f"known_{column}_values"}
+    assert expectation["meta"] == {"severity": "warning", "max_new_value_share": 0.05}
+    assert "learned" in expectation["notes"] and "5%" in expectation["notes"]
+
+
+def test_no_categorical_set_of_the_suites_is_the_generator_vocabulary_any_more() -> None:
+    generator = (synthetic.INDUSTRIES, synthetic.SOURCES, synthetic.REGIONS, synthetic.CHANNELS)
+    generator += (synthetic.SENIORITIES, synthetic.TIMELINES, synthetic.BUDGET_SIGNALS)
+    generator_sets = [list(values) for values in generator]
+    for suite in DATASET_SUITES.values():
+        for expectation in _suite(suite)["expectations"]:
+            assert expectation["kwargs"].get("value_set") not in generator_sets, expectation
+
+
+def test_sentiment_labels_stay_the_fixed_set_the_sentiment_model_trains_on() -> None:
+    # training keeps only these labels (other labels are dropped), so an unknown one is worth a warning
+    expectation = _named(_suite("interactions"))["expect_column_values_to_be_in_set(sentiment_label)"]
+    assert expectation["kwargs"]["value_set"] == list(sentiment_model.LABELS)
+    assert expectation["meta"] == {"severity": "warning"}
 
 
 def test_the_context_config_is_quiet_and_complete() -> None:

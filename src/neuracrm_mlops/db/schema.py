@@ -289,6 +289,9 @@ class ImportBatch(Base):
     updated: Mapped[int] = mapped_column(sa.Integer, default=0)
     unchanged: Mapped[int] = mapped_column(sa.Integer, default=0)
     quarantined: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # kept rows (imported, updated or unchanged) with an optional field stored empty because it did
+    # not parse (raw value in ``attributes["_field_errors"]``); a subset of the three counts above
+    rows_with_field_errors: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -333,6 +336,49 @@ class ValidationRun(Base):
     report_path: Mapped[str | None] = mapped_column(sa.Text)  # the Data Docs HTML page
     snapshot_hash: Mapped[str] = mapped_column(sa.String(64))  # hash of the validated data
     run_id: Mapped[str | None] = mapped_column(sa.String(250))  # the DAG run, or "cli"
+
+
+class CategoryProfileRow(Base):
+    """The categorical values validation has accepted, per dataset and scope (learned, not configured).
+
+    One row per dataset and organization, plus one per dataset for all organizations
+    (``organization_id`` NULL). Rewritten by every validation run of that scope (and, for an
+    all-organizations run, of each organization in it) whose critical expectations passed: the data
+    training accepted. ``value_counts``: ``{column: {value: rows}}`` of that run's batch; values accepted
+    earlier and absent now stay known with 0 rows (``neuracrm_mlops.validation``, docs/validation.md).
+    """
+
+    __tablename__ = "category_profiles"
+    __table_args__ = (
+        sa.Index(
+            "uq_category_profiles_dataset_org",
+            "dataset",
+            "organization_id",
+            unique=True,
+            sqlite_where=sa.text("organization_id IS NOT NULL"),
+            postgresql_where=sa.text("organization_id IS NOT NULL"),
+        ),
+        sa.Index(
+            "uq_category_profiles_dataset_all",
+            "dataset",
+            unique=True,
+            sqlite_where=sa.text("organization_id IS NULL"),
+            postgresql_where=sa.text("organization_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    dataset: Mapped[str] = mapped_column(sa.String(32))  # leads | sales | interactions
+    organization_id: Mapped[int | None] = mapped_column(  # None: all organizations
+        sa.ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    row_count: Mapped[int] = mapped_column(sa.Integer)  # rows of the accepted batch (shares = count / this)
+    value_counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    validation_run_id: Mapped[int | None] = mapped_column(
+        sa.BigInteger
+    )  # the accepted run (validation_runs.id)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)  # first learned
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)  # last accepted run
 
 
 metadata = Base.metadata
