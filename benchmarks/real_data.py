@@ -243,7 +243,7 @@ DOCUMENTED_LEAD_FIELDS = (
 
 
 def _lead_payload(row: dict[str, Any]) -> dict[str, Any]:
-    lead: dict[str, Any] = {"lead_id": row["lead_id"]}
+    lead: dict[str, Any] = {"lead_id": row["external_id"]}
     for name in DOCUMENTED_LEAD_FIELDS:
         value = row.get(name)
         if value is not None and not (isinstance(value, float) and np.isnan(value)):
