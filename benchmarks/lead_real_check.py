@@ -40,89 +40,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import real_datasets
 
-from neuracrm_mlops.ingest import coerce_attribute
 from neuracrm_mlops.models import lead_scoring_model as lsm
-
-DOCUMENTED = ("lead_id", "created_at", "job_title", "source")
 
 
 def say(message: str) -> None:
     print(f"… {message}", file=sys.stderr, flush=True)
-
-
-def as_crm_leads(raw: pd.DataFrame) -> pd.DataFrame:
-    """``bank_leads()`` as the CRM stores it: documented fields as columns, the rest in ``attributes``."""
-    unknown = [c for c in raw.columns if c not in (*DOCUMENTED, "converted")]
-    leads = raw[list(DOCUMENTED)].replace({"": None})
-    leads["attributes"] = [
-        {k: v for k, v in ((c, coerce_attribute(row[c])) for c in unknown) if v is not None}
-        for row in raw[unknown].to_dict("records")
-    ]
-    leads["converted"] = raw["converted"] == "true"
-    return leads
-
-
-def baselines(raw_train: pd.DataFrame, raw_test: pd.DataFrame, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Test-part probabilities of the plain scikit-learn baselines fitted on the training part."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
-
-    x_train, x_test = real_datasets.bank_raw_features(raw_train), real_datasets.bank_raw_features(raw_test)
-    numeric = [
-        c
-        for c in x_train.columns
-        if pd.to_numeric(x_train[c], errors="coerce").notna().sum() == x_train[c].notna().sum()
-        and x_train[c].notna().any()
-    ]
-    categorical = [c for c in x_train.columns if c not in numeric]
-    for frame in (x_train, x_test):
-        frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-        frame[categorical] = frame[categorical].astype(object).where(frame[categorical].notna(), "missing")
-    logistic = make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
-            ]
-        ),
-        LogisticRegression(max_iter=1000),
-    )
-    ordinal = make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", "passthrough", numeric),
-                ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), categorical),
-            ]
-        ),
-        HistGradientBoostingClassifier(
-            categorical_features=list(range(len(numeric), len(numeric) + len(categorical))), random_state=0
-        ),
-    )
-    out: dict[str, np.ndarray] = {}
-    say("baseline: LogisticRegression (one-hot + standard scaling)")
-    out["LogisticRegression"] = logistic.fit(x_train, y).predict_proba(x_test)[:, 1]
-    say("baseline: HistGradientBoosting, ordinal-encoded categories")
-    out["HistGradientBoosting (ordinal)"] = ordinal.fit(x_train, y).predict_proba(x_test)[:, 1]
-    say("baseline: HistGradientBoosting, categorical_features='from_dtype'")
-    typed_train, typed_test = x_train.copy(), x_test.copy()
-    for column in categorical:
-        dtype = pd.CategoricalDtype(sorted(set(typed_train[column])))
-        typed_train[column] = typed_train[column].astype(dtype)
-        known = typed_test[column].isin(dtype.categories)  # unseen categories become missing
-        typed_test[column] = typed_test[column].where(known).astype(dtype)
-    booster = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=0)
-    out["HistGradientBoosting (from_dtype)"] = booster.fit(typed_train, y).predict_proba(typed_test)[:, 1]
-    return out
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -141,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     raw = real_datasets.bank_leads(args.limit)
     cut = round(len(raw) * (1 - args.holdout_share))
     raw_train, raw_test = raw.iloc[:cut].reset_index(drop=True), raw.iloc[cut:].reset_index(drop=True)
-    leads = as_crm_leads(raw)
+    leads = real_datasets.bank_as_crm_leads(raw)
     train_part, test_part = leads.iloc[:cut].reset_index(drop=True), leads.iloc[cut:].reset_index(drop=True)
     y_train = train_part["converted"].astype(int).to_numpy()
     y_test = test_part["converted"].astype(int).to_numpy()
@@ -161,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     probabilities["base rate"] = np.full(len(test_part), y_train.mean())
     fallback = lsm.fit_fallback(train_part, y_train, test_part, y_test)
 
-    probabilities |= baselines(raw_train, raw_test, y_train)
+    probabilities |= real_datasets.bank_baseline_probabilities(raw_train, raw_test, y_train)
 
     say("lean serving path vs predict on the test leads")
     from neuracrm_mlops.servability import jsonable_records

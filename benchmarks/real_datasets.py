@@ -90,6 +90,79 @@ def bank_raw_features(leads: pd.DataFrame) -> pd.DataFrame:
     return leads.drop(columns=["lead_id", "created_at", "converted"]).replace({"": np.nan})
 
 
+BANK_DOCUMENTED = ("lead_id", "created_at", "job_title", "source")
+
+
+def bank_as_crm_leads(raw: pd.DataFrame) -> pd.DataFrame:
+    """``bank_leads()`` as the CRM stores it: documented fields as columns, the rest in ``attributes``."""
+    from neuracrm_mlops.ingest import coerce_attribute
+
+    unknown = [c for c in raw.columns if c not in (*BANK_DOCUMENTED, "converted")]
+    leads = raw[list(BANK_DOCUMENTED)].replace({"": None})
+    leads["attributes"] = [
+        {k: v for k, v in ((c, coerce_attribute(row[c])) for c in unknown) if v is not None}
+        for row in raw[unknown].to_dict("records")
+    ]
+    leads["converted"] = raw["converted"] == "true"
+    return leads
+
+
+def bank_baseline_probabilities(
+    raw_train: pd.DataFrame, raw_test: pd.DataFrame, y: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Test-part probabilities of the plain scikit-learn baselines fitted on the training part."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    x_train, x_test = bank_raw_features(raw_train), bank_raw_features(raw_test)
+    numeric = [
+        c
+        for c in x_train.columns
+        if pd.to_numeric(x_train[c], errors="coerce").notna().sum() == x_train[c].notna().sum()
+        and x_train[c].notna().any()
+    ]
+    categorical = [c for c in x_train.columns if c not in numeric]
+    for frame in (x_train, x_test):
+        frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+        frame[categorical] = frame[categorical].astype(object).where(frame[categorical].notna(), "missing")
+    logistic = make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+            ]
+        ),
+        LogisticRegression(max_iter=1000),
+    )
+    ordinal = make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", "passthrough", numeric),
+                ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), categorical),
+            ]
+        ),
+        HistGradientBoostingClassifier(
+            categorical_features=list(range(len(numeric), len(numeric) + len(categorical))), random_state=0
+        ),
+    )
+    out: dict[str, np.ndarray] = {}
+    out["LogisticRegression"] = logistic.fit(x_train, y).predict_proba(x_test)[:, 1]
+    out["HistGradientBoosting (ordinal)"] = ordinal.fit(x_train, y).predict_proba(x_test)[:, 1]
+    typed_train, typed_test = x_train.copy(), x_test.copy()
+    for column in categorical:
+        dtype = pd.CategoricalDtype(sorted(set(typed_train[column])))
+        typed_train[column] = typed_train[column].astype(dtype)
+        known = typed_test[column].isin(dtype.categories)  # unseen categories become missing
+        typed_test[column] = typed_test[column].where(known).astype(dtype)
+    booster = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=0)
+    out["HistGradientBoosting (from_dtype)"] = booster.fit(typed_train, y).predict_proba(typed_test)[:, 1]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Financial PhraseBank -> interactions
 
@@ -113,7 +186,9 @@ def phrasebank_sentences() -> pd.DataFrame:
     return frame[~frame["text"].duplicated(keep=False)].reset_index(drop=True)
 
 
-def phrasebank_interactions(*, seed: int = 0, holdout_share: float = 0.2, limit: int | None = None) -> Sentences:
+def phrasebank_interactions(
+    *, seed: int = 0, holdout_share: float = 0.2, limit: int | None = None
+) -> Sentences:
     """Labelled interactions; a seeded stratified ``holdout_share`` is dated after all the others."""
     from sklearn.model_selection import train_test_split
 
@@ -131,7 +206,9 @@ def phrasebank_interactions(*, seed: int = 0, holdout_share: float = 0.2, limit:
     ordered["created_at"] = [(start + dt.timedelta(hours=i)).isoformat() for i in range(len(ordered))]
     ordered["channel"] = "news"
     holdout_ids = list(ordered["interaction_id"].iloc[len(train_part) :])
-    return Sentences(ordered[["interaction_id", "text", "created_at", "channel", "sentiment_label"]], holdout_ids)
+    return Sentences(
+        ordered[["interaction_id", "text", "created_at", "channel", "sentiment_label"]], holdout_ids
+    )
 
 
 # ---------------------------------------------------------------------------------------------

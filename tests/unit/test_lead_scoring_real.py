@@ -9,35 +9,21 @@ import pytest
 import real_datasets  # benchmarks/ is on the test path (pyproject: pythonpath)
 from sklearn.metrics import roc_auc_score
 
-from neuracrm_mlops.ingest import coerce_attribute
 from neuracrm_mlops.models import lead_scoring_model as lsm
 from neuracrm_mlops.servability import jsonable_records
 
 BANK_FILE = real_datasets.datasets_dir() / "bank_marketing" / "bank-additional-full.csv"
 BANK_ROWS = 41_188
-DOCUMENTED = ("lead_id", "created_at", "job_title", "source")
 
 pytestmark = pytest.mark.skipif(
     not BANK_FILE.is_file(), reason=f"{BANK_FILE} is missing (the shared real datasets are not here)"
 )
 
 
-def as_crm_leads(raw: pd.DataFrame) -> pd.DataFrame:
-    """The import format as the CRM stores it: unknown columns in ``attributes`` (coerce_attribute)."""
-    unknown = [c for c in raw.columns if c not in (*DOCUMENTED, "converted")]
-    leads = raw[list(DOCUMENTED)].replace({"": None})
-    leads["attributes"] = [
-        {k: v for k, v in ((c, coerce_attribute(row[c])) for c in unknown) if v is not None}
-        for row in raw[unknown].to_dict("records")
-    ]
-    leads["converted"] = raw["converted"] == "true"
-    return leads
-
-
 @pytest.fixture(scope="module")
 def bank_slice() -> tuple[pd.DataFrame, pd.DataFrame]:
     """The newest 600 calls (as an organization with a short history would have): first 80% train."""
-    leads = as_crm_leads(real_datasets.bank_leads(600, start=BANK_ROWS - 600))
+    leads = real_datasets.bank_as_crm_leads(real_datasets.bank_leads(600, start=BANK_ROWS - 600))
     return leads.iloc[:480].reset_index(drop=True), leads.iloc[480:].reset_index(drop=True)
 
 
