@@ -8,9 +8,11 @@ import pickle
 import time
 from typing import Any
 
+import forecast_baselines  # benchmarks/ is on the test path (pyproject: pythonpath)
 import numpy as np
 import pandas as pd
 import pytest
+import real_datasets
 
 import neuracrm_mlops.models.forecasting_model as fm
 from neuracrm_mlops.models.forecasting_model import (
@@ -154,6 +156,156 @@ def test_pickle_round_trip_keeps_the_forecast(production_fit: FittedForecaster) 
     restored = pickle.loads(blob)
     assert restored.predict(24) == production_fit.predict(24)
     assert restored.backtest == production_fit.backtest
+
+
+# --------------------------------------------------------------------------------------------------
+# long histories: the capped window (max_fit_months) and the extra backtest origins
+# --------------------------------------------------------------------------------------------------
+
+
+def drifting_season_series(n: int, change_at: int, seed: int = 0) -> pd.Series:
+    """Monthly revenue growing 0.2% a month whose December peak appears at month ``change_at``:
+    +0% before, +40% after (a business whose seasonality changed years ago)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    start = pd.Period("1985-01", freq="M")
+    december = np.asarray((start.month - 1 + t) % 12 == 11)
+    season = np.where(december & (t >= change_at), 1.4, 1.0)
+    return monthly(1000.0 * np.exp(0.002 * t) * season * np.exp(rng.normal(0, 0.02, n)), "1985-01")
+
+
+def uncapped_ctx(y: Any) -> Any:
+    return fm._Context(y, pd.Period("1985-01", freq="M"), ForecastConfig(max_fit_months=None))
+
+
+def test_seasonal_indices_come_from_the_last_max_fit_months_aligned_to_the_calendar() -> None:
+    y = drifting_season_series(400, change_at=200).to_numpy()
+    first = pd.Period("1985-01", freq="M")
+    capped = fm._Context(y, first, ForecastConfig())
+    uncapped = fm._Context(y, first, ForecastConfig(max_fit_months=None))
+    for n in (400, 394, 383):  # the full fit and backtest origins: windows starting at any month
+        idx = capped.indices(n)
+        assert idx is not None
+        # position i of the indices is month i of the history: December is position 11
+        assert int(np.argmax(idx)) == 11
+        assert idx[11] / np.delete(idx, 11).mean() == pytest.approx(1.4, abs=0.03)
+    old = uncapped.indices(400)
+    assert old is not None and old[11] / np.delete(old, 11).mean() < 1.25  # half the years had no peak
+
+
+def test_backtest_origins_grow_only_while_each_keeps_a_full_window() -> None:
+    config = ForecastConfig()  # 3 origins, 6 apart, 6 months scored; up to 6 origins; 120-month cap
+    assert fm._plan_origins(400, config, 24) == ([394, 388, 382, 376, 370, 364], 6)
+    assert fm._plan_origins(126, config, 24) == ([120, 114, 108], 6)  # the longest M3 series: 3
+    assert fm._plan_origins(138, config, 24) == ([132, 126, 120], 6)
+    assert fm._plan_origins(144, config, 24) == ([138, 132, 126, 120], 6)
+    assert fm._plan_origins(400, ForecastConfig(max_fit_months=None), 24) == ([394, 388, 382], 6)
+    assert fm._plan_origins(400, ForecastConfig(max_origins=3), 24) == ([394, 388, 382], 6)
+
+
+def test_a_long_history_fits_on_the_capped_window_and_forecasts_its_recent_pattern(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sarimax_lengths: list[int] = []
+    fit_sarimax = fm._fit_sarimax
+
+    def recording(z: Any, *args: Any, **kwargs: Any) -> Any:
+        sarimax_lengths.append(len(z))
+        return fit_sarimax(z, *args, **kwargs)
+
+    monkeypatch.setattr(fm, "_fit_sarimax", recording)
+    interval_errors: list[list[int]] = []
+    interval_widths = fm._interval_widths
+
+    def recording_widths(errors_by_step: Any, *args: Any) -> Any:
+        interval_errors.append([e.size for e in errors_by_step])
+        return interval_widths(errors_by_step, *args)
+
+    monkeypatch.setattr(fm, "_interval_widths", recording_widths)
+    full = drifting_season_series(424, change_at=200, seed=1)
+    history, future = full.iloc[:400], full.iloc[400:].to_numpy()
+    fitted = train(history, NO_PROPHET)
+    b = fitted.backtest
+    assert b.chain_used == "full" and b.failures == {}
+    assert b.training_months == 400 and b.n_origins == 6
+    assert b.origins[-1] == str(pd.Period(history.index[0]) + 364)
+    # ARIMA: the order search (3 candidates) and the 6 backtest refits, all on the last 120 months
+    assert len(sarimax_lengths) >= 3 + 6
+    assert set(sarimax_lengths) == {120}
+    # the intervals stay calibrated as designed: errors of the latest 3 origins (steps 1-18) only
+    assert interval_errors == [[3] * 6 + [2] * 6 + [1] * 6]
+    result = fitted.predict(24)
+    assert_intervals_ordered(result)
+    point = np.asarray(result.point)
+    december = np.array([m.month == 12 for m in result.months])
+    # the recent December peak (+40%), not the 35-year average of it
+    assert point[december].mean() / point[~december].mean() > 1.3
+    assert evaluate(future, point)["wape"] < 0.05
+    assert evaluate(future, point)["wape"] < evaluate(future, np.resize(history.to_numpy()[-12:], 24))["wape"]
+
+
+def test_prophet_and_the_linear_regression_see_the_last_max_fit_months_with_their_calendar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prophet_cls = fm._import_prophet()
+    seen: list[pd.DataFrame] = []
+
+    class RecordingProphet(prophet_cls):  # type: ignore[misc, valid-type]
+        def fit(self, df: pd.DataFrame, **kwargs: Any) -> Any:
+            seen.append(df.copy())
+            return super().fit(df, **kwargs)
+
+    monkeypatch.setattr(fm, "_import_prophet", lambda: RecordingProphet)
+    history = drifting_season_series(300, change_at=100)
+    y = history.to_numpy()
+    ctx = fm._Context(y, pd.Period("1985-01", freq="M"), ForecastConfig())
+    path = fm._fc_prophet(y, 12, ctx, {})
+    assert len(seen) == 1 and len(seen[0]) == 120
+    assert seen[0]["ds"].iloc[0] == (pd.Period("1985-01", freq="M") + 180).start_time
+    np.testing.assert_allclose(seen[0]["y"].to_numpy(), y[-120:])
+    assert path.shape == (12,) and np.all(np.isfinite(path))
+    # the linear regression fits the same window: as if the history started 180 months later
+    window_ctx = fm._Context(y[-120:], pd.Period("2000-01", freq="M"), ctx.config)
+    capped = fm._fc_linear(y, 12, ctx, {})
+    np.testing.assert_allclose(capped, fm._fc_linear(y[-120:], 12, window_ctx, {}))
+    assert not np.allclose(capped, fm._fc_linear(y, 12, uncapped_ctx(y), {}))
+
+
+def test_max_fit_months_none_uses_the_whole_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    lengths: list[int] = []
+    fit_sarimax = fm._fit_sarimax
+
+    def recording(z: Any, *args: Any, **kwargs: Any) -> Any:
+        lengths.append(len(z))
+        return fit_sarimax(z, *args, **kwargs)
+
+    monkeypatch.setattr(fm, "_fit_sarimax", recording)
+    y = drifting_season_series(200, change_at=0).to_numpy()
+    fm._fc_arima(y, 6, uncapped_ctx(y), {})
+    assert lengths and min(lengths) == 200
+
+
+RETAIL_FILE = real_datasets.datasets_dir() / "aus_retail" / "aus_retail.csv"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not RETAIL_FILE.is_file(),
+    reason=f"{RETAIL_FILE} is missing (the shared real datasets are not beside the checkout)",
+)
+def test_real_retail_series_beat_seasonal_naive_on_their_last_24_months() -> None:
+    """The first four ABS retail series (New South Wales, 417 months of history each), production
+    defaults, scored like ``benchmarks/retail_forecast_check.py``."""
+    ensemble, snaive = [], []
+    for frame in list(real_datasets.retail_series().values())[:4]:
+        history, test = real_datasets.split_last(frame, 24)
+        y = history["revenue"].to_numpy(dtype=float)
+        fitted = train(pd.Series(y, index=pd.PeriodIndex(history["month"], freq="M")))
+        assert fitted.backtest.chain_used == "full" and fitted.backtest.n_origins == 6
+        actual = test["revenue"].to_numpy(dtype=float)
+        ensemble.append(forecast_baselines.mase(actual, fitted.predict(24).point, y))
+        snaive.append(forecast_baselines.mase(actual, forecast_baselines.seasonal_naive(y, 24), y))
+    assert np.mean(ensemble) < np.mean(snaive)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,7 +469,7 @@ def test_malformed_histories_are_clear_errors(history: pd.Series, message: str) 
 
 def test_month_start_timestamps_and_periods_give_the_same_forecast() -> None:
     by_period = seasonal_series(26)
-    by_timestamp = by_period.set_axis(by_period.index.to_timestamp())
+    by_timestamp = by_period.set_axis(pd.PeriodIndex(by_period.index).to_timestamp())
     shuffled = by_timestamp.sample(frac=1.0, random_state=0)
     a = train(by_period, NO_PROPHET).predict(6)
     b = train(shuffled, NO_PROPHET).predict(6)
@@ -329,6 +481,10 @@ def test_invalid_configuration_is_rejected() -> None:
         ForecastConfig(n_origins=2)
     with pytest.raises(ValueError, match="unknown model"):
         ForecastConfig(models=("arima", "lstm"))
+    with pytest.raises(ValueError, match="max_fit_months must be at least two seasons"):
+        ForecastConfig(max_fit_months=18)
+    with pytest.raises(ValueError, match="max_origins"):
+        ForecastConfig(n_origins=4, max_origins=3)
 
 
 # --------------------------------------------------------------------------------------------------
