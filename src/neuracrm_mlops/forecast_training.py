@@ -345,15 +345,18 @@ def register_fitted_chunk(
     served_below = [(o, i) for o, i in below_floor if o.status == registry.CHALLENGER]
     if served_below:
         first, incumbent = served_below[0]
+        more = (
+            f" (and {len(served_below) - 1} more organizations in this chunk)"
+            if len(served_below) > 1
+            else ""
+        )
         raise_below_floor_alert(
             f"{registry.FORECAST_MODEL_PREFIX}*",
             "sales_forecast",
-            f"{first.version} of {first.model_name} (and {len(served_below) - 1} more in this chunk)"
-            if len(served_below) > 1
-            else f"{first.version} of {first.model_name}",
+            None,
             float(first.accuracy or 0.0),
             incumbent,
-            organization_id=None,
+            served=f"organization {first.organization_id}'s v{first.version}{more}",
         )
 
 

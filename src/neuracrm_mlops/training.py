@@ -106,35 +106,40 @@ def decide_registration(
     """
     if not np.isfinite(accuracy):
         return GateDecision(False, "accuracy could not be computed on the holdout")
-    measured = incumbent is not None and incumbent.measured
-    versus = (
-        f"{incumbent.label} {incumbent.accuracy:.3f}"
-        if incumbent is not None and measured
-        else "no champion yet, no measured fallback"
-    )
-    if accuracy >= floor:
-        if incumbent is not None and measured and accuracy < float(incumbent.accuracy) - tolerance:  # type: ignore[arg-type]
+    if incumbent is None or incumbent.accuracy is None or not incumbent.measured:
+        if accuracy >= floor:
             return GateDecision(
-                False,
-                f"holdout accuracy {accuracy:.3f} is worse than {incumbent.label}'s {incumbent.accuracy:.3f} "
-                f"by more than the tolerance {tolerance:.3f}",
+                True,
+                f"holdout accuracy {accuracy:.3f} >= floor {floor:.2f}; no champion yet, "
+                "no measured fallback",
             )
-        return GateDecision(True, f"holdout accuracy {accuracy:.3f} >= floor {floor:.2f}; {versus}")
-    if incumbent is not None and measured and accuracy >= float(incumbent.accuracy) + margin:  # type: ignore[arg-type]
-        return GateDecision(
-            True,
-            f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f} but beats {incumbent.label}'s "
-            f"{incumbent.accuracy:.3f} by at least {margin:.2f}: the best available, served below the floor",
-            below_floor=True,
-        )
-    if incumbent is not None and measured:
         return GateDecision(
             False,
-            f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f} and does not beat "
-            f"{incumbent.label}'s {incumbent.accuracy:.3f} by {margin:.2f}",
+            f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f}; no champion yet and no "
+            "measured fallback to compare with",
+        )
+    label, theirs = incumbent.label, incumbent.accuracy
+    if accuracy >= floor:
+        if accuracy < theirs - tolerance:
+            return GateDecision(
+                False,
+                f"holdout accuracy {accuracy:.3f} is worse than {label}'s {theirs:.3f} "
+                f"by more than the tolerance {tolerance:.3f}",
+            )
+        return GateDecision(
+            True, f"holdout accuracy {accuracy:.3f} >= floor {floor:.2f}; {label} {theirs:.3f}"
+        )
+    if accuracy >= theirs + margin:
+        return GateDecision(
+            True,
+            f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f} but beats {label}'s "
+            f"{theirs:.3f} by at least {margin:.2f}: the best available, served below the floor",
+            below_floor=True,
         )
     return GateDecision(
-        False, f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f}; {versus} to compare with"
+        False,
+        f"holdout accuracy {accuracy:.3f} is below the floor {floor:.2f} and does not beat "
+        f"{label}'s {theirs:.3f} by {margin:.2f}",
     )
 
 
@@ -297,9 +302,8 @@ def _log_and_register(
         model_name, info.model_uri, run_id=info.run_id, model_id=info.model_id, tags=version_tags
     )
     number = str(version.version)
-    status, reason = (
-        (registry.CHALLENGER, decision.reason) if decision.passed else ("rejected", decision.reason)
-    )
+    status = registry.CHALLENGER if decision.passed else "rejected"
+    reason = decision.reason
     try:
         if verify is not None:
             verify(number)
@@ -432,30 +436,32 @@ RUNBOOK_BELOW_FLOOR = (
 def raise_below_floor_alert(
     model_name: str,
     family: str,
-    version: str,
+    version: str | None,
     accuracy: float,
     incumbent: Incumbent | None,
     *,
+    served: str | None = None,
     organization_id: int | None = None,
     engine: sa.Engine | None = None,
 ) -> int:
-    """One warning per model: no candidate meets the floor; the best available serves."""
+    """One open warning per model (or family, for forecasts): no candidate meets the floor; the best
+    available serves. ``served`` names what serves when it is not ``v<version>`` of ``model_name``."""
     from neuracrm_mlops.alerts import raise_alert
 
     floor = get_settings().floor_for(family, organization_id)
+    served = served or f"v{version}"
     against = (
         f" against {incumbent.label}'s {incumbent.accuracy:.2f}" if incumbent and incumbent.measured else ""
-    )
-    message = (
-        f"no candidate meets the floor {floor:.2f}; serving the best available: "
-        f"v{version} {accuracy:.2f}{against}"
     )
     return raise_alert(
         engine or get_engine(),
         kind="below_floor",
         severity="warning",
-        title=f"{model_name} v{version}: best available model is below the floor",
-        message=message,
+        title=f"{model_name}: the best available model is below the floor ({served})",
+        message=(
+            f"no candidate meets the floor {floor:.2f}; serving the best available: "
+            f"{served} {accuracy:.2f}{against}"
+        ),
         dedup_key=f"below_floor:{model_name}",
         model_name=model_name,
         model_version=version,
@@ -466,9 +472,9 @@ def raise_below_floor_alert(
             "incumbent": incumbent.label if incumbent else None,
             "incumbent_accuracy": incumbent.accuracy if incumbent else None,
         },
-        action_taken=f"v{version} registered as challenger with tag below_floor; it rolls out as usual",
+        action_taken=f"{served} registered as challenger with tag below_floor; it rolls out as usual",
         runbook=RUNBOOK_BELOW_FLOOR,
-        links=registry.version_links(model_name, version),
+        links=registry.version_links(model_name, version) if version else {},
     ).id
 
 
