@@ -405,14 +405,16 @@ def _print_served_answers(engine: sa.Engine, *, listed: int = 20) -> None:
             continue
         who = f"model v{answer.version}" if answer.answered_by == "model" else FALLBACK_OF[answer.family]
         table.add_row(answer.family, who, answer.why, "all")
-    for category, count in sorted(Counter(a.category for a in forecasts).items()):
-        who = "model" if category.startswith("model") else FALLBACK_OF["sales_forecast"]
-        table.add_row("sales_forecast", who, category, f"{count:,} of {len(forecasts):,}")
+    for (answered_by, why), count in sorted(Counter((a.answered_by, a.short_why) for a in forecasts).items()):
+        who = "model" if answered_by == "model" else FALLBACK_OF["sales_forecast"]
+        table.add_row("sales_forecast", who, why, f"{count:,} of {len(forecasts):,}")
     out.print(table)
     attention = [a for a in forecasts if a.answered_by == "fallback" or a.why.startswith("below floor")]
     for answer in attention[:listed]:
         out.print(
-            f"  org {answer.organization_id}: {answer.category}: {answer.why}", markup=False, soft_wrap=True
+            f"  org {answer.organization_id}: {answer.answered_by}: {answer.why}",
+            markup=False,
+            soft_wrap=True,
         )
     if len(attention) > listed:
         out.print(f"  ... and {len(attention) - listed:,} more organizations", markup=False)

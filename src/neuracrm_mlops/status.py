@@ -112,11 +112,9 @@ class ServedAnswer:
     why: str  # e.g. "champion", "below floor", "rejected: ...", "not servable: ...", "no history"
 
     @property
-    def category(self) -> str:
-        """A short grouping key for counts: model, model (below floor), fallback: rejected, ..."""
-        if self.answered_by == "model":
-            return "model (below floor)" if self.why.startswith("below floor") else "model"
-        return f"fallback: {self.why.split(':', 1)[0]}"
+    def short_why(self) -> str:
+        """The reason without its details, for counting: champion, below floor, rejected, no history..."""
+        return self.why.split(":", 1)[0]
 
 
 def _why_no_champion(versions: list[object]) -> str:

@@ -53,6 +53,12 @@ def _import_sentences(engine: sa.Engine, tmp_path: Path, limit: int = 600) -> in
     return org
 
 
+def served_answers(engine: sa.Engine) -> list[Any]:
+    from neuracrm_mlops.status import served_answers
+
+    return served_answers(engine)
+
+
 def _lineage(key: str) -> Any:
     from neuracrm_mlops.training import Lineage
 
@@ -98,6 +104,10 @@ def test_below_floor_sentiment_that_beats_vader_serves_with_one_warning(
     # it rolls out like any other: the first version is promoted at once
     result = rollout.start_rollout(registry.SENTIMENT_MODEL, actor="test", engine=engine)
     assert result.action == "promote" and result.champion == outcome.version
+    # on-call sees what users get: the model, below the floor
+    (sentiment,) = [a for a in served_answers(engine) if a.family == "sentiment"]
+    assert (sentiment.answered_by, sentiment.version) == ("model", outcome.version)
+    assert sentiment.why == "below floor: best available"
 
 
 @needs_data
@@ -154,6 +164,8 @@ def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
     with pytest.raises(rollout.RolloutError, match="is rejected"):
         rollout.start_rollout(registry.SENTIMENT_MODEL, actor="test", engine=engine)
     assert registry.alias_version(client, registry.SENTIMENT_MODEL, "champion") is None
+    (sentiment,) = [a for a in served_answers(engine) if a.family == "sentiment"]
+    assert sentiment.answered_by == "fallback" and sentiment.why.startswith("not servable: v1")
 
 
 def _log_judged_predictions(engine: sa.Engine, org: int, version: str, right: int, wrong: int) -> None:
