@@ -210,28 +210,32 @@ def _roll_back(
         "previous_accuracy": previous.accuracy if previous else None,
         "previous_basis": previous.basis if previous else None,
     }
-    try:
-        if not verdict.roll_back:
-            raise rollout.RolloutError(f"{verdict.reason}; the champion keeps serving")
-        result = rollout.rollback(
-            name,
-            actor=actor,
-            reason=f"{reason}; {verdict.reason}",
-            to_version=target,
-            expected_champion=champion,
-            metrics=stats,
-            engine=engine,
-        )
-    except rollout.RolloutError as exc:
-        action = f"no automatic rollback: {exc}"
+    action = f"no automatic rollback: {verdict.reason}; the champion keeps serving"
+    if verdict.roll_back:
+        try:
+            result = rollout.rollback(
+                name,
+                actor=actor,
+                reason=f"{reason}; {verdict.reason}",
+                to_version=target,
+                expected_champion=champion,
+                metrics=stats,
+                engine=engine,
+            )
+        except rollout.RolloutError as exc:
+            action = f"no automatic rollback: {exc}"
+        else:
+            if result.action == "noop":  # another monitor already rolled this version back
+                report.reason = result.reason
+                return
+            report.rolled_back_to = result.champion
+            report.retrain = True
+            action = (
+                f"champion rolled back from v{champion} to v{result.champion} ({verdict.reason}); "
+                "retraining triggered"
+            )
+    if report.rolled_back_to is None:
         report.warnings.append(action)
-    else:
-        if result.action == "noop":  # another monitor already rolled this version back
-            report.reason = result.reason
-            return
-        report.rolled_back_to = result.champion
-        report.retrain = True
-        action = f"champion rolled back from v{champion} to v{result.champion}; retraining triggered"
     alert = raise_alert(
         engine,
         kind="accuracy_below_floor",
