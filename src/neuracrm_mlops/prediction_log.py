@@ -6,6 +6,12 @@ database cannot be reached the rows stay queued and the write is retried; ``clos
 graceful shutdown) flushes what is left, and if the database is still unreachable then, the rows are
 written to a JSON-lines spill file under ``NEURACRM_HOME/prediction-spill/`` that ``replay_spill``
 loads at the next start. Nothing is dropped.
+
+No row can stop the log for everyone: NUL characters (which PostgreSQL refuses in text and JSON) are
+replaced by U+FFFD when a row is made, and when the database refuses a batch for its content (a
+``DataError``/``IntegrityError``, not a lost connection) the batch is split until the refused rows are
+found; they go to a ``predictions-rejected-*.jsonl`` file with the database's reason and the other
+rows are written. ``replay_spill`` does the same, so one bad spilled row never blocks the good ones.
 """
 
 from __future__ import annotations
@@ -43,6 +49,68 @@ COLUMNS = (
 )
 
 
+NUL_REPLACEMENT = "\ufffd"
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every NUL character in its strings (keys included) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+def refused_for_content(exc: BaseException) -> bool:
+    """Whether the database (or the driver) refused the rows themselves, so that retrying cannot help,
+    as opposed to a lost connection or a database that is down."""
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):  # OperationalError, InterfaceError, ...: retry later
+        return False
+    cause = exc.orig if isinstance(exc, sa.exc.StatementError) else exc
+    return isinstance(cause, ValueError | TypeError)
+
+
+def insert_isolating(engine: sa.Engine, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Insert ``rows``; when the database refuses some for their content, split until they are found.
+
+    Returns the refused rows with the reason (the others are written). Raises what is not about the
+    content (a lost connection), with nothing written by this call's last attempt."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Prediction), rows)
+        return []
+    except Exception as exc:
+        if not refused_for_content(exc):
+            raise
+        if len(rows) == 1:
+            return [(rows[0], f"{type(exc).__name__}: {str(exc).splitlines()[0]}")]
+    middle = len(rows) // 2
+    return insert_isolating(engine, rows[:middle]) + insert_isolating(engine, rows[middle:])
+
+
+def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+    created = row.get("created_at")
+    return {**row, "created_at": created.isoformat() if isinstance(created, dt.datetime) else created}
+
+
+def write_rejected(spill_dir: Path, refused: list[tuple[dict[str, Any], str]]) -> Path:
+    """The refused rows and why, as JSON lines (kept for inspection, never replayed)."""
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    name = f"predictions-rejected-{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+    path = spill_dir / name
+    with path.open("w", encoding="utf-8") as handle:
+        for row, reason in refused:
+            handle.write(json.dumps({"reason": reason, "row": _jsonable_row(row)}, default=str) + "\n")
+    log.error(
+        "the database refused %d prediction rows for their content; kept them in %s", len(refused), path
+    )
+    return path
+
+
 def prediction_row(
     *,
     model_name: str,
@@ -63,14 +131,14 @@ def prediction_row(
         "model_name": model_name,
         "model_version": model_version,
         "route": route,
-        "request_id": request_id,
+        "request_id": storable(request_id),
         "organization_id": organization_id,
-        "entity_id": entity_id,
-        "features": features,
-        "output": output,
+        "entity_id": storable(entity_id),
+        "features": storable(features),
+        "output": storable(output),
         "latency_ms": round(latency_ms, 3),
         "fallback": fallback,
-        "error": error,
+        "error": storable(error),
     }
 
 
@@ -99,6 +167,7 @@ class PredictionLogWriter:
         self._thread: threading.Thread | None = None
         self.written = 0
         self.failed_writes = 0
+        self.rejected = 0  # rows the database refused for their content (kept in a rejected file)
         self.last_error: str | None = None
 
     # -- request path ----------------------------------------------------------------------------
@@ -136,8 +205,7 @@ class PredictionLogWriter:
         while self._queue:
             rows = self._take()
             try:
-                with self._engine.begin() as conn:
-                    conn.execute(sa.insert(Prediction), rows)
+                refused = insert_isolating(self._engine, rows)
             except Exception as exc:
                 self._queue.extendleft(reversed(rows))
                 self._in_flight = 0
@@ -148,7 +216,10 @@ class PredictionLogWriter:
                 self.last_error = message
                 return False
             self._in_flight = 0
-            self.written += len(rows)
+            if refused:
+                write_rejected(self.spill_dir, refused)
+                self.rejected += len(refused)
+            self.written += len(rows) - len(refused)
             self.last_error = None
         return True
 
@@ -178,26 +249,31 @@ class PredictionLogWriter:
         path = self.spill_dir / f"predictions-{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps({**row, "created_at": row["created_at"].isoformat()}) + "\n")
+                handle.write(json.dumps(_jsonable_row(row), default=str) + "\n")
         return path
 
 
 def replay_spill(engine: sa.Engine, spill_dir: Path) -> int:
-    """Load spilled prediction rows into the database (at service start); returns how many."""
+    """Load spilled prediction rows into the database (at service start); returns how many.
+
+    Rows the database refuses for their content go to a ``predictions-rejected-*`` file (with the
+    reason) instead of blocking the others; a file is removed once every row is written or kept."""
     if not spill_dir.is_dir():
         return 0
     total = 0
     for path in sorted(spill_dir.glob("predictions-*.jsonl")):
+        if path.name.startswith("predictions-rejected-"):
+            continue
         rows = []
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                row = json.loads(line)
+                row = storable(json.loads(line))
                 row["created_at"] = dt.datetime.fromisoformat(row["created_at"])
                 rows.append(row)
-        with engine.begin() as conn:
-            if rows:
-                conn.execute(sa.insert(Prediction), rows)
+        refused = insert_isolating(engine, rows) if rows else []
+        if refused:
+            write_rejected(spill_dir, refused)
         path.unlink()
-        total += len(rows)
-        log.info("replayed %d spilled prediction rows from %s", len(rows), path.name)
+        total += len(rows) - len(refused)
+        log.info("replayed %d spilled prediction rows from %s", len(rows) - len(refused), path.name)
     return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 from collections import Counter
@@ -422,6 +423,49 @@ def test_rows_the_database_refuses_are_spilled_on_close_and_replayed_later(
     assert len(spilled) == 1 and len(spilled[0].read_text().splitlines()) == 30
     assert replay_spill(engine, tmp_path / "spill") == 30
     assert _count(engine) == 30 and not list((tmp_path / "spill").glob("*.jsonl"))
+
+
+def test_a_nul_character_in_a_request_is_logged_not_a_poison_pill(engine: sa.Engine, tmp_path: Path) -> None:
+    writer = PredictionLogWriter(engine, spill_dir=tmp_path / "spill", flush_seconds=60)
+    poisoned = prediction_row(
+        model_name="lead_scoring",
+        model_version="1",
+        route="champion",
+        request_id="r-nul",
+        organization_id=1,
+        entity_id="x\u0000y",
+        features={"description": "a\u0000b", "attributes": {"k\u0000": "v"}},
+        output={"probability": 0.5},
+        latency_ms=1.0,
+        fallback=False,
+    )
+    writer.append([*_rows(5), poisoned, *_rows(5)])
+    assert writer.flush() and writer.rejected == 0 and writer.written == 11
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(Prediction).where(Prediction.request_id == "r-nul")).one()
+    assert row.entity_id == "x\ufffdy" and row.features["description"] == "a\ufffdb"
+    assert row.features["attributes"] == {"k\ufffd": "v"}
+
+
+def test_rows_the_database_refuses_for_their_content_are_set_aside_and_the_rest_written(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    writer = PredictionLogWriter(engine, spill_dir=tmp_path / "spill", flush_seconds=60, batch_rows=100)
+    bad = {**_rows(1)[0], "model_name": None}  # NOT NULL: refused however often it is retried
+    writer.append([*_rows(40), bad, *_rows(40)])
+    assert writer.flush(timeout=5) and writer.pending == 0
+    assert _count(engine) == 80 and (writer.written, writer.rejected) == (80, 1)
+    (kept,) = (tmp_path / "spill").glob("predictions-rejected-*.jsonl")
+    record = json.loads(kept.read_text())
+    assert record["row"]["model_name"] is None and "IntegrityError" in record["reason"]
+    # a spill file with the same bad row replays the good ones and sets the bad one aside again
+    spill = tmp_path / "spill" / "predictions-1-1-abc.jsonl"
+    spill.write_text(
+        "\n".join(json.dumps({**r, "created_at": r["created_at"].isoformat()}) for r in [*_rows(3), bad])
+    )
+    assert replay_spill(engine, tmp_path / "spill") == 3
+    assert _count(engine) == 83 and not spill.exists()
+    assert len(list((tmp_path / "spill").glob("predictions-rejected-*.jsonl"))) == 2
 
 
 # -- the forecast cache ----------------------------------------------------------------------------
