@@ -128,8 +128,7 @@ def start(*, actor: str, engine: sa.Engine) -> CohortResult:
             rollout.require_servable(client, name, aliases[registry.CHALLENGER])
         except rollout.RolloutError as exc:
             log.error("organization %s: %s; its challenger is not rolled out", org, exc)
-            if registry.alias_version(client, name, registry.CHALLENGER) is not None:
-                rollout.abort(name, actor=actor, reason=str(exc), engine=engine, reject=True)
+            rollout.abort(name, actor=actor, reason=str(exc), engine=engine, reject=True)
             continue
         servable.append(model)
     models = servable

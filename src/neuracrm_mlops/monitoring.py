@@ -169,11 +169,11 @@ def measure_previous(
         return PreviousMeasurement(version, same, "same_outcomes", len(mine))
     accuracy: float | None
     try:
-        tags = dict(client.get_model_version(name, version).tags or {})
+        registered = client.get_model_version(name, version)
+        tags = dict(registered.tags or {})
         recorded = tags.get("holdout_accuracy") or tags.get("backtest_accuracy")
-        if recorded is None:
-            run_id = client.get_model_version(name, version).run_id
-            recorded = client.get_run(run_id).data.metrics.get("accuracy") if run_id else None
+        if recorded is None and registered.run_id:  # versions from before the tag: the run's metric
+            recorded = client.get_run(registered.run_id).data.metrics.get("accuracy")
         accuracy = float(recorded) if recorded is not None else None
     except Exception as exc:  # an unreadable registry entry is "unmeasured", never "better"
         log.warning("%s v%s: recorded holdout accuracy unreadable: %s", name, version, exc)

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,22 +75,39 @@ def refused_for_content(exc: BaseException) -> bool:
     return isinstance(cause, ValueError | TypeError)
 
 
-def insert_isolating(engine: sa.Engine, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+@dataclass
+class IsolatedInsert:
+    """What ``insert_isolating`` did: rows refused for their content (with the reason), and the rows
+    not written because the database became unreachable (``error``), in their order."""
+
+    refused: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    unwritten: list[dict[str, Any]] = field(default_factory=list)
+    error: Exception | None = None
+
+
+def insert_isolating(engine: sa.Engine, rows: list[dict[str, Any]]) -> IsolatedInsert:
     """Insert ``rows``; when the database refuses some for their content, split until they are found.
 
-    Returns the refused rows with the reason (the others are written). Raises what is not about the
-    content (a lost connection), with nothing written by this call's last attempt."""
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.insert(Prediction), rows)
-        return []
-    except Exception as exc:
-        if not refused_for_content(exc):
-            raise
-        if len(rows) == 1:
-            return [(rows[0], f"{type(exc).__name__}: {str(exc).splitlines()[0]}")]
-    middle = len(rows) // 2
-    return insert_isolating(engine, rows[:middle]) + insert_isolating(engine, rows[middle:])
+    The other rows are written, each part in its own transaction. When the connection fails instead,
+    it stops and returns the rows not written yet (never ones already written: no duplicates)."""
+    result = IsolatedInsert()
+    parts = [rows] if rows else []
+    while parts:
+        part = parts.pop(0)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.insert(Prediction), part)
+        except Exception as exc:
+            if not refused_for_content(exc):
+                result.unwritten = [row for p in (part, *parts) for row in p]
+                result.error = exc
+                return result
+            if len(part) == 1:
+                result.refused.append((part[0], f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
+            else:
+                middle = len(part) // 2
+                parts[0:0] = [part[:middle], part[middle:]]
+    return result
 
 
 def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -204,22 +222,22 @@ class PredictionLogWriter:
         """Write everything queued; False (rows put back, in order) when the database refused."""
         while self._queue:
             rows = self._take()
-            try:
-                refused = insert_isolating(self._engine, rows)
-            except Exception as exc:
-                self._queue.extendleft(reversed(rows))
-                self._in_flight = 0
+            result = insert_isolating(self._engine, rows)
+            self._in_flight = 0
+            if result.refused:
+                write_rejected(self.spill_dir, result.refused)
+                self.rejected += len(result.refused)
+            self.written += len(rows) - len(result.refused) - len(result.unwritten)
+            if result.error is not None:
+                self._queue.extendleft(reversed(result.unwritten))
                 self.failed_writes += 1
-                message = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                message = f"{type(result.error).__name__}: {str(result.error).splitlines()[0]}"
                 if message != self.last_error:
-                    log.error("cannot write %d prediction rows, will retry: %s", len(rows), message)
+                    log.error(
+                        "cannot write %d prediction rows, will retry: %s", len(result.unwritten), message
+                    )
                 self.last_error = message
                 return False
-            self._in_flight = 0
-            if refused:
-                write_rejected(self.spill_dir, refused)
-                self.rejected += len(refused)
-            self.written += len(rows) - len(refused)
             self.last_error = None
         return True
 
@@ -270,10 +288,16 @@ def replay_spill(engine: sa.Engine, spill_dir: Path) -> int:
                 row = storable(json.loads(line))
                 row["created_at"] = dt.datetime.fromisoformat(row["created_at"])
                 rows.append(row)
-        refused = insert_isolating(engine, rows) if rows else []
-        if refused:
-            write_rejected(spill_dir, refused)
+        result = insert_isolating(engine, rows)
+        if result.refused:
+            write_rejected(spill_dir, result.refused)
+        if result.error is not None:  # keep what was not written for the next start, then report
+            with path.open("w", encoding="utf-8") as handle:
+                for row in result.unwritten:
+                    handle.write(json.dumps(_jsonable_row(row), default=str) + "\n")
+            raise result.error
         path.unlink()
-        total += len(rows) - len(refused)
-        log.info("replayed %d spilled prediction rows from %s", len(rows) - len(refused), path.name)
+        written = len(rows) - len(result.refused)
+        total += written
+        log.info("replayed %d spilled prediction rows from %s", written, path.name)
     return total

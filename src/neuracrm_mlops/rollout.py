@@ -250,7 +250,11 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
     state = registered_state(client, name)
     if state.challenger is None:
         raise RolloutError(f"{name} has no challenger to roll out: train a version that passes the gates")
-    require_servable(client, name, state.challenger)
+    try:
+        require_servable(client, name, state.challenger)
+    except RolloutError as exc:  # the alias comes off through abort, so the ledger records it
+        abort(name, actor=actor, reason=str(exc), engine=engine, reject=True)
+        raise
     if state.champion is None:
         return promote(name, actor=actor, reason="first version: no champion to compare with", engine=engine)
     if state.weight > 0 and state.started_at is not None:
@@ -279,7 +283,8 @@ def require_servable(client: Any, name: str, version: str) -> None:
     """Refuse a version that is rejected or failed (or never finished) its servability check.
 
     Versions registered before the check existed (no ``servable`` tag) are loaded here the way the
-    service loads them; the result is recorded on the version."""
+    service loads them; the result is recorded on the version. Callers take a refused challenger out
+    with ``abort(..., reject=True)``, which tags it and writes the ledger row."""
     from neuracrm_mlops import servability
 
     tags = dict(client.get_model_version(name, version).tags or {})
@@ -298,9 +303,6 @@ def require_servable(client: Any, name: str, version: str) -> None:
         servability.check_loadable(name, version)
     except servability.NotServableError as exc:
         client.set_model_version_tag(name, version, servability.SERVABLE_TAG, "false")
-        client.set_model_version_tag(name, version, "status", "rejected")
-        client.set_model_version_tag(name, version, "reason", f"not servable: {exc}"[:5000])
-        client.delete_registered_model_alias(name, registry.CHALLENGER)
         raise RolloutError(f"{name} v{version} is not servable: {exc}") from exc
     client.set_model_version_tag(name, version, servability.SERVABLE_TAG, "true")
 

@@ -164,6 +164,11 @@ def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
     with pytest.raises(rollout.RolloutError, match="is rejected"):
         rollout.start_rollout(registry.SENTIMENT_MODEL, actor="test", engine=engine)
     assert registry.alias_version(client, registry.SENTIMENT_MODEL, "champion") is None
+    # the refused challenger comes off through abort: alias removed, the ledger says so
+    assert registry.alias_version(client, registry.SENTIMENT_MODEL, "challenger") is None
+    from neuracrm_mlops.ledger import latest_entries
+
+    assert [e.action for e in latest_entries(engine, limit=1)] == ["reject"]
     (sentiment,) = [a for a in served_answers(engine) if a.family == "sentiment"]
     assert sentiment.answered_by == "fallback" and sentiment.why.startswith("not servable: v1")
 

@@ -21,7 +21,12 @@ from neuracrm_mlops.forecast_cache import ForecastCache
 from neuracrm_mlops.live_models import LiveModels
 from neuracrm_mlops.models.lead_scoring_model import RuleScorer, compile_scorer
 from neuracrm_mlops.models.sentiment_model import VaderScorer
-from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row, replay_spill
+from neuracrm_mlops.prediction_log import (
+    PredictionLogWriter,
+    insert_isolating,
+    prediction_row,
+    replay_spill,
+)
 from neuracrm_mlops.predictor import MicroBatcher, Predictor, ScoreItem
 from neuracrm_mlops.routing import bucket, canary_cohort, choose_route
 from neuracrm_mlops.tenancy import AuthError, Tenant, bearer_token, require_same_organization
@@ -466,6 +471,28 @@ def test_rows_the_database_refuses_for_their_content_are_set_aside_and_the_rest_
     assert replay_spill(engine, tmp_path / "spill") == 3
     assert _count(engine) == 83 and not spill.exists()
     assert len(list((tmp_path / "spill").glob("predictions-rejected-*.jsonl"))) == 2
+
+
+def test_a_connection_lost_while_isolating_a_bad_row_never_writes_a_row_twice(engine: sa.Engine) -> None:
+    rows = [*_rows(4, "a"), {**_rows(1, "bad")[0], "model_name": None}, *_rows(4, "b")]
+    inserts = {"n": 0}
+
+    def drop_the_third_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS"):
+            inserts["n"] += 1
+            if inserts["n"] == 3:
+                raise RuntimeError("connection lost")
+
+    sa.event.listen(engine, "before_cursor_execute", drop_the_third_insert)
+    # 1: the whole batch (refused: the bad row), 2: the first half (written), 3: the second half (lost)
+    first = insert_isolating(engine, rows)
+    sa.event.remove(engine, "before_cursor_execute", drop_the_third_insert)
+    assert first.error is not None and first.refused == []
+    assert [r["request_id"] for r in first.unwritten] == [r["request_id"] for r in rows[4:]]
+    assert _count(engine) == 4
+    again = insert_isolating(engine, first.unwritten)
+    assert again.error is None and [r["request_id"] for r, _ in again.refused] == ["bad-0"]
+    assert _count(engine) == 8  # every good row once
 
 
 # -- the forecast cache ----------------------------------------------------------------------------
