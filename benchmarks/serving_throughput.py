@@ -2,7 +2,7 @@
 same lead model behind `mlflow models serve`) and of its ``/forecast`` with the forecast cache warm and cold.
 
     .venv/bin/python benchmarks/serving_throughput.py [--endpoints score forecast] [--connections 8 32]
-        [--duration 20] [--workers 2] [--orgs 40] [--json FILE]
+        [--duration 20] [--workers 2] [--orgs 40] [--journal on off fsync-each] [--json FILE]
 
 It builds its own store under a temp NEURACRM_HOME: a seeded CRM on SQLite (``--orgs`` organizations,
 24 months), a trained lead model as champion and, for /forecast, every organization's forecast model
@@ -44,6 +44,12 @@ routing and logging do real work.
   on one connection per worker kept open during it (a /healthz a second), no miss counter moved and the hits
   grew by at least wrk's requests. Every /forecast answer of the Python client must also come from the
   model (not the seasonal naive fallback).
+
+The prediction journal (every logged row appended to a local file before the answer leaves, see
+``prediction_log``): ``--journal`` runs the BentoML /score measurement once per mode, each on a fresh
+server: ``on`` (the default settings: NEURACRM_PREDICTION_JOURNAL=on, fsync every 0.2 s), ``off``
+(NEURACRM_PREDICTION_JOURNAL=off: the cost of the journal is on minus off) and ``fsync-each``
+(NEURACRM_PREDICTION_JOURNAL_FSYNC_SECONDS=0: fsync before each answer). /forecast runs with the first mode.
 
 ``--endpoints score`` alone runs what this script ran before /forecast was added (no forecasts trained).
 A run only counts when every response was 2xx (and the /forecast counters agree); the script says so when
@@ -519,20 +525,45 @@ async def bench_forecast(
     return rows
 
 
+JOURNAL_MODES: dict[str, dict[str, str]] = {
+    "on": {"NEURACRM_PREDICTION_JOURNAL": "on"},
+    "off": {"NEURACRM_PREDICTION_JOURNAL": "off"},
+    "fsync-each": {"NEURACRM_PREDICTION_JOURNAL": "on", "NEURACRM_PREDICTION_JOURNAL_FSYNC_SECONDS": "0"},
+}
+
+
+def service_name(mode: str, modes: list[str]) -> str:
+    """The BentoML row's name: plain with the default journal alone, else with the mode."""
+    return SERVICE if modes == ["on"] else f"{SERVICE} [journal {mode}]"
+
+
 def print_score_table(rows: list[dict[str, Any]], connection_counts: list[int]) -> None:
-    print(f"{'server':<26}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    width = max([26, *(len(r["server"]) + 2 for r in rows)])
+    print(
+        f"{'server':<{width}}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+    )
     for r in rows:
         print(
-            f"{r['server']:<26}{r['connections']:>6}{r['rps']:>10.1f}{r['p50_ms']:>9.1f}"
+            f"{r['server']:<{width}}{r['connections']:>6}{r['rps']:>10.1f}{r['p50_ms']:>9.1f}"
             f"{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['non_2xx'] + r['socket_errors']:>9}"
         )
     for connections in connection_counts:
-        pair = {r["server"]: r for r in rows if r["connections"] == connections}
-        if len(pair) == 2:
-            ratio = pair[SERVICE]["rps"] / pair["mlflow models serve"]["rps"]
-            print(
-                f"{connections} connections: BentoML service / mlflow models serve = {ratio:.1f}x requests/s"
-            )
+        by_server = {r["server"]: r for r in rows if r["connections"] == connections}
+        mlflow = by_server.pop("mlflow models serve", None)
+        for name, row in by_server.items():
+            if mlflow is not None:
+                ratio = row["rps"] / mlflow["rps"]
+                print(f"{connections} connections: {name} / mlflow models serve = {ratio:.1f}x requests/s")
+        off = by_server.get(f"{SERVICE} [journal off]")
+        for mode in ("on", "fsync-each"):
+            journaled = by_server.get(f"{SERVICE} [journal {mode}]")
+            if off is not None and journaled is not None:
+                share = journaled["rps"] / off["rps"]
+                print(
+                    f"{connections} connections: journal {mode} vs off: {share:.1%} of"
+                    f" the requests/s, p50 {journaled['p50_ms'] - off['p50_ms']:+.2f} ms,"
+                    f" p99 {journaled['p99_ms'] - off['p99_ms']:+.2f} ms"
+                )
 
 
 def print_forecast_table(rows: list[dict[str, Any]], organizations: int) -> None:
@@ -576,6 +607,13 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
+        "--journal",
+        nargs="+",
+        choices=sorted(JOURNAL_MODES),
+        default=["on"],
+        help="prediction journal modes to measure /score with (one BentoML server each)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=2, help="BentoML worker processes (NEURACRM_SERVING_WORKERS)"
     )
     args = parser.parse_args()
@@ -600,11 +638,22 @@ def main() -> None:
             env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'home' / 'mlflow.sqlite'}"},
             stdout=logs["mlflow"], stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    servers["bentoml"] = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "neuracrm_mlops.serving.service:PredictionService",
-         "--host", "127.0.0.1", "--port", str(bento_port)],
-        env=env, stdout=logs["bentoml"], stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
-    )  # fmt: skip
+
+    def start_bentoml(mode: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "neuracrm_mlops.serving.service:PredictionService",
+             "--host", "127.0.0.1", "--port", str(bento_port)],
+            env={**env, **JOURNAL_MODES[mode]}, stdout=logs["bentoml"], stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=REPO,
+        )  # fmt: skip
+
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(60)
+
+    modes = list(dict.fromkeys(args.journal))
+    servers["bentoml"] = start_bentoml(modes[0])
     results: list[dict[str, Any]] = []
     forecast_rows: list[dict[str, Any]] = []
     try:
@@ -615,19 +664,28 @@ def main() -> None:
         if score:
             mlflow_body = json.dumps({"dataframe_records": [LEAD]})
             bento_body = json.dumps({"lead": {**LEAD, "lead_id": "__ID__"}})
-            targets = {
+            targets: dict[str, tuple[str, str, str | None]] = {
                 "mlflow models serve": (
                     f"http://127.0.0.1:{mlflow_port}/invocations",
                     WRK_SCRIPT.format(auth="", prefix="m", body=mlflow_body),
-                ),
-                SERVICE: (
-                    f"http://127.0.0.1:{bento_port}/score",
-                    WRK_SCRIPT.format(
-                        auth=f'wrk.headers["Authorization"] = "Bearer {key}"', prefix="b", body=bento_body
-                    ),
+                    None,
                 ),
             }
-            for name, (url, script) in targets.items():
+            for mode in modes:
+                targets[service_name(mode, modes)] = (
+                    f"http://127.0.0.1:{bento_port}/score",
+                    WRK_SCRIPT.format(
+                        auth=f'wrk.headers["Authorization"] = "Bearer {key}"',
+                        prefix=f"b{mode}",
+                        body=bento_body,
+                    ),
+                    mode,
+                )
+            for name, (url, script, mode) in targets.items():
+                if mode is not None and mode != modes[0]:  # a fresh BentoML server for this mode
+                    stop(servers["bentoml"])
+                    servers["bentoml"] = start_bentoml(mode)
+                    wait_http(f"http://127.0.0.1:{bento_port}/readyz", 180, servers["bentoml"])
                 say(f"warming up {name}")
                 run_wrk(url, script.replace('prefix = "', 'prefix = "warm'), 4, 3, workdir)
                 for connections in args.connections:
@@ -635,6 +693,10 @@ def main() -> None:
                     row = run_wrk(url, script, connections, args.duration, workdir)
                     results.append({"server": name, "endpoint": "/score", **row})
         if forecast:
+            if score and len(modes) > 1:  # /forecast on the first mode
+                stop(servers["bentoml"])
+                servers["bentoml"] = start_bentoml(modes[0])
+                wait_http(f"http://127.0.0.1:{bento_port}/readyz", 180, servers["bentoml"])
             forecast_rows = asyncio.run(
                 bench_forecast(
                     bento_port, store.forecast_keys, args.connections, args.duration, args.workers, workdir

@@ -1,6 +1,6 @@
 """Request and response models of the prediction API (pydantic; errors name the field and the problem).
 
-Limits (documented in the README and the OpenAPI served by BentoML at ``/docs``):
+Limits (documented in the README and in the OpenAPI document at ``/docs.json``, ``openapi.py``):
 - ``/score``: 1 to ``MAX_LEADS`` leads per request;
 - ``/sentiment``: 1 to ``MAX_TEXTS`` texts per request, each 1 to ``MAX_TEXT_CHARS`` characters;
 - ``/forecast``: ``months`` from 1 to ``MAX_MONTHS``.
@@ -10,9 +10,17 @@ fields go in ``attributes``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 
 MAX_LEADS = 1_000
 MAX_TEXTS = 1_000
@@ -22,11 +30,63 @@ MAX_MONTHS = 24
 MAX_ATTRIBUTES = 50
 
 Route = Literal["champion", "challenger", "fallback"]
+# a text must have a character that is not white space (it is stripped, then must not be empty): the
+# OpenAPI document's form of the _not_blank validators
+NOT_BLANK: dict[str, JsonValue] = {"pattern": r"\S"}
 AttributeValue = str | int | float | bool | None
 
 
+def _a_number(value: object) -> object:
+    """JSON numbers only: pydantic alone would read ``true`` as 1 and ``"5"`` as 5, which the OpenAPI
+    document (``type: integer`` / ``number``) does not allow."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"must be a JSON number, not a {'boolean' if isinstance(value, bool) else 'string'}")
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_a_number)]
+Number = Annotated[float, BeforeValidator(_a_number)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+    """Request models: unknown fields refused, numbers finite and JSON numbers, texts stripped of the
+    white space around them after their length was checked (on the text as sent, as documented)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _strip_texts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip()
+        if isinstance(value, dict):
+            return {name: v.strip() if isinstance(v, str) else v for name, v in value.items()}
+        return value
+
+
+def _exactly_one_of(first: str, second: str) -> list[JsonValue]:
+    """JSON Schema for "exactly one of the two fields is given" (both refuse null: ``_refuse_null``)."""
+    return [{"required": [first]}, {"required": [second]}]
+
+
+def _refuse_null(value: object) -> object:
+    """An either-or field may be left out, not sent as null (one rule, stated the same in the OpenAPI
+    document: ``_no_null_in_schema``). Runs only on values sent, not on the default."""
+    if value is None:
+        raise ValueError("must not be null: leave the field out instead")
+    return value
+
+
+def _no_null_in_schema(schema: dict[str, JsonValue]) -> None:
+    """The field's JSON Schema without the null alternative pydantic puts in for ``X | None = None``."""
+    variants = schema.pop("anyOf", None)
+    if isinstance(variants, list):
+        kept = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
+        if len(kept) == 1 and isinstance(kept[0], dict):
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+    schema.pop("default", None)
 
 
 class LeadIn(_Strict):
@@ -36,13 +96,13 @@ class LeadIn(_Strict):
         None, max_length=128, description="Your lead id: routing is sticky by it, outcomes join on it."
     )
     industry: str | None = Field(None, max_length=64)
-    company_employees: int | None = Field(None, ge=0)
-    company_revenue: float | None = Field(None, ge=0)
-    email_opens: int | None = Field(None, ge=0)
-    website_visits: int | None = Field(None, ge=0)
-    pages_viewed: int | None = Field(None, ge=0)
-    time_on_site_seconds: float | None = Field(None, ge=0)
-    days_since_last_activity: int | None = Field(None, ge=0)
+    company_employees: Whole | None = Field(None, ge=0)
+    company_revenue: Number | None = Field(None, ge=0)
+    email_opens: Whole | None = Field(None, ge=0)
+    website_visits: Whole | None = Field(None, ge=0)
+    pages_viewed: Whole | None = Field(None, ge=0)
+    time_on_site_seconds: Number | None = Field(None, ge=0)
+    days_since_last_activity: Whole | None = Field(None, ge=0)
     job_title: str | None = Field(None, max_length=200)
     seniority: str | None = Field(None, max_length=64)
     timeline: str | None = Field(None, max_length=64)
@@ -56,9 +116,17 @@ class LeadIn(_Strict):
 class ScoreRequest(_Strict):
     """Either ``lead`` (one) or ``leads`` (a batch of 1 to 1,000)."""
 
-    lead: LeadIn | None = None
-    leads: list[LeadIn] | None = Field(None, min_length=1, max_length=MAX_LEADS)
-    organization_id: int | None = Field(
+    # the either-or rule of _one_of_lead_or_leads, for the OpenAPI document (a missing field and null
+    # are the same here)
+    model_config = ConfigDict(json_schema_extra={"oneOf": _exactly_one_of("lead", "leads")})
+
+    lead: Annotated[LeadIn | None, BeforeValidator(_refuse_null)] = Field(
+        None, json_schema_extra=_no_null_in_schema
+    )
+    leads: Annotated[list[LeadIn] | None, BeforeValidator(_refuse_null)] = Field(
+        None, min_length=1, max_length=MAX_LEADS, json_schema_extra=_no_null_in_schema
+    )
+    organization_id: Whole | None = Field(
         None, description="Optional; when given it must be the API key's organization (else 403)."
     )
 
@@ -103,8 +171,8 @@ class ScoreResponse(BaseModel):
 
 
 class ForecastRequest(_Strict):
-    months: int = Field(..., ge=1, le=MAX_MONTHS, description="How many months ahead, 1 to 24.")
-    organization_id: int | None = Field(
+    months: Whole = Field(..., ge=1, le=MAX_MONTHS, description="How many months ahead, 1 to 24.")
+    organization_id: Whole | None = Field(
         None, description="Optional; when given it must be the API key's organization (else 403)."
     )
 
@@ -130,14 +198,19 @@ class ForecastResponse(BaseModel):
     fallback_reason: str | None
 
 
+def _not_blank_and_no_null(schema: dict[str, JsonValue]) -> None:
+    _no_null_in_schema(schema)
+    schema.update(NOT_BLANK)
+
+
 class TextIn(_Strict):
-    text: str = Field(..., max_length=MAX_TEXT_CHARS)
+    text: str = Field(..., max_length=MAX_TEXT_CHARS, json_schema_extra=NOT_BLANK)
     interaction_id: str | None = Field(None, max_length=128)
 
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value:
+        if not value.strip():
             raise ValueError("text must not be empty")
         return value
 
@@ -145,16 +218,23 @@ class TextIn(_Strict):
 class SentimentRequest(_Strict):
     """Either ``text`` (+ optional ``interaction_id``) or ``items`` (a batch of 1 to 1,000)."""
 
-    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    # the either-or rule of _one_of_text_or_items, for the OpenAPI document
+    model_config = ConfigDict(json_schema_extra={"oneOf": _exactly_one_of("text", "items")})
+
+    text: Annotated[str | None, BeforeValidator(_refuse_null)] = Field(
+        None, max_length=MAX_TEXT_CHARS, json_schema_extra=_not_blank_and_no_null
+    )
     interaction_id: str | None = Field(None, max_length=128)
-    items: list[TextIn] | None = Field(None, min_length=1, max_length=MAX_TEXTS)
-    organization_id: int | None = None
+    items: Annotated[list[TextIn] | None, BeforeValidator(_refuse_null)] = Field(
+        None, min_length=1, max_length=MAX_TEXTS, json_schema_extra=_no_null_in_schema
+    )
+    organization_id: Whole | None = None
 
     @model_validator(mode="after")
     def _one_of_text_or_items(self) -> SentimentRequest:
         if (self.text is None) == (self.items is None):
             raise ValueError("send either 'text' (one text) or 'items' (a list of 1 to 1000 texts)")
-        if self.text is not None and not self.text:
+        if self.text is not None and not self.text.strip():
             raise ValueError("text must not be empty")
         return self
 
@@ -178,3 +258,23 @@ class SentimentResponse(BaseModel):
     request_id: str
     organization_id: int
     results: list[SentimentOut]
+
+
+class ValidationProblem(BaseModel):
+    """One problem with a request body: where (``loc``: the path of field names and list indexes from
+    the body's top, empty for the body as a whole), what (``msg``) and its kind (``type``, pydantic's
+    error type such as ``missing``, ``string_too_long`` or ``json_invalid``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer of the API: ``error`` says what is wrong in a sentence; a 400 for a body
+    that does not match the request schema also lists each problem in ``detail``."""
+
+    error: str
+    detail: list[ValidationProblem] | None = Field(
+        None, description="400 only: each problem found in the request body."
+    )

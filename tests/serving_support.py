@@ -3,6 +3,7 @@ registry, and `bentoml serve` in a subprocess called over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -185,3 +186,111 @@ class ServerProcess:
                 self.process.wait(10)
         self._log.close()
         return int(self.process.returncode)
+
+
+# --- hard kills: crash tests of the prediction log and the worker watchdog ------------------------
+
+
+def processes_with_parent(parent: int) -> list[int]:
+    """The pids whose parent is ``parent`` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped, counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (as servers do, with SO_REUSEADDR: connections
+    the old server closed may linger in TIME_WAIT, a listening socket may not)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            return False
+        return True
+
+
+def listeners(port: int) -> str:
+    """Who listens on ``port`` (``ss -ltnp``), for failure messages."""
+    found = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=False
+    ).stdout
+    return found.strip() or f"nothing listens on {port}"
+
+
+class KillableServer(ServerProcess):
+    """A ServerProcess that can be started on a given port (a restart) and killed without warning."""
+
+    def __init__(self, store: ServingStore, *, port: int | None = None, **extra_env: str) -> None:
+        if port is None:
+            super().__init__(store, **extra_env)
+            return
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = store.home / f"bentoml-{port}-{time.monotonic_ns()}.log"
+        env = {
+            **os.environ,
+            **store.env,
+            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "BENTOML_HOME": str(store.home / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "true",
+            **extra_env,
+        }
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [str(BENTOML), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's child processes (the service workers)."""
+        return processes_with_parent(self.process.pid)
+
+    def kill_all(self) -> None:
+        """SIGKILL the supervisor and every process under it (the workers run in sessions of their own, so
+        a process-group kill would miss them): a crash, nothing flushed. The supervisor is stopped
+        first, so that it cannot start new workers meanwhile."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        descendants, parents = [], [self.process.pid]
+        while parents:
+            children = processes_with_parent(parents.pop())
+            descendants += children
+            parents += children
+        for pid in descendants:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+        self._log.close()
+
+    def kill_supervisor(self) -> None:
+        """SIGKILL the supervisor only; its workers are left to themselves."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def kill_leftovers(self) -> None:
+        """Clean-up after a test: SIGKILL the supervisor and its workers if they still run."""
+        if self.process.poll() is None:
+            self.kill_all()
+        if not self._log.closed:
+            self._log.close()

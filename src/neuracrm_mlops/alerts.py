@@ -105,11 +105,17 @@ def raise_alert(
     runbook: str | None = None,
     links: dict[str, Any] | None = None,
     deliver: bool = True,
+    page_repeat: bool = False,
 ) -> AlertRef:
     """Open an alert, or count a repeat of the open one with the same ``dedup_key``.
 
+    A repeat takes this occurrence's title, message, numbers, ``action_taken``, ``runbook`` and
+    links: the stored alert (and an escalation page) always says what the latest occurrence found
+    and did, never an earlier occurrence's action as if it were current.
+
     With ``deliver`` (the default) a new alert is delivered at once (see ``deliver``); a repeat is not
-    delivered again unless its earlier delivery failed. Delivery problems are logged, never raised.
+    delivered again unless its earlier delivery failed, or ``page_repeat`` says this occurrence did
+    something new (e.g. moved the champion). Delivery problems are logged, never raised.
     """
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
@@ -133,7 +139,7 @@ def raise_alert(
         ref, undelivered = _open_or_count(engine, dedup_key, values)
     log_method = log.error if severity == "critical" else log.warning if severity == "warning" else log.info
     log_method("alert %s [%s] %s: %s", ref.id, severity, title, message)
-    if deliver and (ref.new or undelivered):
+    if deliver and (ref.new or undelivered or page_repeat):
         _deliver_quietly(engine, ref.id)
     return ref
 
@@ -180,8 +186,11 @@ def _count_repeat(
         .values(
             occurrences=occurrences,
             last_seen_at=utcnow(),
+            title=values["title"],
             message=values["message"],
             metrics=values["metrics"],
+            action_taken=values["action_taken"],
+            runbook=values["runbook"],
             links=values["links"],
         )
     )

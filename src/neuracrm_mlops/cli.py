@@ -7,29 +7,44 @@ Exit codes: 0 success, 1 failure (the message says what and where), 2 usage erro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlalchemy as sa
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from neuracrm_mlops import __version__
 from neuracrm_mlops.errors import DatabaseUnavailableError, NeuraCRMError
 
+if TYPE_CHECKING:
+    from neuracrm_mlops.ingest import ImportProgress
+
 EXIT_QUARANTINED = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup is off by default: printed text holds user values (file and column names, organization names,
+# reasons) that must never be read as rich markup ("[/x]" in a CSV header crashed `import`). A message
+# that uses markup passes markup=True and escapes every value it interpolates (rich.markup.escape).
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def _quiet_libraries() -> None:
@@ -41,6 +56,14 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _printable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not UTF-8 (which Python holds as lone surrogates)
+    written out as ``\\xff``: printed as they are, they fail the write with a UnicodeEncodeError."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class _Group(click.Group):
     """Turns expected failures into one line on stderr and a non-zero exit."""
 
@@ -48,11 +71,12 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except NeuraCRMError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            err.print(f"[bold red]error:[/] {escape(_printable(str(exc)))}", markup=True)
             sys.exit(exc.exit_code)
         except sa.exc.OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            err.print(f"[bold red]error:[/] database: {DatabaseUnavailableError(reason)}", markup=True)
+            message = escape(_printable(str(DatabaseUnavailableError(reason))))
+            err.print(f"[bold red]error:[/] database: {message}", markup=True)
             sys.exit(1)
 
 
@@ -160,7 +184,7 @@ def seed(n_orgs: int, months: int, seed: int, leads_per_org: int, keys_file: Pat
         seed,
         leads_per_org=leads_per_org,
         api_keys_file=keys_file,
-        step=lambda message: err.print(f"[dim]… {message}[/]", markup=True),
+        step=lambda message: err.print(f"[dim]… {escape(message)}[/]", markup=True),
     )
     out.print(
         f"seeded {summary.organizations:,} organizations, {summary.leads:,} leads, "
@@ -187,23 +211,10 @@ def import_command(dataset: str, file: Path, organization: str) -> None:
     """
     from neuracrm_mlops.ingest import FIELD_ERRORS_KEY, import_file
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn() if file.suffix.lower() in (".parquet", ".pq") else DownloadColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
-        task = progress.add_task(f"importing {file.name}", total=None)
-
-        def on_progress(done: int, total: int | None) -> None:
-            progress.update(task, completed=done, total=total)
-
+    with _import_progress(file) as on_progress:
         summary = import_file(file, dataset, organization, progress=on_progress)
     out.print(
-        f"{file}: {summary.rows_read:,} rows read for organization {summary.organization_id} "
+        f"{summary.file}: {summary.rows_read:,} rows read for organization {summary.organization_id} "
         f"({summary.organization_name}): {summary.imported:,} imported, {summary.updated:,} updated, "
         f"{summary.unchanged:,} unchanged, {summary.quarantined:,} quarantined, "
         f"{summary.with_field_errors:,} with field errors "
@@ -223,13 +234,55 @@ def import_command(dataset: str, file: Path, organization: str) -> None:
             )
     if summary.quarantined:
         for note in summary.quarantine_notes:
-            err.print(f"quarantined {file}: {note.location}: {note.reason}", markup=False)
+            err.print(f"quarantined {summary.file}: {note.location}: {note.reason}", markup=False)
         if summary.quarantined > len(summary.quarantine_notes):
             err.print(
                 f"... and {summary.quarantined - len(summary.quarantine_notes)} more in the quarantine table"
             )
     if summary.quarantined or summary.with_field_errors:
         sys.exit(EXIT_QUARANTINED)
+
+
+@contextlib.contextmanager
+def _import_progress(file: Path) -> Iterator[Callable[[ImportProgress], None]]:
+    """Progress of an import on stderr: a rich progress bar on a terminal; otherwise (piped, in a log)
+    a line at most every NEURACRM_IMPORT_PROGRESS_SECONDS, e.g. "leads.csv: 40,000 of ~120,000 rows
+    read (12 s)", so that a long import is not silent until it ends."""
+    from neuracrm_mlops.config import get_settings
+
+    if err.is_terminal:
+        with Progress(
+            # markup (the consoles have it off): the file name in the description is escaped
+            TextColumn("[progress.description]{task.description}", markup=True),
+            BarColumn(),
+            MofNCompleteColumn() if file.suffix.lower() in (".parquet", ".pq") else DownloadColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"importing {escape(_printable(file.name))}", total=None)
+
+            def update_bar(at: ImportProgress) -> None:
+                progress.update(task, completed=at.done, total=at.total)
+
+            yield update_bar
+        return
+
+    every = get_settings().import_progress_seconds
+    started = time.monotonic()
+    last_line = started
+
+    def print_line(at: ImportProgress) -> None:
+        nonlocal last_line
+        now = time.monotonic()
+        if now - last_line < every or (at.total is not None and at.done >= at.total):
+            return  # the summary line follows the last chunk
+        last_line = now
+        expected = at.expected_rows
+        of = "" if expected is None else f" of {'~' if at.unit == 'bytes' else ''}{expected:,}"
+        err.print(f"{_printable(file.name)}: {at.rows_read:,}{of} rows read ({now - started:.0f} s)")
+
+    yield print_line
 
 
 # --- validate and train ---------------------------------------------------------------------
@@ -300,7 +353,7 @@ def train(family: str, organization: str | None, workers: int | None) -> None:
         from neuracrm_mlops.forecast_training import train_forecasts_for
 
         with Progress(
-            "[progress.description]{task.description}",
+            TextColumn("[progress.description]{task.description}", markup=True),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -584,6 +637,29 @@ def ack(alert_id: int) -> None:
 
 
 @main.group()
+def predictions() -> None:
+    """The prediction log: rows the database refused (dead letters)."""
+
+
+@predictions.command("replay-dead-letters")
+@click.option("--id", "ids", type=int, multiple=True, help="Only this dead letter (repeatable); default all.")
+def replay_dead_letters_command(ids: tuple[int, ...]) -> None:
+    """Insert dead-lettered prediction rows into `predictions` again, after fixing their cause.
+
+    A row that lands is marked replayed (and never inserted twice); one the database refuses again stays
+    with the new reason. Exits 1 when any was refused."""
+    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.prediction_log import replay_dead_letters
+
+    outcome = replay_dead_letters(get_engine(), list(ids) or None)
+    out.print(f"{len(outcome.landed)} dead letters replayed into predictions: {outcome.landed or 'none'}")
+    for letter_id, reason in outcome.refused.items():
+        out.print(f"dead letter {letter_id} refused again: {reason}")
+    if outcome.refused:
+        raise SystemExit(1)
+
+
+@main.group()
 def simulate() -> None:
     """Drive the loop on demand (demo, drills, tests)."""
 
@@ -664,7 +740,7 @@ def bench(benchmark: str, options: tuple[str, ...]) -> None:
     if not script.is_file():
         raise click.ClickException(f"{script} is missing: benchmarks run from a checkout of the repository")
     argv = [sys.executable, str(script), *(o for o in options if o != "--")]
-    err.print(f"[dim]… {' '.join(argv[1:])}[/]", markup=True)
+    err.print(f"[dim]… {escape(' '.join(argv[1:]))}[/]", markup=True)
     sys.exit(subprocess.run(argv, check=False).returncode)
 
 

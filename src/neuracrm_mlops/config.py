@@ -26,9 +26,23 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_ACCURACY_FLOOR",
     "NEURACRM_ACCURACY_FLOORS",
     "NEURACRM_IMPORT_CHUNK_ROWS",
+    "NEURACRM_IMPORT_MAX_FIELD_BYTES",
+    "NEURACRM_IMPORT_PROGRESS_SECONDS",
     "NEURACRM_FORECAST_CHUNK_SIZE",
     "NEURACRM_MODEL_POLL_SECONDS",
+    # abuse limits of the prediction service (request_limits.py)
+    "NEURACRM_MAX_REQUEST_BYTES",
+    "NEURACRM_RATE_LIMIT_KEY_PER_SECOND",
+    "NEURACRM_RATE_LIMIT_KEY_BURST",
+    "NEURACRM_RATE_LIMIT_ADDRESS_PER_SECOND",
+    "NEURACRM_RATE_LIMIT_ADDRESS_BURST",
+    "NEURACRM_AUTH_FAILURES_PER_SECOND",
+    "NEURACRM_AUTH_FAILURE_BURST",
     "NEURACRM_PREDICTION_LOG_FLUSH_SECONDS",
+    # the prediction journal (prediction_log.PredictionJournal): on/off, fsync interval, size bound
+    "NEURACRM_PREDICTION_JOURNAL",
+    "NEURACRM_PREDICTION_JOURNAL_FSYNC_SECONDS",
+    "NEURACRM_PREDICTION_JOURNAL_MAX_MB",
     "NEURACRM_FORECAST_CACHE_TTL_SECONDS",
     "NEURACRM_ALERT_ESCALATE_MINUTES",
     "NEURACRM_ALERT_WEBHOOK_RETRIES",
@@ -44,6 +58,20 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_BIAS_ATTRIBUTE",
     "NEURACRM_SHADOW_CANARY",
     "NEURACRM_ROLLOUT_APPROVAL",
+    # degraded modes: how long the prediction service waits on each dependency
+    "NEURACRM_MLFLOW_TIMEOUT_SECONDS",
+    "NEURACRM_MLFLOW_MAX_RETRIES",
+    "NEURACRM_DB_CONNECT_TIMEOUT_SECONDS",
+    "NEURACRM_DB_STATEMENT_TIMEOUT_SECONDS",
+    "NEURACRM_DB_POOL_TIMEOUT_SECONDS",
+    "NEURACRM_REDIS_TIMEOUT_SECONDS",
+    "NEURACRM_DEPENDENCY_WAIT_SECONDS",
+    "NEURACRM_FORECAST_LOAD_WAIT_SECONDS",
+    "NEURACRM_RETRY_AFTER_SECONDS",
+    "NEURACRM_TENANT_CACHE_TTL_SECONDS",
+    "NEURACRM_TENANT_UNKNOWN_TTL_SECONDS",
+    "NEURACRM_TENANT_CACHE_MAX_ENTRIES",
+    "NEURACRM_TENANT_STALE_GRACE_SECONDS",
 )
 
 
@@ -58,6 +86,19 @@ def _env_float(name: str, default: float, *, low: float, high: float) -> float:
     if not low <= value <= high:
         raise ConfigurationError(f"{name}={raw!r} must be between {low} and {high}")
     return value
+
+
+def _env_switch(name: str, default: bool) -> bool:
+    """An on/off setting: on, true, yes, 1 / off, false, no, 0 (any case); empty is the default."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} must be on or off (or true/false, yes/no, 1/0)")
 
 
 def _env_int(name: str, default: int, *, low: int, high: int) -> int:
@@ -135,10 +176,34 @@ class Settings:
     alert_webhook_url: str | None
     accuracy_floor: float
     import_chunk_rows: int = 5_000
+    # the longest CSV or Parquet cell import accepts, in UTF-8 bytes: a row with a longer one is
+    # quarantined (Python's csv module would refuse the whole file past 131,072 characters)
+    import_max_field_bytes: int = 4 * 1024 * 1024
+    # `import` without a terminal (piped, in a log): a progress line at most this often (0: every chunk)
+    import_progress_seconds: float = 5.0
     forecast_chunk_size: int = 50
     model_poll_seconds: float = 10.0
+    # prediction service abuse limits (request_limits.py; rates and buckets are per worker process).
+    # The largest request body accepted: 1,000 realistic leads are ~0.55 MB, 1,000 leads or texts at
+    # the 5,000-character field limit ~5.5 MB; a larger body gets 413 before it is parsed
+    max_request_bytes: int = 8 * 1024 * 1024
+    # requests per second and burst per API key and per client address (0: no limit)
+    rate_limit_key_per_second: float = 1_000.0
+    rate_limit_key_burst: int = 2_000
+    rate_limit_address_per_second: float = 2_000.0
+    rate_limit_address_burst: int = 4_000
+    # key lookups that found no key, per client address: past the burst, a key not in the cache gets
+    # 429 without a database lookup (0: no limit)
+    auth_failures_per_second: float = 1.0
+    auth_failure_burst: int = 20
     forecast_cache_ttl_seconds: int = 3_600
     prediction_log_flush_seconds: float = 0.5
+    # every prediction row is appended to a local journal before its answer leaves (kill -9 loses
+    # none); fsynced every this many seconds (0: before each answer, power loss loses none either);
+    # past max_mb per process while the database is down, rows are kept in memory only (logged)
+    prediction_journal: bool = True
+    prediction_journal_fsync_seconds: float = 0.2
+    prediction_journal_max_mb: int = 1_024
     # unacknowledged critical alerts are re-delivered as ESCALATED after this long
     alert_escalate_after_minutes: float = 30.0
     # webhook delivery: attempts per delivery (the first try included), backoff doubling from the base
@@ -160,6 +225,29 @@ class Settings:
     shadow_canary: bool = False
     # accuracy floors per (family, organization id or None) overriding accuracy_floor
     accuracy_floors: tuple[tuple[FloorKey, float], ...] = ()
+    # degraded modes: every dependency call on the prediction service's request path is bounded well
+    # under the client's 30 s. MLflow HTTP calls (per request, and how many retries) ...
+    mlflow_timeout_seconds: int = 5
+    mlflow_max_retries: int = 1
+    # ... PostgreSQL for the serving engine: connecting, one statement, waiting for a pooled connection
+    db_connect_timeout_seconds: int = 3
+    db_statement_timeout_seconds: float = 10.0
+    db_pool_timeout_seconds: float = 2.0
+    # ... Redis (the forecast cache: a miss when it is slower than this)
+    redis_timeout_seconds: float = 0.05
+    # the longest a request waits on the database (key lookup, sales history) before answering 503
+    dependency_wait_seconds: float = 2.0
+    # the longest a forecast waits for its organization's model to load while the registry is healthy
+    # (0 when the registry is failing: the flagged seasonal-naive fallback answers at once)
+    forecast_load_wait_seconds: float = 5.0
+    # the Retry-After of a 503 answered because a dependency is down
+    retry_after_seconds: int = 5
+    # API keys: how long an answer is cached (unknown keys shorter), how many are kept, and how long past
+    # its expiry a cached answer keeps working while the database cannot be reached
+    tenant_cache_ttl_seconds: float = 30.0
+    tenant_unknown_ttl_seconds: float = 5.0
+    tenant_cache_max_entries: int = 100_000
+    tenant_stale_grace_seconds: float = 300.0
 
     def floor_for(self, family: str, organization_id: int | None = None) -> float:
         """The accuracy floor of ``family`` (for one organization when given): the organization's own
@@ -199,10 +287,40 @@ class Settings:
             accuracy_floor=_env_float("NEURACRM_ACCURACY_FLOOR", 0.80, low=0.0, high=1.0),
             accuracy_floors=tuple(_env_floors("NEURACRM_ACCURACY_FLOORS").items()),
             import_chunk_rows=chunk_rows,
+            import_max_field_bytes=_env_int(
+                "NEURACRM_IMPORT_MAX_FIELD_BYTES", 4 * 1024 * 1024, low=1024, high=1024 * 1024 * 1024
+            ),
+            import_progress_seconds=_env_float(
+                "NEURACRM_IMPORT_PROGRESS_SECONDS", 5.0, low=0.0, high=3_600.0
+            ),
             forecast_chunk_size=int(chunk_size_raw),
             model_poll_seconds=_env_float("NEURACRM_MODEL_POLL_SECONDS", 10.0, low=0.1, high=3_600.0),
+            max_request_bytes=_env_int(
+                "NEURACRM_MAX_REQUEST_BYTES", 8 * 1024 * 1024, low=1_024, high=1024 * 1024 * 1024
+            ),
+            rate_limit_key_per_second=_env_float(
+                "NEURACRM_RATE_LIMIT_KEY_PER_SECOND", 1_000.0, low=0.0, high=1_000_000.0
+            ),
+            rate_limit_key_burst=_env_int("NEURACRM_RATE_LIMIT_KEY_BURST", 2_000, low=1, high=10_000_000),
+            rate_limit_address_per_second=_env_float(
+                "NEURACRM_RATE_LIMIT_ADDRESS_PER_SECOND", 2_000.0, low=0.0, high=1_000_000.0
+            ),
+            rate_limit_address_burst=_env_int(
+                "NEURACRM_RATE_LIMIT_ADDRESS_BURST", 4_000, low=1, high=10_000_000
+            ),
+            auth_failures_per_second=_env_float(
+                "NEURACRM_AUTH_FAILURES_PER_SECOND", 1.0, low=0.0, high=1_000_000.0
+            ),
+            auth_failure_burst=_env_int("NEURACRM_AUTH_FAILURE_BURST", 20, low=1, high=10_000_000),
             prediction_log_flush_seconds=_env_float(
                 "NEURACRM_PREDICTION_LOG_FLUSH_SECONDS", 0.5, low=0.01, high=3_600.0
+            ),
+            prediction_journal=_env_switch("NEURACRM_PREDICTION_JOURNAL", True),
+            prediction_journal_fsync_seconds=_env_float(
+                "NEURACRM_PREDICTION_JOURNAL_FSYNC_SECONDS", 0.2, low=0.0, high=60.0
+            ),
+            prediction_journal_max_mb=_env_int(
+                "NEURACRM_PREDICTION_JOURNAL_MAX_MB", 1_024, low=1, high=1_048_576
             ),
             forecast_cache_ttl_seconds=int(
                 _env_float("NEURACRM_FORECAST_CACHE_TTL_SECONDS", 3_600, low=1, high=7 * 86_400)
@@ -233,6 +351,31 @@ class Settings:
                 part.strip()
                 for part in os.environ.get("NEURACRM_ROLLOUT_APPROVAL", "").split(",")
                 if part.strip()
+            ),
+            mlflow_timeout_seconds=_env_int("NEURACRM_MLFLOW_TIMEOUT_SECONDS", 5, low=1, high=120),
+            mlflow_max_retries=_env_int("NEURACRM_MLFLOW_MAX_RETRIES", 1, low=0, high=10),
+            db_connect_timeout_seconds=_env_int("NEURACRM_DB_CONNECT_TIMEOUT_SECONDS", 3, low=2, high=120),
+            db_statement_timeout_seconds=_env_float(
+                "NEURACRM_DB_STATEMENT_TIMEOUT_SECONDS", 10.0, low=0.1, high=3_600.0
+            ),
+            db_pool_timeout_seconds=_env_float("NEURACRM_DB_POOL_TIMEOUT_SECONDS", 2.0, low=0.1, high=120.0),
+            redis_timeout_seconds=_env_float("NEURACRM_REDIS_TIMEOUT_SECONDS", 0.05, low=0.001, high=10.0),
+            dependency_wait_seconds=_env_float("NEURACRM_DEPENDENCY_WAIT_SECONDS", 2.0, low=0.05, high=25.0),
+            forecast_load_wait_seconds=_env_float(
+                "NEURACRM_FORECAST_LOAD_WAIT_SECONDS", 5.0, low=0.0, high=25.0
+            ),
+            retry_after_seconds=_env_int("NEURACRM_RETRY_AFTER_SECONDS", 5, low=1, high=3_600),
+            tenant_cache_ttl_seconds=_env_float(
+                "NEURACRM_TENANT_CACHE_TTL_SECONDS", 30.0, low=0.0, high=86_400.0
+            ),
+            tenant_unknown_ttl_seconds=_env_float(
+                "NEURACRM_TENANT_UNKNOWN_TTL_SECONDS", 5.0, low=0.0, high=86_400.0
+            ),
+            tenant_cache_max_entries=_env_int(
+                "NEURACRM_TENANT_CACHE_MAX_ENTRIES", 100_000, low=1, high=10_000_000
+            ),
+            tenant_stale_grace_seconds=_env_float(
+                "NEURACRM_TENANT_STALE_GRACE_SECONDS", 300.0, low=0.0, high=86_400.0
             ),
         )
 

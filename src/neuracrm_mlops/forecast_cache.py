@@ -2,7 +2,9 @@
 
 Redis when ``NEURACRM_REDIS_URL`` is set (shared by every replica), an in-process LRU otherwise.
 Redis is an optimisation, never a dependency: when it fails, the cache answers "miss", stops asking
-Redis for ``backoff_seconds``, and the service computes the forecast itself.
+Redis for ``backoff_seconds``, and the service computes the forecast itself. Every Redis call is
+bounded by ``timeout_seconds`` (``NEURACRM_REDIS_TIMEOUT_SECONDS``); ``redis_state`` keeps the last
+success and error for ``/status/``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 import time
 from collections import OrderedDict
 from typing import Any
+
+from neuracrm_mlops.db.engine import DependencyState
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class ForecastCache:
         self._redis: Any = None
         self._redis_down_until = 0.0
         self.hits = self.misses = self.redis_errors = 0
+        self.redis_state = DependencyState("redis")
         if redis_url:
             import redis
 
@@ -55,6 +60,7 @@ class ForecastCache:
 
     def _redis_failed(self, exc: Exception) -> None:
         self.redis_errors += 1
+        self.redis_state.failed(exc)
         self._redis_down_until = time.monotonic() + self._backoff_seconds
         log.warning(
             "forecast cache: Redis failed (%s); computing forecasts without it for %.0f s",
@@ -68,6 +74,7 @@ class ForecastCache:
             if self._redis_usable():
                 try:
                     raw = self._redis.get(key)
+                    self.redis_state.succeeded()
                     value = json.loads(raw) if raw is not None else None
                 except Exception as exc:
                     self._redis_failed(exc)
@@ -90,6 +97,7 @@ class ForecastCache:
             if self._redis_usable():
                 try:
                     self._redis.set(key, json.dumps(value), ex=self.ttl_seconds)
+                    self.redis_state.succeeded()
                 except Exception as exc:
                     self._redis_failed(exc)
             return

@@ -236,7 +236,7 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
                 model_name=FAMILY,
                 metrics={"holding": result.holding[:50], "passed": len(result.passed)},
                 action_taken=f"held at {weight:.0%} of organizations; nothing promoted",
-                runbook=rollout.RUNBOOK_CANARY_HOLD,
+                runbook=rollout.runbook_canary_hold(FAMILY),
             )
             result.alert_ids.append(alert.id)
         return result

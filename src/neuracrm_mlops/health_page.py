@@ -49,7 +49,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import pandas as pd
 import sqlalchemy as sa
 
-from neuracrm_mlops import ledger, registry, rollout, status
+from neuracrm_mlops import ledger, registry, rollout, rollout_decisions, status
 from neuracrm_mlops.alerts import AlertRow, list_alerts
 from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.db.schema import Outcome, Prediction, PromotionLedgerEntry, utcnow
@@ -225,7 +225,8 @@ def _with_state(
     champion, challenger = state.champion, state.challenger
     target = None
     if champion:  # what rollout.rollback restores when no version is named
-        target = ledger.previous_champion_from(champion_moves, champion) or state.previous
+        history = rollout_decisions.champion_history(champion_moves, champion)
+        target = history.previous if history.known else state.previous
     accuracy, outcomes = stats.get(champion, (None, 0)) if champion else (None, 0)
     challenger_accuracy, challenger_outcomes = stats.get(challenger, (None, 0)) if challenger else (None, 0)
     return dataclasses.replace(

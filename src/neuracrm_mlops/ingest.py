@@ -10,14 +10,21 @@
 - An optional column that does not parse does not cost the row: it is stored empty (NULL), its raw
   value and the error are kept in ``attributes["_field_errors"]`` (FIELD_ERRORS_KEY, a reserved
   column name), and the summary counts those rows per column.
-- File-level problems (missing file, wrong kind, empty, missing required column, ...) raise
-  ImportFileError before anything is written; the whole import runs in one transaction, so a
-  failure midway leaves the database as it was.
+- A row that cannot be stored as read is quarantined too, and the rest of the file imports, on
+  SQLite and PostgreSQL alike: a NUL byte (PostgreSQL refuses it), bytes that are not UTF-8 (both
+  named with their column and byte offset in the file), a cell longer than
+  NEURACRM_IMPORT_MAX_FIELD_BYTES. Its raw values are kept with NUL and undecodable bytes written
+  out (``\\x00``, ``\\xff``). A text longer than its database column (``VARCHAR(n)``) is a value
+  that does not parse (PostgreSQL refuses it; SQLite would keep it).
+- File-level problems (missing file, wrong kind, empty, a header that is not UTF-8 text, missing
+  required column, ...) raise ImportFileError before anything is written; the whole import runs in
+  one transaction, so a failure midway leaves the database as it was.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -29,8 +36,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -48,8 +56,29 @@ from neuracrm_mlops.db.schema import (
 from neuracrm_mlops.errors import ImportFileError
 from neuracrm_mlops.orgs import resolve_organization
 
-ProgressCallback = Callable[[int, int | None], None]
-"""Called with (units done, total units or None); units are bytes for CSV, rows for Parquet."""
+
+@dataclass(frozen=True)
+class ImportProgress:
+    """How far an import is: rows read, and units done of the total (bytes of a CSV file, rows of a
+    Parquet file), from which the number of rows a CSV file holds is estimated."""
+
+    rows_read: int
+    done: int
+    total: int | None
+    unit: str  # bytes | rows
+
+    @property
+    def expected_rows(self) -> int | None:
+        """The file's rows: exact for Parquet, estimated from the bytes read so far for CSV."""
+        if self.unit == "rows":
+            return self.total
+        if not self.total or not self.done or not self.rows_read:
+            return None
+        return max(self.rows_read, round(self.rows_read * self.total / self.done))
+
+
+ProgressCallback = Callable[[ImportProgress], None]
+"""Called after each chunk of rows is written, and once at the end."""
 
 
 class RowError(ValueError):
@@ -262,6 +291,18 @@ class DatasetSpec:
     columns: tuple[ColumnSpec, ...]
     key: str  # the file column that, with the organization, identifies a row
 
+    @cached_property
+    def max_chars(self) -> dict[str, int]:
+        """File column -> the most characters its database column holds (``VARCHAR(n)``). PostgreSQL
+        refuses a longer value (and with it the whole import); SQLite would keep it: so a longer
+        value is a RowError like any value that does not parse, on both stores."""
+        limits = {}
+        for column in self.columns:
+            length = getattr(self.table.c[column.db_column].type, "length", None)
+            if isinstance(length, int):
+                limits[column.name] = length
+        return limits
+
     @property
     def by_name(self) -> dict[str, ColumnSpec]:
         return {column.name: column for column in self.columns}
@@ -350,8 +391,8 @@ def _json_default(value: Any) -> Any:
 @dataclass
 class SourceRow:
     number: int  # 1-based data row, header excluded
-    values: dict[str, Any] | None  # header name -> raw value; None when the row is malformed
-    raw: dict[str, Any]  # what goes to quarantine
+    values: dict[str, Any] | None  # header name -> raw value; None when the row is quarantined as read
+    raw: dict[str, Any]  # what goes to quarantine (storable: see storable_text)
     location: str  # e.g. "row 17 (line 18)"
     error: str | None = None
 
@@ -365,6 +406,21 @@ class SourceFile:
     rows: Iterator[SourceRow]
     position: Callable[[], int]
 
+    @property
+    def unit(self) -> str:
+        """What ``position`` and ``total_units`` count: bytes of a CSV file, rows of a Parquet one."""
+        return "bytes" if self.kind == "csv" else "rows"
+
+
+FIELD_LIMIT_SETTING = "NEURACRM_IMPORT_MAX_FIELD_BYTES"
+_UTF8_BOM = b"\xef\xbb\xbf"
+_HEAD_BYTES = 8192
+# Bytes that are not UTF-8 are decoded with errors="surrogateescape": each arrives as one of these.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_CSV_FIELD_LIMIT_ERROR = "field larger than field limit"
+_KEPT_CHARS = 1_000  # an over-long cell is kept in quarantine cut to this many characters
+_UTF8_HINT = "import reads UTF-8 text: save the file as UTF-8"
+
 
 def _detect_kind(path: Path) -> str:
     if not path.exists():
@@ -375,7 +431,7 @@ def _detect_kind(path: Path) -> str:
         raise ImportFileError(f"{path}: the file is empty")
     suffix = path.suffix.lower()
     with path.open("rb") as handle:
-        head = handle.read(8192)
+        head = handle.read(_HEAD_BYTES)
     is_parquet = head.startswith(b"PAR1")
     if suffix in (".parquet", ".pq"):
         if not is_parquet:
@@ -384,16 +440,28 @@ def _detect_kind(path: Path) -> str:
     if suffix in (".csv", ".txt"):
         if is_parquet:
             raise ImportFileError(f"{path}: named {suffix} but holds Parquet data; rename it to .parquet")
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        except UnicodeDecodeError:
-            raise ImportFileError(f"{path}: not a CSV file (its bytes are not UTF-8 text)") from None
-        if b"\x00" in head:
-            raise ImportFileError(f"{path}: not a CSV file (binary content)")
+        problem = _header_bytes_problem(head)
+        if problem:
+            raise ImportFileError(f"{path}: not a CSV file ({problem})")
         return "csv"
     raise ImportFileError(
         f"{path}: unsupported file kind {suffix or '(no extension)'!r}: use .csv or .parquet"
     )
+
+
+def _header_bytes_problem(head: bytes) -> str | None:
+    """Why the first line of ``head`` (the start of a file) is not a CSV header, or None.
+
+    Only the header decides that a file is not text at all (an image, a zip, UTF-16): a NUL byte or
+    a byte that is not UTF-8 in a data row costs that row only (quarantined, see _CsvRows)."""
+    first_line, newline, _ = head.partition(b"\n")
+    if b"\x00" in first_line:
+        return "NUL bytes in the header row: binary data, or text that is not UTF-8 such as UTF-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(first_line, final=bool(newline))
+    except UnicodeDecodeError as exc:
+        return f"the header row has bytes that are not UTF-8 text at byte offset {exc.start}; {_UTF8_HINT}"
+    return None
 
 
 def _check_header(path: Path, header: Sequence[str]) -> list[str]:
@@ -402,6 +470,12 @@ def _check_header(path: Path, header: Sequence[str]) -> list[str]:
     for position, name in enumerate(names, start=1):
         if not name:
             raise ImportFileError(f"{path}: header column {position} has no name")
+        if "\x00" in name or _UNDECODABLE.search(name):
+            shown = storable_text(name[:60]) + ("..." if len(name) > 60 else "")
+            raise ImportFileError(
+                f"{path}: header column {position} '{shown}' has a NUL byte or bytes that are not "
+                f"UTF-8 text; {_UTF8_HINT}"
+            )
         if name in seen:
             raise ImportFileError(f"{path}: column {name!r} appears more than once in the header")
         if name == FIELD_ERRORS_KEY:
@@ -413,15 +487,256 @@ def _check_header(path: Path, header: Sequence[str]) -> list[str]:
     return names
 
 
-def _open_csv(path: Path) -> SourceFile:
-    raw = path.open("rb")
-    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text)
+def storable_text(text: str, *, cut: bool = False) -> str:
+    """``text`` as a quarantined row keeps it: PostgreSQL refuses NUL in text and JSON, and a byte that
+    is not UTF-8 cannot be encoded at all, so they are written out as ``\\x00`` and ``\\xff``. With
+    ``cut``, an over-long value keeps its first _KEPT_CHARS characters and says how long it was."""
+    if not text.isascii():
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = text.replace("\x00", "\\x00")
+    if cut and len(text) > _KEPT_CHARS:
+        text = f"{text[:_KEPT_CHARS]}... [cut: {len(text):,} characters]"
+    return text
+
+
+def _columns(names: Sequence[str]) -> str:
+    if len(names) == 1:
+        return f"column {names[0]!r}"
+    return "columns " + ", ".join(repr(name) for name in names)
+
+
+def _cell_names(header: Sequence[str], count: int) -> list[str]:
+    """The column name of each cell of a row with ``count`` cells (more than the header: "field N")."""
+    return [header[i] if i < len(header) else f"field {i + 1}" for i in range(count)]
+
+
+def _field_limit_reason(what: str, limit: int, size: int | None = None) -> str:
+    """Why a cell is refused: ``what`` is e.g. "column 'description'"; ``size`` its bytes, when known."""
+    length = f"is {size:,} bytes, longer than" if size is not None else "is longer than"
+    return (
+        f"{what} {length} the field size limit of {limit:,} bytes "
+        f"({FIELD_LIMIT_SETTING}; raise it to import this row)"
+    )
+
+
+def _over_limit_cells(names: Sequence[str], cells: Sequence[Any], limit: int) -> list[str]:
+    """The reason(s) for text cells longer than ``limit`` UTF-8 bytes (none: an empty list)."""
+    sizes: dict[str, int] = {}
+    for name, cell in zip(names, cells, strict=True):
+        # a character is at most 4 UTF-8 bytes: only a cell longer than limit/4 can be over the limit
+        if isinstance(cell, str) and len(cell) * 4 > limit:
+            size = len(cell.encode("utf-8", "surrogateescape"))
+            if size > limit:
+                sizes[name] = size
+    if not sizes:
+        return []
+    only_size = next(iter(sizes.values())) if len(sizes) == 1 else None
+    return [_field_limit_reason(_columns(list(sizes)), limit, only_size)]
+
+
+@contextlib.contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Python's csv module keeps one process-wide field size limit (131,072 characters by default):
+    set to NEURACRM_IMPORT_MAX_FIELD_BYTES while a file is read, then put back."""
+    before = csv.field_size_limit(limit)
     try:
-        header_row = next(reader, None)
-    except (UnicodeDecodeError, csv.Error) as exc:
+        yield
+    finally:
+        csv.field_size_limit(before)
+
+
+class _CsvLines:
+    """The lines of a CSV file, handed one at a time to ``csv.reader``, counting what a quarantined row
+    must say about where it is: the line number and byte offset at which the current record starts,
+    and whether its lines hold a NUL byte, a byte that is not UTF-8, or any non-ASCII character.
+
+    The file is decoded with ``errors="surrogateescape"``: a byte that is not UTF-8 arrives as a lone
+    surrogate in its own cell, so it costs its row. (A strict decoder fails the whole file, and as it
+    decodes 8 KB blocks ahead of the csv reader, its error named a row far from the bad byte.)"""
+
+    def __init__(self, text: IO[str], offset: int) -> None:
+        self._text = text
+        self.offset = offset  # bytes of the file consumed so far (a BOM included)
+        self.line_number = 0  # lines consumed so far
+        self.record_offset = offset
+        self.record_line = 1
+        self.suspect = False  # the current record has a NUL byte or a byte that is not UTF-8
+        self.non_ascii = False  # ... has a character that takes more than one byte
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._text.readline()
+        if not line:
+            raise StopIteration
+        self.line_number += 1
+        if line.isascii():
+            self.offset += len(line)
+        else:
+            self.non_ascii = True
+            try:
+                self.offset += len(line.encode("utf-8"))
+            except UnicodeEncodeError:  # a lone surrogate: a byte of the file that is not UTF-8
+                self.offset += len(line.encode("utf-8", "surrogateescape"))
+                self.suspect = True
+        if "\x00" in line:
+            self.suspect = True
+        return line
+
+    def begin_record(self) -> None:
+        self.record_offset = self.offset
+        self.record_line = self.line_number + 1
+        self.suspect = self.non_ascii = False
+
+    def location(self, number: int) -> str:
+        first, last = self.record_line, self.line_number
+        return f"row {number} (line {first})" if last <= first else f"row {number} (lines {first}-{last})"
+
+
+class _CsvRows:
+    """The data rows of a CSV file as SourceRows. A row that cannot be stored as read is returned with
+    ``values=None`` and the reason (so it is quarantined, and the rest of the file imports): a NUL byte
+    or bytes that are not UTF-8 (named by column and byte offset in the file), a cell over
+    NEURACRM_IMPORT_MAX_FIELD_BYTES, or a field count that differs from the header's."""
+
+    def __init__(self, path: Path, header: list[str], lines: _CsvLines, max_field_bytes: int) -> None:
+        self.path = path
+        self.header = header
+        self.lines = lines
+        self.limit = max_field_bytes
+        self.reader = csv.reader(lines)
+        self._bytes: IO[bytes] | None = None  # a second handle: reads a bad record's bytes again
+
+    def record_bytes(self) -> bytes:
+        if self._bytes is None:
+            self._bytes = self.path.open("rb")
+        self._bytes.seek(self.lines.record_offset)
+        return self._bytes.read(self.lines.offset - self.lines.record_offset)
+
+    def close(self) -> None:
+        if self._bytes is not None:
+            self._bytes.close()
+
+    def __iter__(self) -> Iterator[SourceRow]:
+        number = 0
+        try:
+            with _csv_field_limit(self.limit):
+                while True:
+                    self.lines.begin_record()
+                    try:
+                        record = next(self.reader)
+                    except StopIteration:
+                        return
+                    except csv.Error as exc:
+                        if not str(exc).startswith(_CSV_FIELD_LIMIT_ERROR):
+                            location = self.lines.location(number + 1)
+                            raise ImportFileError(f"{self.path}: {location}: {exc}") from None
+                        number += 1
+                        yield self._over_long_row(number)
+                        continue
+                    if not record or (len(record) == 1 and record[0].strip() == ""):
+                        continue  # blank line: not a row
+                    number += 1
+                    yield self._row(number, record)
+        finally:
+            self.close()
+
+    def _row(self, number: int, record: list[str]) -> SourceRow:
+        location = self.lines.location(number)
+        fits = len(record) == len(self.header)
+        if fits and not (self.lines.suspect or self.lines.non_ascii):
+            # the common case: clean ASCII, within the limit (csv counted its characters)
+            values = dict(zip(self.header, record, strict=True))
+            return SourceRow(number, values, dict(values), location)
+        problems: list[str] = []
+        if not fits:
+            problems.append(f"has {len(record)} fields but the header has {len(self.header)}")
+        names = _cell_names(self.header, len(record))
+        if self.lines.suspect:
+            problems += _byte_problems(names, record, self.record_bytes(), self.lines.record_offset)
+        if self.lines.non_ascii:
+            problems += _over_limit_cells(names, record, self.limit)
+        if not problems:
+            values = dict(zip(self.header, record, strict=True))
+            return SourceRow(number, values, dict(values), location)
+        cells = [storable_text(cell, cut=True) for cell in record]
+        raw: dict[str, Any] = (
+            dict(zip(self.header, cells, strict=True))
+            if len(record) == len(self.header)
+            else {"fields": cells}
+        )
+        return SourceRow(number, None, raw, location, "; ".join(problems))
+
+    def _over_long_row(self, number: int) -> SourceRow:
+        """The csv reader stopped at a field over the limit: skip the rest of the record, and name the
+        column(s) from the text read so far (parsed again, with room for it)."""
+        head = self.record_bytes()
+        suspect = self.lines.suspect
+        text = head.decode("utf-8", "surrogateescape")
+        quotes = text.count('"')
+        while quotes % 2:  # inside a quoted field: it (and its record) goes on to a later line
+            line = next(self.lines, None)
+            if line is None:
+                break
+            quotes += line.count('"')
+        location = self.lines.location(number)
+        before = csv.field_size_limit(len(text) + 1)
+        try:
+            fields = next(csv.reader(io.StringIO(text, newline="")), [])
+        finally:
+            csv.field_size_limit(before)
+        names = _cell_names(self.header, len(fields))
+        too_long = [name for name, cell in zip(names, fields, strict=True) if len(cell) >= self.limit]
+        problems = [_field_limit_reason(_columns(too_long) if too_long else "a cell", self.limit)]
+        if suspect:
+            problems += _byte_problems(names, fields, head, self.lines.record_offset)
+        raw = {"fields": [storable_text(cell, cut=True) for cell in fields], "cut_at_field_limit": True}
+        return SourceRow(number, None, raw, location, "; ".join(problems))
+
+
+def _byte_problems(names: Sequence[str], cells: Sequence[str], record: bytes, offset: int) -> list[str]:
+    """NUL bytes and bytes that are not UTF-8 in a record's cells, named by column and by the byte
+    offset (0-based, from the start of the file) of the first one; ``record`` holds the record's bytes
+    as they are in the file from ``offset``."""
+    problems = []
+    nul = [name for name, cell in zip(names, cells, strict=True) if "\x00" in cell]
+    if nul:
+        first_nul = offset + record.find(b"\x00")
+        problems.append(f"NUL byte in {_columns(nul)} at byte offset {first_nul}")
+    undecodable = [
+        name
+        for name, cell in zip(names, cells, strict=True)
+        if not cell.isascii() and _UNDECODABLE.search(cell)
+    ]
+    if undecodable:
+        try:
+            record.decode("utf-8")
+            at = ""
+        except UnicodeDecodeError as exc:
+            at = f" at byte offset {offset + exc.start}"
+        problems.append(f"bytes that are not valid UTF-8 in {_columns(undecodable)}{at} ({_UTF8_HINT})")
+    return problems
+
+
+def _open_csv(path: Path, max_field_bytes: int) -> SourceFile:
+    raw = path.open("rb")
+    offset = len(_UTF8_BOM) if raw.read(len(_UTF8_BOM)) == _UTF8_BOM else 0
+    raw.seek(0)
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    lines = _CsvLines(text, offset)
+    try:
+        with _csv_field_limit(max_field_bytes):
+            lines.begin_record()
+            header_row = next(csv.reader(lines), None)
+    except csv.Error as exc:
         raw.close()
-        raise ImportFileError(f"{path}: cannot read the CSV header: {exc}") from None
+        reason = (
+            _field_limit_reason("a header cell", max_field_bytes)
+            if str(exc).startswith(_CSV_FIELD_LIMIT_ERROR)
+            else str(exc)
+        )
+        raise ImportFileError(f"{path}: cannot read the CSV header: {reason}") from None
     if header_row is None or not any(cell.strip() for cell in header_row):
         raw.close()
         raise ImportFileError(f"{path}: the file is empty (no header row)")
@@ -430,39 +745,28 @@ def _open_csv(path: Path) -> SourceFile:
     except ImportFileError:
         raw.close()
         raise
+    rows = _CsvRows(path, header, lines, max_field_bytes)
 
-    def rows() -> Iterator[SourceRow]:
-        number = 0
+    def read_rows() -> Iterator[SourceRow]:
         try:
-            for record in reader:
-                if not record or (len(record) == 1 and record[0].strip() == ""):
-                    continue  # blank line: not a row
-                number += 1
-                location = f"row {number} (line {reader.line_num})"
-                if len(record) != len(header):
-                    yield SourceRow(
-                        number,
-                        None,
-                        {"fields": record},
-                        location,
-                        f"has {len(record)} fields but the header has {len(header)}",
-                    )
-                    continue
-                values = dict(zip(header, record, strict=True))
-                yield SourceRow(number, values, dict(values), location)
-        except UnicodeDecodeError:
-            raise ImportFileError(
-                f"{path}: bytes after row {number} (line {reader.line_num}) are not UTF-8 text"
-            ) from None
-        except csv.Error as exc:
-            raise ImportFileError(f"{path}: row {number + 1} (line {reader.line_num}): {exc}") from None
+            yield from rows
         finally:
             raw.close()
 
-    return SourceFile(path, "csv", header, path.stat().st_size, rows(), raw.tell)
+    return SourceFile(path, "csv", header, path.stat().st_size, read_rows(), lambda: lines.offset)
 
 
-def _open_parquet(path: Path, chunk_rows: int) -> SourceFile:
+def _parquet_problems(values: Mapping[str, Any], limit: int) -> list[str]:
+    """NUL characters (PostgreSQL refuses them) and over-long text in a Parquet row's string cells."""
+    texts = {name: value for name, value in values.items() if isinstance(value, str)}
+    problems = []
+    nul = [name for name, value in texts.items() if "\x00" in value]
+    if nul:
+        problems.append(f"NUL character in {_columns(nul)}")
+    return problems + _over_limit_cells(list(texts), list(texts.values()), limit)
+
+
+def _open_parquet(path: Path, chunk_rows: int, max_field_bytes: int) -> SourceFile:
     import pyarrow.parquet as pq
 
     try:
@@ -482,14 +786,23 @@ def _open_parquet(path: Path, chunk_rows: int) -> SourceFile:
                 done = number
                 values = {normalize_header(k): v for k, v in record.items()}
                 raw = {k: coerce_attribute(v) for k, v in values.items()}
+                problems = _parquet_problems(values, max_field_bytes)
+                if problems:
+                    storable = {
+                        k: storable_text(v, cut=True) if isinstance(v, str) else v for k, v in raw.items()
+                    }
+                    yield SourceRow(number, None, storable, f"row {number}", "; ".join(problems))
+                    continue
                 yield SourceRow(number, values, raw, f"row {number}")
 
     return SourceFile(path, "parquet", header, total, rows(), lambda: done)
 
 
-def open_source(path: Path, chunk_rows: int) -> SourceFile:
+def open_source(path: Path, chunk_rows: int, max_field_bytes: int) -> SourceFile:
     kind = _detect_kind(path)
-    return _open_csv(path) if kind == "csv" else _open_parquet(path, chunk_rows)
+    if kind == "csv":
+        return _open_csv(path, max_field_bytes)
+    return _open_parquet(path, chunk_rows, max_field_bytes)
 
 
 def file_sha256(path: Path) -> str:
@@ -541,6 +854,9 @@ def parse_row(spec: DatasetSpec, values: Mapping[str, Any]) -> ParsedRow:
         keeps_row = column.required or name == spec.key
         try:
             parsed = column.parse(value)
+            limit = spec.max_chars.get(name)
+            if limit is not None and isinstance(parsed, str) and len(parsed) > limit:
+                raise RowError(f"{len(parsed):,} characters, longer than the {limit:,} this column holds")
         except RowError as exc:
             if keeps_row:
                 problems.append(f"column {name!r}: {exc}")
@@ -666,7 +982,7 @@ class _Importer:
                 "import_batch_id": self.summary.batch_id,
                 "dataset": self.spec.name,
                 "organization_id": self.organization_id,
-                "source_file": str(self.source.path),
+                "source_file": self.summary.file,
                 "file_sha256": self.sha256,
                 "row_number": row.number,
                 "raw": row.raw,
@@ -782,10 +1098,11 @@ def import_file(
     if spec is None:
         raise ImportFileError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
     path = Path(path)
-    chunk_rows = chunk_rows or get_settings().import_chunk_rows
+    settings = get_settings()
+    chunk_rows = chunk_rows or settings.import_chunk_rows
     engine = engine or get_engine()
     require_current_schema(engine)
-    source = open_source(path, chunk_rows)  # header checks happen before any write
+    source = open_source(path, chunk_rows, settings.import_max_field_bytes)  # header checks: before any write
     missing = [name for name in spec.required if name not in source.header]
     if missing:
         raise ImportFileError(
@@ -794,6 +1111,7 @@ def import_file(
             f"(found: {', '.join(source.header)})"
         )
     sha256 = file_sha256(path)
+    file_name = storable_text(str(path))  # a file name that is not UTF-8 is written out (\xff) to be stored
     started = time.perf_counter()
     with engine.begin() as conn:
         org = resolve_organization(conn, organization)
@@ -802,7 +1120,7 @@ def import_file(
             .values(
                 dataset=dataset,
                 organization_id=org.id,
-                source_file=str(path),
+                source_file=file_name,
                 file_sha256=sha256,
                 file_format=source.kind,
                 started_at=utcnow(),
@@ -810,7 +1128,7 @@ def import_file(
             .returning(ImportBatch.id)
         )
         assert batch_id is not None
-        summary = ImportSummary(dataset, org.id, org.name, str(path), source.kind, batch_id)
+        summary = ImportSummary(dataset, org.id, org.name, file_name, source.kind, batch_id)
         importer = _Importer(conn, spec, org.id, source, sha256, summary)
         chunk: list[SourceRow] = []
         for row in source.rows:
@@ -819,10 +1137,13 @@ def import_file(
                 importer.process(chunk)
                 chunk = []
                 if progress:
-                    progress(source.position(), source.total_units)
+                    progress(
+                        ImportProgress(summary.rows_read, source.position(), source.total_units, source.unit)
+                    )
         importer.process(chunk)
         if progress:
-            progress(source.total_units or source.position(), source.total_units)
+            done = source.total_units or source.position()
+            progress(ImportProgress(summary.rows_read, done, source.total_units, source.unit))
         if summary.rows_read == 0:
             raise ImportFileError(f"{path}: has a header but no data rows")
         summary.field_errors = {  # in the dataset's column order

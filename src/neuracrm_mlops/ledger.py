@@ -1,7 +1,8 @@
 """The promotion ledger: an append-only record of every alias or traffic-weight change.
 
 MLflow keeps no alias history, so the ledger is where "who moved what, from which version to which,
-why, on which numbers" lives, and where a rollback finds "the previous champion". The table refuses
+why, on which numbers" lives, and where a rollback finds "the previous champion": the ``promote``
+and ``rollback`` rows of alias ``champion`` are the alias history, whoever moved it. The table refuses
 UPDATE and DELETE (database triggers, see migration 0001): rows are only ever appended.
 
 Write a row in the same transaction as the change it records by passing an open connection::
@@ -27,7 +28,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from neuracrm_mlops import rollout_decisions
 from neuracrm_mlops.db.schema import PromotionLedgerEntry, utcnow
+from neuracrm_mlops.rollout_decisions import ChampionHistory, ChampionMove
 
 ACTIONS = ("register", "canary", "promote", "reject", "rollback", "abort", "hold")
 # the actions that change which version holds the ``champion`` alias
@@ -186,27 +189,11 @@ def latest_entries(
     return [entry_from_row(row) for row in rows]
 
 
-def previous_champion(
-    engine: sa.Engine | sa.Connection, model_name: str, *, current_version: str | int
-) -> str | None:
-    """The version a rollback from ``current_version`` should restore, read from the ledger.
-
-    Precisely: the rows of ``model_name`` with ``alias='champion'``, action ``promote`` or
-    ``rollback`` and a ``to_version`` are replayed oldest first into the stack of champions:
-
-    - ``promote`` to X pushes X (when X is not already on top). When the row's ``from_version`` is not
-      the top of the stack (the ledger starts mid-history, or the alias was moved outside the
-      platform), ``from_version`` is pushed first: it was the champion at that moment.
-    - ``rollback`` to X undoes promotions: the stack is cut back to the last X on it; when X is not on
-      it, the rolled-back version is popped and X pushed.
-
-    The answer is the version below ``current_version`` on the stack as it stood right after the most
-    recent row that made ``current_version`` champion: the champion before it, skipping versions that
-    were rolled back. So after promote 1, promote 2, promote 3, rollback to 2, the previous champion
-    of 2 is 1 (not 3, which was rolled back), and of 3 is 2. None when ``current_version`` never
-    became champion in the ledger, or nothing was champion before it.
-    """
-    current = str(current_version)
+def champion_moves(engine: sa.Engine | sa.Connection, model_name: str) -> list[ChampionMove]:
+    """Every move of ``model_name``'s ``champion`` alias, oldest first: (action, from_version,
+    to_version) of its ``promote`` and ``rollback`` rows, whoever made them (a rollout, the monitor,
+    the CLI's ``rollback`` and ``rollback --to``, the health page). On a connection, rows written
+    earlier in its transaction are included."""
     query = (
         sa.select(
             PromotionLedgerEntry.action, PromotionLedgerEntry.from_version, PromotionLedgerEntry.to_version
@@ -224,34 +211,38 @@ def previous_champion(
             rows = conn.execute(query).all()
     else:
         rows = engine.execute(query).all()
-    return previous_champion_from([(row[0], row[1], row[2]) for row in rows], current)
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
-def previous_champion_from(
-    moves: Sequence[tuple[str, str | None, str | None]], current_version: str | int
+def champion_history(
+    engine: sa.Engine | sa.Connection, model_name: str, *, current_version: str | int
+) -> ChampionHistory:
+    """``current_version``'s earlier champions, read from the ledger's champion alias history
+    (:func:`neuracrm_mlops.rollout_decisions.champion_history` has the rules)."""
+    return rollout_decisions.champion_history(champion_moves(engine, model_name), current_version)
+
+
+def previous_champion(
+    engine: sa.Engine | sa.Connection, model_name: str, *, current_version: str | int
 ) -> str | None:
+    """The version a rollback from ``current_version`` should restore, read from the ledger.
+
+    The most recent champion before ``current_version``'s tenure that was not rolled back since,
+    walking the champion alias history (promotions and rollbacks, an undo of a rollback restoring
+    the history before it). So after promote 1, promote 2, promote 3, rollback to 2, the previous
+    champion of 2 is 1 (not 3, which was rolled back), and of 3 is 2; after promote 2, promote 3,
+    rollback to 2, rollback --to 3 (the undo), the previous champion of 3 is 2 again. For a version
+    that is not champion now, the answer is as the history stood when it last became champion.
+    None when ``current_version`` never became champion in the ledger, or nothing eligible was
+    champion before it (the registry checks are ``rollout``'s, see ``rollout.plan_rollback``).
+    """
+    return champion_history(engine, model_name, current_version=current_version).previous
+
+
+def previous_champion_from(moves: Sequence[ChampionMove], current_version: str | int) -> str | None:
     """:func:`previous_champion` on champion moves already read: (action, from_version, to_version)
     rows of one model with alias ``champion``, oldest first."""
-    current = str(current_version)
-    stack: list[str] = []
-    answer: str | None = None
-    for action, from_version, to_version in moves:
-        if to_version is None:  # excluded by the query; narrows the type
-            continue
-        if action == "promote":
-            if from_version is not None and (not stack or stack[-1] != from_version):
-                stack.append(from_version)
-            if not stack or stack[-1] != to_version:
-                stack.append(to_version)
-        elif to_version in stack:  # rollback to a version on the stack: undo the promotions above it
-            del stack[len(stack) - stack[::-1].index(to_version) :]
-        else:  # rollback to a version the ledger never saw as champion: replace the rolled-back one
-            if stack:
-                stack.pop()
-            stack.append(to_version)
-        if stack and stack[-1] == current:
-            answer = stack[-2] if len(stack) > 1 else None
-    return answer
+    return rollout_decisions.champion_history(moves, current_version).previous
 
 
 def actor_for_dag(context_or_dag_id: Mapping[str, Any] | str, run_id: str | None = None) -> str:

@@ -9,12 +9,20 @@ swap never fails a request and never mixes two versions in one answer.
 
 When a new version cannot be loaded or fails its smoke test, the last good version keeps serving
 (and the failure is reported in ``health()``). When MLflow cannot be reached, everything loaded
-keeps serving. Forecast models (one per organization) are loaded on first use and then polled too.
+keeps serving. Forecast models (one per organization) are loaded on first use, by a background
+loader (a request waits for it only a bounded time, and not at all while the registry is failing),
+and then polled too.
+
+A poll that fails, or has not completed for more than two poll intervals (MLflow hanging), is
+reported as ``last_poll_error`` and ``poll_stale``; a watchdog thread calls ``on_stale`` once per
+such outage (the service raises a ``serving_health`` alert).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from neuracrm_mlops import registry
+from neuracrm_mlops.db.engine import DependencyState, one_line_error
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,24 @@ class ModelSlots:
         return self.challenger if route == registry.CHALLENGER else self.champion
 
 
+def limit_mlflow_http(timeout_seconds: int, max_retries: int) -> None:
+    """Bound every MLflow HTTP call of this process: ``timeout_seconds`` per request and ``max_retries``
+    quick retries (MLflow's defaults, 120 s and 7 retries with exponential backoff, made a registry
+    outage hold a request for minutes). MLflow reads these variables at each call."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout_seconds))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(max_retries))
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+
+
+@dataclass(frozen=True)
+class LazyAnswer:
+    """What a request gets for a lazily loaded model: the slots, or None and why not."""
+
+    slots: ModelSlots | None
+    why_not: str | None = None
+
+
 @dataclass
 class _RegistryView:
     aliases: dict[str, str]
@@ -72,6 +99,7 @@ class LiveModels:
         poll_seconds: float = 10.0,
         client_factory: Callable[[], Any] = registry.configure_mlflow,
         on_load_error: Callable[[str, str, str, str], None] | None = None,
+        on_stale: Callable[[str, float], None] | None = None,
     ) -> None:
         self._loader = loader
         # on_load_error(name, alias, version, reason): e.g. raise an alert; its own failures are logged
@@ -84,6 +112,7 @@ class LiveModels:
         self._slots: dict[str, ModelSlots] = {}
         self._absent_until: dict[str, float] = {}  # lazy names known to have no served alias
         self._load_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.first_poll_done = threading.Event()
@@ -94,6 +123,21 @@ class LiveModels:
         self._failed: dict[str, tuple[str, float]] = {}  # "name@alias" -> (version, when it failed)
         self.retry_failed_seconds = 60.0
         self._registered_eager = False  # whether any eagerly served model has an alias at all
+        # the registry as a dependency: last success and error of any call (poll or lazy load)
+        self.registry = DependencyState("model_registry")
+        self._started_at: float | None = None
+        self.last_poll_started_at: float | None = None
+        self._poll_running = False
+        self._registry_read_at: float | None = None  # when a poll last read the registry completely
+        # on_stale(message, seconds since the last successful poll): once per outage, from a watchdog
+        self._on_stale = on_stale
+        self._stale_reported = False
+        self._watchdog: threading.Thread | None = None
+        # the background loader of lazily served models (forecasts): name -> set when its load ends
+        self._load_queue: queue.Queue[str | None] = queue.Queue()  # None: stop
+        self._loading: dict[str, threading.Event] = {}
+        self._retry_lazy_at: dict[str, float] = {}  # lazy names whose load failed: not before then
+        self._loader_thread: threading.Thread | None = None
 
     # -- reading (request path: dictionary reads only) ------------------------------------------
     def slots(self, name: str) -> ModelSlots | None:
@@ -110,12 +154,41 @@ class LiveModels:
         loaded = any(s.champion or s.challenger for s in self._slots.values())
         return loaded or (self.last_poll_error is None and not self._registered_eager)
 
+    @property
+    def stale_after_seconds(self) -> float:
+        return 2 * self.poll_seconds
+
+    def poll_staleness(self, now: float | None = None) -> tuple[str, float] | None:
+        """(why, seconds since the last successful poll) when no poll has succeeded for more than two
+        poll intervals (polls failing, or one hanging), else None."""
+        now = time.time() if now is None else now
+        if not self.first_poll_done.is_set():
+            return None  # the first poll (a cold process importing MLflow) reports its own failure
+        # a poll that read the registry but is still loading a big new version is not stale
+        since = self._registry_read_at if self._registry_read_at is not None else self._started_at
+        if since is None or now - since <= self.stale_after_seconds:
+            return None
+        age = now - since
+        what = "the last successful registry poll" if self._registry_read_at else "the service start"
+        if self._poll_running and self.last_poll_started_at is not None:
+            running = now - self.last_poll_started_at
+            why = f"a registry poll has not completed for {running:.0f} s (MLflow is not answering)"
+        else:
+            why = f"registry polls are failing: {self.last_poll_error or self.registry.last_error}"
+        return f"stale: {age:.0f} s since {what} (more than 2 poll intervals); {why}", age
+
     def health(self) -> dict[str, Any]:
+        staleness = self.poll_staleness()
         return {
             "ready": self.ready,
             "last_poll_at": self.last_poll_at,
-            "last_poll_error": self.last_poll_error,
+            "last_poll_error": self.last_poll_error or (staleness[0] if staleness else None),
+            "poll_stale": staleness is not None,
+            "poll_running_seconds": round(time.time() - self.last_poll_started_at, 1)
+            if self._poll_running and self.last_poll_started_at is not None
+            else None,
             "load_errors": dict(self.load_errors),
+            "loading": sorted(name for name, done in list(self._loading.items()) if not done.is_set()),
             "models": {
                 name: {
                     "champion": s.champion.version if s.champion else None,
@@ -127,48 +200,136 @@ class LiveModels:
         }
 
     # -- lazy loading (forecasts) ------------------------------------------------------------------
-    def ensure(self, name: str) -> ModelSlots | None:
-        """The slots for ``name``, loading it now if it was never asked for (blocking: call off-loop)."""
+    def ensure(self, name: str, wait_seconds: float = 0.0) -> LazyAnswer:
+        """The slots for ``name``; if it was never loaded, its load starts in the background and this
+        waits for it at most ``wait_seconds`` (not at all while the registry is failing), so a request
+        is never held by MLflow. Safe to call from many threads."""
         slots = self._slots.get(name)
         if slots is not None:
-            return slots
+            return LazyAnswer(slots)
+        now = time.monotonic()
+        if self._absent_until.get(name, 0.0) > now:
+            return LazyAnswer(None, "none is registered")
+        registry_failing = not self.registry.ok or self.poll_staleness() is not None
+        done = self._start_lazy_load(name, now)
+        if done is None:  # a recent load failed because of the registry: do not wait for another
+            return LazyAnswer(None, self._registry_down_reason())
+        if not registry_failing and wait_seconds > 0:
+            done.wait(wait_seconds)
+        slots = self._slots.get(name)
+        if slots is not None:
+            return LazyAnswer(slots)
         if self._absent_until.get(name, 0.0) > time.monotonic():
-            return None
-        with self._load_lock:
-            slots = self._slots.get(name)
-            if slots is not None:
-                return slots
-            try:
-                view = self._read_registry(self._mlflow(), name)
-            except Exception as exc:  # MLflow down: answer with the fallback, retry at the next ask
-                self._note_poll_error(exc)
+            return LazyAnswer(None, "none is registered")
+        if registry_failing or (done.is_set() and not self.registry.ok):
+            return LazyAnswer(None, self._registry_down_reason())
+        return LazyAnswer(None, "it is still loading in the background")
+
+    def _registry_down_reason(self) -> str:
+        return (
+            f"the model registry cannot be reached ({self.registry.last_error or 'not answering'}); "
+            "loading is retried in the background"
+        )
+
+    def _start_lazy_load(self, name: str, now: float) -> threading.Event | None:
+        """Queue a background load of ``name`` (once); its completion event, or None while a failed
+        attempt's retry time has not come."""
+        with self._queue_lock:
+            event = self._loading.get(name)
+            if event is not None and not event.is_set():
+                return event
+            if self._retry_lazy_at.get(name, 0.0) > now:
                 return None
+            event = self._loading[name] = threading.Event()
+            self._load_queue.put(name)
+            if self._loader_thread is None or not self._loader_thread.is_alive():
+                self._loader_thread = threading.Thread(
+                    target=self._run_loader, name="neuracrm-model-load", daemon=True
+                )
+                self._loader_thread.start()
+            return event
+
+    def _run_loader(self) -> None:
+        while not self._stop.is_set():
+            name = self._load_queue.get()
+            if name is None:
+                return
+            try:
+                self.load_lazy_now(name)
+            finally:
+                event = self._loading.get(name)
+                if event is not None:
+                    event.set()
+
+    def load_lazy_now(self, name: str) -> ModelSlots | None:
+        """Read ``name``'s aliases and load them, now, on this thread (the background loader's work)."""
+        if name in self._slots:
+            return self._slots[name]
+        try:
+            view = self._read_registry(self._mlflow(), name)
+        except Exception as exc:  # MLflow down: the fallback answers; retried after a poll interval
+            self.registry.failed(exc)
+            self._retry_lazy_at[name] = time.monotonic() + self.poll_seconds
+            log.warning("cannot load %s now, the model registry failed: %s", name, one_line_error(exc))
+            return None
+        self.registry.succeeded()
+        self._retry_lazy_at.pop(name, None)
+        with self._load_lock:
             self._apply(name, view)
-            if name not in self._slots:
-                self._absent_until[name] = time.monotonic() + self.poll_seconds
-            return self._slots.get(name)
+        if name not in self._slots:
+            self._absent_until[name] = time.monotonic() + self.poll_seconds
+        return self._slots.get(name)
 
     # -- polling ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Poll once now (so that a fresh server is ready as soon as it can be), then in the background."""
+        """Poll once now (so that a fresh server is ready as soon as it can be), then in the background;
+        a watchdog reports a poll that stays stale."""
         if self._thread is not None:
             return
+        self._started_at = time.time()
         self._thread = threading.Thread(target=self._run, name="neuracrm-model-poll", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="neuracrm-poll-watchdog", daemon=True)
+        self._watchdog.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._load_queue.put(None)
+        for thread in (self._thread, self._watchdog, self._loader_thread):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._watchdog = self._loader_thread = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.poll_once()
             self._stop.wait(self.poll_seconds)
 
+    def _watch(self) -> None:
+        while not self._stop.wait(min(self.poll_seconds, 5.0)):
+            self.check_stale()
+
+    def check_stale(self, now: float | None = None) -> bool:
+        """Call ``on_stale`` when the poll is stale and this outage was not reported yet (it is retried
+        at the next check if reporting fails, e.g. while the database is down too); True if reported."""
+        staleness = self.poll_staleness(now)
+        if staleness is None:
+            self._stale_reported = False
+            return False
+        if self._stale_reported or self._on_stale is None:
+            return False
+        try:
+            self._on_stale(*staleness)
+        except Exception as exc:
+            log.warning("could not report the stale registry poll (retried): %s", one_line_error(exc))
+            return False
+        self._stale_reported = True
+        return True
+
     def poll_once(self) -> None:
         """Read aliases and weights for every served model; load and swap in what changed."""
+        self.last_poll_started_at = time.time()
+        self._poll_running = True
         try:
             client = self._mlflow()
             views = {name: self._read_registry(client, name) for name in self._eager}
@@ -177,14 +338,18 @@ class LiveModels:
             if lazy_loaded:
                 views.update(self._read_lazy(client, set(lazy_loaded)))
         except Exception as exc:
+            self.registry.failed(exc)
             self._note_poll_error(exc)
         else:
+            self.registry.succeeded()
+            self._registry_read_at = time.time()
             for name, view in views.items():
                 with self._load_lock:
                     self._apply(name, view)
             self.last_poll_error = None
             self.last_poll_at = time.time()
         finally:
+            self._poll_running = False
             self.first_poll_done.set()
 
     def _mlflow(self) -> Any:

@@ -3,10 +3,13 @@
 ``monitor_model`` (one call per model, from the hourly ``monitor_models`` DAG or the CLI):
 - **Live accuracy** of the champion over the last ``NEURACRM_MONITOR_WINDOW_HOURS`` (default 168)
   of predictions joined with their outcomes, overall and per organization. Below the floor (0.80)
-  with at least ``NEURACRM_MIN_OUTCOMES`` outcomes: ``rollout.rollback`` puts the previous champion
-  back (under a per-model lock, only if the champion is still the version judged), one critical alert
-  is raised (deduplicated per model and version: repeated runs count up, they do not page again),
-  and the result says retraining is needed (the DAG triggers it).
+  with at least ``NEURACRM_MIN_OUTCOMES`` outcomes: the rollback target is read from the champion
+  alias history (``rollout.plan_rollback``); when it is measured better (``decide_rollback_target``)
+  ``rollout.rollback`` puts it back (under a per-model lock, only if the champion is still the
+  version judged) and the result says retraining is needed (the DAG triggers it). One critical
+  alert either way, deduplicated per model and version: repeated runs count up and do not page
+  again, unless the pass rolled back (news even for an open incident). Its action and runbook
+  lines are those of the latest pass, with the versions, the numbers and the exact commands.
 - **Drift** of the served features against the reference profile stored with the champion version
   at training (``reference/features.json``): KS / chi-square with Benjamini-Hochberg correction, PSI.
 - **Bias** across ``NEURACRM_BIAS_ATTRIBUTE`` (default ``region``): demographic parity and equal
@@ -38,6 +41,7 @@ from neuracrm_mlops.live_stats import (
 )
 from neuracrm_mlops.rollout_decisions import (
     PreviousMeasurement,
+    RollbackVerdict,
     decide_live_accuracy,
     decide_rollback_target,
 )
@@ -157,16 +161,24 @@ def monitor_model(
 
 
 def measure_previous(
-    client: Any, name: str, version: str, predictions: pd.DataFrame, outcomes: pd.DataFrame, champion: str
+    client: Any,
+    name: str,
+    version: str,
+    predictions: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    champion: str,
+    *,
+    rolled_back_before: bool = False,
 ) -> PreviousMeasurement:
     """The rollback target's accuracy on the champion's judged entities (its own logged predictions
-    for them: shadow scoring, or the entities it served too), else its recorded holdout accuracy."""
+    for them: shadow scoring, or the entities it served too), else its recorded holdout accuracy.
+    ``rolled_back_before``: the target was itself rolled back as champion (a last resort)."""
     joined = labelled(predictions, outcomes, name)
     judged = joined[joined["model_version"] == champion][["organization_id", "entity_id"]]
     mine = joined[joined["model_version"] == version].merge(judged, on=["organization_id", "entity_id"])
     if len(mine) >= rollout.min_outcomes_for(name):
         same = float((mine["predicted"] == mine["label"]).mean())
-        return PreviousMeasurement(version, same, "same_outcomes", len(mine))
+        return PreviousMeasurement(version, same, "same_outcomes", len(mine), rolled_back_before)
     accuracy: float | None
     try:
         registered = client.get_model_version(name, version)
@@ -179,7 +191,10 @@ def measure_previous(
         log.warning("%s v%s: recorded holdout accuracy unreadable: %s", name, version, exc)
         accuracy = None
     return PreviousMeasurement(
-        version, accuracy, "recorded_holdout" if accuracy is not None else "unmeasured"
+        version,
+        accuracy,
+        "recorded_holdout" if accuracy is not None else "unmeasured",
+        rolled_back_before=rolled_back_before,
     )
 
 
@@ -193,47 +208,74 @@ def _roll_back(
     predictions: pd.DataFrame,
     outcomes: pd.DataFrame,
 ) -> None:
+    """Roll the failing champion back when the target from the alias history is measured better,
+    then raise the critical alert, whose action and runbook lines say what this pass did."""
     name, champion = report.model_name, report.champion
     assert champion is not None and report.accuracy is not None
-    reason = f"live accuracy below the floor: {report.reason}"
     client = registry.configure_mlflow()
-    target = rollout.rollback_target(name, champion, engine=engine)
+    plan = rollout.plan_rollback(name, champion, engine=engine, client=client)
+    target = plan.version
     previous = (
-        measure_previous(client, name, target, predictions, outcomes, champion)
+        measure_previous(
+            client,
+            name,
+            target,
+            predictions,
+            outcomes,
+            champion,
+            rolled_back_before=plan.rolled_back_before,
+        )
         if target is not None
         else None
     )
-    verdict = decide_rollback_target(report.accuracy, previous, min_outcomes=rollout.min_outcomes_for(name))
+    verdict = (
+        decide_rollback_target(report.accuracy, previous, min_outcomes=rollout.min_outcomes_for(name))
+        if previous is not None
+        else RollbackVerdict(False, plan.reason)
+    )
+    floor = stats.get("floor")
     stats = {
         **stats,
         "previous_version": target,
         "previous_accuracy": previous.accuracy if previous else None,
         "previous_basis": previous.basis if previous else None,
+        "previous_rolled_back_before": plan.rolled_back_before,
     }
-    action = f"no automatic rollback: {verdict.reason}; the champion keeps serving"
+    dropped = (
+        f"v{champion}'s live accuracy {report.accuracy:.3f} over {report.outcomes} outcomes is below "
+        f"the floor {floor:.2f}"
+        if isinstance(floor, float | int)
+        else report.reason
+    )
+    why_target = "" if target is None else f"{plan.reason}; "  # else the verdict is plan.reason
+    action = f"no automatic rollback: {why_target}{verdict.reason}; v{champion} keeps serving"
+    runbook = rollout.runbook_without_rollback(name, champion=champion, candidate=target)
     if verdict.roll_back:
+        assert target is not None
         try:
             result = rollout.rollback(
                 name,
                 actor=actor,
-                reason=f"{reason}; {verdict.reason}",
+                reason=f"live accuracy below the floor: {report.reason}; {verdict.reason}",
                 to_version=target,
                 expected_champion=champion,
                 metrics=stats,
                 engine=engine,
             )
         except rollout.RolloutError as exc:
-            action = f"no automatic rollback: {exc}"
+            action = f"no automatic rollback: {exc}; v{champion} keeps serving"
         else:
             if result.action == "noop":  # another monitor already rolled this version back
                 report.reason = result.reason
                 return
-            report.rolled_back_to = result.champion
+            restored = str(result.champion)
+            report.rolled_back_to = restored
             report.retrain = True
             action = (
-                f"champion rolled back from v{champion} to v{result.champion} ({verdict.reason}); "
-                "retraining triggered"
+                f"champion rolled back from v{champion} to v{restored} automatically: {dropped}; "
+                f"{plan.reason}; {verdict.reason}; {rollout.retraining_line(name, actor)}"
             )
+            runbook = rollout.runbook_after_rollback(name, rolled_back=champion, restored=restored)
     if report.rolled_back_to is None:
         report.warnings.append(action)
     alert = raise_alert(
@@ -248,13 +290,19 @@ def _roll_back(
         organization_id=rollout.organization_of(name),
         metrics={
             "accuracy": report.accuracy,
-            "floor": stats.get("floor"),
+            "floor": floor,
             "outcomes": report.outcomes,
+            "previous_version": target,
+            "previous_accuracy": previous.accuracy if previous else None,
+            "previous_basis": previous.basis if previous else None,
             **{f"accuracy_org_{org}": v["accuracy"] for org, v in list(report.accuracy_by_org.items())[:10]},
         },
         action_taken=action,
-        runbook=rollout.RUNBOOK_ROLLBACK if report.rolled_back_to else rollout.RUNBOOK_NO_ROLLBACK,
+        runbook=runbook,
         links=links,
+        # a rollback is news even when this incident is already open (the runbook's undo put the
+        # version back, and it failed again): page again rather than only count it
+        page_repeat=report.rolled_back_to is not None,
     )
     report.alerts.append(alert.id)
 

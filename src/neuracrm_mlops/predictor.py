@@ -9,12 +9,17 @@ service (``neuracrm_mlops.serving.service``) only parses requests, authenticates
   valid request: the rule-based scorer, VADER, or a seasonal naive forecast answers, flagged
   ``fallback: true`` with the reason. An organization with AI switched off gets the same, flagged.
 - Every answer names the model that gave it (``name``, ``version``, ``route``).
+- Degraded modes answer fast and say so: a forecast never waits on MLflow for long (the model loads
+  in the background and the flagged fallback answers meanwhile), a database that cannot give the
+  sales history is a ``DependencyUnavailableError`` (503 with ``Retry-After``), and ``health()``
+  shows each dependency's last success and last error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -27,6 +32,7 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 
 from neuracrm_mlops import registry
+from neuracrm_mlops.db.engine import DependencyState, one_line_error
 from neuracrm_mlops.forecast_cache import ForecastCache, cache_key
 from neuracrm_mlops.live_models import LiveModels, LoadedModel, ModelSlots
 from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row
@@ -155,8 +161,15 @@ class Predictor:
         rule_scorer: Any,
         vader: Any,
         shadow_canary: bool = False,
+        forecast_load_wait_seconds: float = 0.0,
+        retry_after_seconds: int = 5,
+        database: DependencyState | None = None,
     ) -> None:
         self.engine = engine
+        self.forecast_load_wait_seconds = forecast_load_wait_seconds
+        self.retry_after_seconds = retry_after_seconds
+        # the database as a dependency (the serving engine reports into it, see track_database_health)
+        self.database = database or DependencyState("database")
         self.shadow_canary = shadow_canary
         self.live = live
         self.log_writer = log_writer
@@ -259,9 +272,12 @@ class Predictor:
             reason = "AI features are switched off for this organization"
         else:
             name = registry.forecast_model_name(org)
-            slots = self.live.ensure(name)
+            # never held by MLflow: the load runs in the background, waited for only a bounded time
+            lazy = self.live.ensure(name, self.forecast_load_wait_seconds)
+            slots = lazy.slots
             if slots is None or slots.champion is None:
-                reason = f"no forecast model is loaded for organization {org}"
+                why = lazy.why_not or (self.live.load_errors.get(f"{name}@{registry.CHAMPION}") or "")
+                reason = f"no forecast model is loaded for organization {org}" + (f": {why}" if why else "")
             else:
                 route = choose_route(org, entity, slots.weight, has_challenger=slots.challenger is not None)
                 loaded = slots.for_route(route) or slots.champion
@@ -287,8 +303,14 @@ class Predictor:
         from neuracrm_mlops.forecast_training import load_sales_history
         from neuracrm_mlops.models.forecasting_model import seasonal_naive_forecast
 
-        with self.engine.connect() as conn:
-            history, _, data_hash = load_sales_history(conn, org)
+        if not self.database.should_try():  # down, and another request is probing it: answer now
+            raise self._history_unavailable(org, self.database.last_error or "not answering")
+        try:
+            with self.engine.connect() as conn:
+                history, _, data_hash = load_sales_history(conn, org)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+            self.database.failed(exc)
+            raise self._history_unavailable(org, one_line_error(exc)) from None
         if history.empty:
             raise NoHistoryError(
                 f"organization {org} has no monthly sales yet, so no forecast can be made: "
@@ -300,6 +322,13 @@ class Predictor:
             cached = forecast_output(seasonal_naive_forecast(history, months))
             self.cache.put(key, cached)
         return cached, f"history-{data_hash[:12]}"
+
+    def _history_unavailable(self, org: int, reason: str) -> DependencyUnavailableError:
+        return DependencyUnavailableError(
+            f"no forecast model is loaded for organization {org} and its sales history cannot be read "
+            f"(the database is unavailable: {reason}); retry in {self.retry_after_seconds} s",
+            self.retry_after_seconds,
+        )
 
     # -- sentiment -------------------------------------------------------------------------------
     def sentiment(self, tenant: Tenant, texts: list[str], entity_ids: list[str]) -> list[Answer]:
@@ -351,13 +380,8 @@ class Predictor:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        """Replay spilled prediction rows, start the log writer and the model poll."""
-        from neuracrm_mlops.prediction_log import replay_spill
-
-        try:
-            replay_spill(self.engine, self.log_writer.spill_dir)
-        except Exception:
-            log.exception("could not replay spilled prediction rows; they stay on disk for the next start")
+        """Start the log writer (it replays, in the background, what dead processes left: their journals
+        and spill files) and the model poll."""
         self.log_writer.start()
         self.live.start()
 
@@ -366,13 +390,56 @@ class Predictor:
         self.live.stop()
         self.log_writer.close()
 
+    def dependencies(self) -> dict[str, dict[str, Any]]:
+        """Each dependency's last success and last error (epoch seconds and age), and whether it is ok."""
+        now = time.time()
+        writer = self.log_writer
+        last_written_at, last_write_error_at, log_error = (
+            writer.last_success_at,
+            writer.last_error_at,
+            writer.last_error,
+        )
+
+        def age(at: Any) -> float | None:
+            return round(max(now - float(at), 0.0), 1) if isinstance(at, int | float) else None
+
+        registry_state = self.live.registry.describe(now)
+        staleness = self.live.poll_staleness(now)
+        if staleness is not None:
+            registry_state["ok"] = False
+            registry_state["stale"] = staleness[0]
+        redis_state: dict[str, Any] = (
+            self.cache.redis_state.describe(now) if self.cache.backend == "redis" else {"configured": False}
+        )
+        return {
+            "model_registry": registry_state,
+            "database": self.database.describe(now),
+            "redis": redis_state,
+            "prediction_log_writer": {
+                "ok": log_error is None,
+                "last_success_at": last_written_at,
+                "last_success_age_seconds": age(last_written_at),
+                "last_error": log_error,
+                "last_error_at": last_write_error_at,
+                "last_error_age_seconds": age(last_write_error_at),
+                "pending": writer.pending,
+                "written": writer.written,
+            },
+        }
+
+    def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` shows: ready or not (models loaded), and each dependency's state."""
+        return {"ready": self.live.ready, "dependencies": self.dependencies()}
+
     def health(self) -> dict[str, Any]:
         return {
             **self.live.health(),
+            "dependencies": self.dependencies(),
             "prediction_log": {
                 "pending": self.log_writer.pending,
                 "written": self.log_writer.written,
                 "last_error": self.log_writer.last_error,
+                "journal": self.log_writer.journal_health(),
             },
             "forecast_cache": {
                 "backend": self.cache.backend,
@@ -415,6 +482,15 @@ class Predictor:
 
 class NoHistoryError(Exception):
     """No model and no sales history: nothing can be forecast (the caller gets a 404 that says so)."""
+
+
+class DependencyUnavailableError(Exception):
+    """A dependency the answer needs cannot answer now (e.g. the database, for a fallback forecast's
+    history): the caller gets a 503 with ``Retry-After: retry_after`` at once, not a timeout."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def forecast_output(result: Any) -> dict[str, Any]:
@@ -528,17 +604,59 @@ def alert_load_failure(engine: sa.Engine, name: str, alias: str, version: str, r
     )
 
 
+RUNBOOK_REGISTRY_STALE = (
+    "The prediction service cannot read the model registry (MLflow). Loaded models keep serving; an "
+    "organization whose forecast model is not loaded gets the seasonal-naive forecast, flagged "
+    "(fallback: true, with the reason); new versions and alias moves are not picked up. Check the MLflow "
+    "server at MLFLOW_TRACKING_URI (is it up, can it reach its database?) and the service's /status/ "
+    "(dependencies.model_registry). The service picks changes up by itself once MLflow answers."
+)
+
+
+def alert_registry_stale(engine: sa.Engine, message: str, seconds: float) -> None:
+    """The registry poll is stale (failing or hanging for more than two poll intervals): one
+    ``serving_health`` warning per outage (the watchdog calls this once; replicas count as repeats)."""
+    from neuracrm_mlops.alerts import raise_alert
+    from neuracrm_mlops.config import get_settings
+
+    raise_alert(
+        engine,
+        kind="serving_health",
+        severity="warning",
+        title="prediction service: the model registry poll is stale",
+        message=message,
+        dedup_key="serving_health:model_registry_poll",
+        metrics={
+            "seconds_since_last_poll": round(seconds, 1),
+            "poll_seconds": get_settings().model_poll_seconds,
+        },
+        action_taken=(
+            "none needed to keep answering: loaded models keep serving and unloaded forecasts answer "
+            "the flagged seasonal-naive fallback"
+        ),
+        runbook=RUNBOOK_REGISTRY_STALE,
+    )
+
+
 SERVED_FAMILY_MODELS = (registry.LEAD_MODEL, registry.LEAD_RULES_MODEL, registry.SENTIMENT_MODEL)
 
 
 def build_predictor(engine: sa.Engine | None = None) -> Predictor:
-    """A Predictor on the configured stores; ``start()`` begins polling and logging."""
+    """A Predictor on the configured stores, every dependency bounded by the timeout settings;
+    ``start()`` begins polling and logging."""
     from neuracrm_mlops.config import get_settings
-    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.db.engine import get_serving_engine, track_database_health
+    from neuracrm_mlops.live_models import limit_mlflow_http
     from neuracrm_mlops.models import lead_scoring_model, sentiment_model
 
+    # imported now, not by the first fallback forecast (a cold import took seconds on a busy machine)
+    for module in ("neuracrm_mlops.forecast_training", "neuracrm_mlops.models.forecasting_model"):
+        importlib.import_module(module)
+
     settings = get_settings()
-    engine = engine or get_engine()
+    limit_mlflow_http(settings.mlflow_timeout_seconds, settings.mlflow_max_retries)
+    engine = engine or get_serving_engine()
+    database = track_database_health(engine, DependencyState("database"))
     live = LiveModels(
         load_servable,
         eager_names=SERVED_FAMILY_MODELS,
@@ -546,6 +664,7 @@ def build_predictor(engine: sa.Engine | None = None) -> Predictor:
         on_load_error=lambda name, alias, version, reason: alert_load_failure(
             engine, name, alias, version, reason
         ),
+        on_stale=lambda message, seconds: alert_registry_stale(engine, message, seconds),
     )
     writer = PredictionLogWriter(
         engine,
@@ -556,8 +675,15 @@ def build_predictor(engine: sa.Engine | None = None) -> Predictor:
         engine=engine,
         live=live,
         log_writer=writer,
-        cache=ForecastCache(settings.redis_url, ttl_seconds=settings.forecast_cache_ttl_seconds),
+        cache=ForecastCache(
+            settings.redis_url,
+            ttl_seconds=settings.forecast_cache_ttl_seconds,
+            timeout_seconds=settings.redis_timeout_seconds,
+        ),
         rule_scorer=lead_scoring_model.compile_scorer(lead_scoring_model.RuleScorer()),
         vader=sentiment_model.VaderScorer(),
         shadow_canary=settings.shadow_canary,
+        forecast_load_wait_seconds=settings.forecast_load_wait_seconds,
+        retry_after_seconds=settings.retry_after_seconds,
+        database=database,
     )

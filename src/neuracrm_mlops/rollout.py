@@ -15,7 +15,10 @@ promotion ledger with the actor, the reason and the numbers behind it.
   an alert), or hold (an alert once the deadline passed; an inconclusive rollout never promotes).
 - ``promote`` / ``abort`` / ``rollback``: the same moves for the CLI and the monitor. ``rollback``
   runs under a per-model lock and only moves the champion if it is still the version the caller
-  judged, so two monitors at once cannot both roll back.
+  judged, so two monitors at once cannot both roll back. Its target is read from the champion
+  alias history in the ledger (``plan_rollback``; the rules are in ``rollout_decisions``).
+- Alert texts (``runbook_*``) name the versions and give the exact command for this model
+  (``rollback_command``, ``train_command``): an alert never says something happened that did not.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,7 +38,15 @@ from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.schema import utcnow
 from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.live_stats import family_of, version_stats
-from neuracrm_mlops.rollout_decisions import RolloutDecision, RolloutPolicy, decide_rollout_step
+from neuracrm_mlops.rollout_decisions import (
+    ChampionMove,
+    RollbackTarget,
+    RolloutDecision,
+    RolloutPolicy,
+    champion_history,
+    choose_rollback_target,
+    decide_rollout_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +57,77 @@ RUNBOOK_CANARY_FAILED = (
     "The challenger was taken out of traffic and tagged rejected; the champion serves everything. "
     "Read the reason and the numbers, fix the model or the data, retrain; nothing else to undo."
 )
-RUNBOOK_CANARY_HOLD = (
-    "Not enough labelled outcomes to judge the canary before the deadline, so it holds at its weight. "
-    "Check that outcomes flow (simulate or import them), then re-run the rollout DAG, or "
-    "`neuracrm-mlops rollout MODEL abort` to drop the challenger."
-)
-RUNBOOK_ROLLBACK = (
-    "The champion was moved back to the previous version automatically and retraining was triggered. "
-    "Check the data and the outcomes behind the drop (drift report, recent imports); promote again "
-    "only through a new rollout. To undo: `neuracrm-mlops rollback MODEL --to VERSION`."
-)
+MONITOR_DAG_ACTOR = "dag:monitor_models/"  # monitor passes whose DAG triggers retraining after a rollback
 
 
-RUNBOOK_NO_ROLLBACK = (
-    "The champion is below the floor but nothing better is available: the previous version was "
-    "measured no better (or there is none), so the champion keeps serving. Find the cause (drift "
-    "report, recent imports, outcomes), retrain, or roll back by hand: "
-    "`neuracrm-mlops rollback MODEL --to VERSION`."
-)
+def cli_model_args(name: str) -> str:
+    """How the CLI names a registered model: ``lead_scoring``, or ``sales_forecast --org 7``."""
+    organization = organization_of(name)
+    return name if organization is None else f"{family_of(name)} --org {organization}"
+
+
+def rollback_command(name: str, version: str | None) -> str:
+    """The exact command that makes ``version`` champion of ``name`` (``VERSION`` when unknown)."""
+    return f"neuracrm-mlops rollback {cli_model_args(name)} --to {version or 'VERSION'}"
+
+
+def train_command(name: str) -> str:
+    """The exact command that trains a new version of ``name``."""
+    return f"neuracrm-mlops train {cli_model_args(name)}"
+
+
+def runbook_canary_hold(name: str) -> str:
+    """What to do about a canary held past its deadline, with the command that exists for ``name``
+    (forecast cohorts have no CLI abort: they hold until the actuals arrive)."""
+    if family_of(name) == "sales_forecast":
+        return (
+            "Not enough actuals to judge the organizations in the cohort before the deadline, so the "
+            "cohort holds at its weight and nothing is promoted. Check that monthly sales are imported "
+            "for the organizations listed, then re-run the rollout_model DAG (model sales_forecast) or "
+            "`neuracrm-mlops rollout sales_forecast step`."
+        )
+    return (
+        "Not enough labelled outcomes to judge the canary before the deadline, so it holds at its "
+        "weight and nothing is promoted. Check that outcomes flow (simulate or import them), then "
+        f"re-run the rollout_model DAG or `neuracrm-mlops rollout {name} step`; to drop the "
+        f"challenger instead: `neuracrm-mlops rollout {name} abort`."
+    )
+
+
+def retraining_line(name: str, actor: str) -> str:
+    """Whether a rollback by ``actor`` starts retraining: only the monitor_models DAG triggers it."""
+    if actor.startswith(MONITOR_DAG_ACTOR):
+        dag = f"train_{family_of(name)}"
+        return f"retraining is triggered by this monitor_models run (DAG {dag})"
+    return f"retraining was not started (not run by the monitor_models DAG): `{train_command(name)}`"
+
+
+def runbook_after_rollback(name: str, *, rolled_back: str, restored: str) -> str:
+    """The runbook of an alert whose pass did roll the champion back, from ``rolled_back`` to
+    ``restored``: what serves now, what to look at, and the exact undo."""
+    return (
+        f"v{restored} serves now (each service replica switches at its next registry poll, "
+        f"NEURACRM_MODEL_POLL_SECONDS). Look for "
+        f"the cause of v{rolled_back}'s drop: drift alerts, recent imports, the outcomes "
+        f"(`neuracrm-mlops status`, the model health page); a fixed model comes back only through "
+        f"a new rollout. To undo this rollback: `{rollback_command(name, rolled_back)}`."
+    )
+
+
+def runbook_without_rollback(name: str, *, champion: str, candidate: str | None) -> str:
+    """The runbook of an alert whose pass changed nothing: ``champion`` still serves; ``candidate``
+    is the earlier champion that could be restored by hand (None: there is none)."""
+    by_hand = (
+        f"To restore v{candidate} by hand anyway: `{rollback_command(name, candidate)}`."
+        if candidate
+        else f"No earlier champion can be restored; to serve another registered version: "
+        f"`{rollback_command(name, None)}` with its number."
+    )
+    return (
+        f"Nothing was changed: v{champion} keeps serving below the floor and no retraining was "
+        f"started. Find the cause (drift alerts, recent imports, outcomes), then retrain: "
+        f"`{train_command(name)}` and roll the new version out. {by_hand}"
+    )
 
 
 class RolloutError(NeuraCRMError):
@@ -436,7 +500,7 @@ def _carry_out(
             decision.reason,
             metrics,
             f"held at {state.weight:.0%}; not promoted",
-            RUNBOOK_CANARY_HOLD,
+            runbook_canary_hold(name),
         )
     return RolloutResult(
         name, "hold", state.champion, state.challenger, state.weight, decision.reason, metrics, alert_id
@@ -549,14 +613,57 @@ def abort(
     return RolloutResult(name, "abort", state.champion, None, 0.0, reason, metrics or {})
 
 
+def registry_refusal(client: Any, name: str) -> Callable[[str], str | None]:
+    """``refusal_of(version)``: why the registry cannot serve ``name``'s ``version`` as champion
+    (rejected, not servable, deleted), None when it can. Registry outages raise (they are not a
+    reason to skip a version)."""
+    from mlflow.exceptions import MlflowException
+
+    from neuracrm_mlops import servability
+
+    def refusal_of(version: str) -> str | None:
+        try:
+            tags = dict(client.get_model_version(name, version).tags or {})
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return "deleted from the registry"
+            raise
+        if tags.get("status") == "rejected":
+            return f"rejected: {tags.get('reason', 'no reason recorded')[:200]}"
+        if tags.get(servability.SERVABLE_TAG) == "false":
+            return "not servable"
+        return None
+
+    return refusal_of
+
+
+def plan_rollback(
+    name: str,
+    champion: str,
+    *,
+    engine: sa.Engine | None = None,
+    connection: sa.Connection | None = None,
+    client: Any | None = None,
+    moves: list[ChampionMove] | None = None,
+) -> RollbackTarget:
+    """The version a rollback from ``champion`` restores when none is named, and why.
+
+    Read from the champion alias history in the ledger (``rollout_decisions.champion_history``),
+    whatever moved the alias; versions the registry refuses are skipped; the ``previous`` alias only
+    when the ledger never saw ``champion`` become champion. ``moves`` replaces the ledger read (the
+    history as it will stand after a move about to be recorded)."""
+    client = client or registry.configure_mlflow()
+    if moves is None:
+        moves = ledger.champion_moves(connection if connection is not None else _engine(engine), name)
+    history = champion_history(moves, champion)
+    previous_alias = None if history.known else registered_state(client, name).previous
+    return choose_rollback_target(history, registry_refusal(client, name), previous_alias=previous_alias)
+
+
 def rollback_target(name: str, champion: str, *, engine: sa.Engine | None = None) -> str | None:
-    """The version a rollback from ``champion`` would restore: the ledger's previous champion, else
-    the ``previous`` alias (None when there is neither)."""
-    engine = _engine(engine)
-    target = ledger.previous_champion(engine, name, current_version=champion)
-    if target is None:
-        target = registered_state(registry.configure_mlflow(), name).previous
-    return target
+    """The version ``rollback(name)`` would restore from ``champion`` (None when it would refuse)."""
+    plan = plan_rollback(name, champion, engine=engine)
+    return None if plan.rolled_back_before else plan.version
 
 
 @contextlib.contextmanager
@@ -591,8 +698,16 @@ def rollback(
 ) -> RolloutResult:
     """Put the previous champion (or ``to_version``) back as champion.
 
-    ``expected_champion``: only act if the champion is still this version (the monitor passes the
-    version it judged; a concurrent rollback that already moved it makes this a no-op).
+    Without ``to_version`` the target is :func:`plan_rollback`'s: the latest earlier champion in the
+    alias history that was not rolled back since and that the registry can serve. A version that was
+    itself rolled back as champion is never restored without naming it (``--to``): the error gives
+    the command. ``to_version`` may be any registered version but the champion and one that is not
+    servable. ``expected_champion``: only act if the champion is still this version (the monitor
+    passes the version it judged; a concurrent rollback that already moved it makes this a no-op).
+
+    Afterwards the ``previous`` alias names the new champion's own rollback target (or is removed),
+    the left version is tagged ``rolled_back`` (``previous`` when the move undid a rollback), and
+    the ledger row records the move in the same transaction as the lock.
     """
     engine = _engine(engine)
     client = registry.configure_mlflow()
@@ -609,25 +724,36 @@ def rollback(
                 state.weight,
                 f"champion is already v{state.champion}, not v{expected_champion}: nothing to roll back",
             )
-        target = to_version or ledger.previous_champion(conn, name, current_version=state.champion)
-        target = target or state.previous
-        if target is None:
-            raise RolloutError(
-                f"{name} has no previous champion to roll back to (the ledger has none before "
-                f"v{state.champion}): use --to VERSION"
-            )
-        try:
-            client.get_model_version(name, target)
-        except Exception as exc:
-            raise RolloutError(f"{name} has no version {target}") from exc
         bad = state.champion
+        moves = ledger.champion_moves(conn, name)
+        if to_version is not None:
+            target = _named_target(client, name, bad, str(to_version).strip())
+        else:
+            plan = plan_rollback(name, bad, client=client, moves=moves)
+            if plan.version is None:
+                raise RolloutError(
+                    f"{name} has nothing to roll back to from v{bad}: {plan.reason}. To serve a known "
+                    f"good version: `{rollback_command(name, None)}`"
+                )
+            if plan.rolled_back_before:
+                raise RolloutError(
+                    f"{name}: {plan.reason}, so it is not restored without naming it. To restore it "
+                    f"anyway: `{rollback_command(name, plan.version)}`"
+                )
+            target = plan.version
+        after = [*moves, ("rollback", bad, target)]
+        history = champion_history(after, target)
+        left_rolled_back = any(e.version == bad and e.rolled_back for e in history.earlier)
+        earlier = choose_rollback_target(history, registry_refusal(client, name))
         client.set_registered_model_alias(name, registry.CHAMPION, target)
         client.set_model_version_tag(name, target, "status", registry.CHAMPION)
-        client.set_model_version_tag(name, bad, "status", "rolled_back")
-        client.set_model_version_tag(name, bad, "reason", reason[:5000])
-        earlier = ledger.previous_champion(conn, name, current_version=target)
-        if earlier and earlier != bad:
-            client.set_registered_model_alias(name, registry.PREVIOUS, earlier)
+        if left_rolled_back:
+            client.set_model_version_tag(name, bad, "status", "rolled_back")
+            client.set_model_version_tag(name, bad, "reason", reason[:5000])
+        else:  # the move undid a rollback: the version left is an earlier champion in good standing
+            client.set_model_version_tag(name, bad, "status", registry.PREVIOUS)
+        if earlier.version is not None and not earlier.rolled_back_before:
+            client.set_registered_model_alias(name, registry.PREVIOUS, earlier.version)
         else:
             with contextlib.suppress(Exception):
                 client.delete_registered_model_alias(name, registry.PREVIOUS)
@@ -645,7 +771,26 @@ def rollback(
             metrics=metrics or {},
         )
     log.warning("%s: champion rolled back from v%s to v%s (%s)", name, bad, target, reason)
-    return RolloutResult(name, "rollback", target, state.challenger, state.weight, reason, metrics or {})
+    done = f"{reason} (champion v{bad} -> v{target}; to undo: `{rollback_command(name, bad)}`)"
+    return RolloutResult(name, "rollback", target, state.challenger, state.weight, done, metrics or {})
+
+
+def _named_target(client: Any, name: str, champion: str, version: str) -> str:
+    """``version`` as an explicit rollback target (``--to``): registered, servable, not the champion."""
+    from mlflow.exceptions import MlflowException
+
+    if version == champion:
+        raise RolloutError(f"{name} v{version} is already the champion: nothing to roll back")
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RolloutError(f"{name} has no version {version}") from exc
+    refusal = registry_refusal(client, name)(version)
+    if refusal == "not servable":
+        raise RolloutError(
+            f"{name} v{version} is not servable (tag servable=false): the service could not load it"
+        )
+    return version
 
 
 def raise_to_final_step(

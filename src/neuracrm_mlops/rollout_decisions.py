@@ -39,12 +39,30 @@ it last served (the cumulative window does that); a champion with no outcomes ho
 **Live accuracy** (:func:`decide_live_accuracy`, the monitor's 80% rule): ``insufficient_data``
 with fewer than ``min_outcomes`` outcomes or no accuracy, ``below_floor`` when accuracy < floor,
 otherwise ``ok`` (exactly at the floor is ok).
+
+**Rollback target** (:func:`champion_history`, :func:`choose_rollback_target`,
+:func:`decide_rollback_target`): the version a rollback restores is read from the history of the
+``champion`` alias (the promotion ledger's ``promote`` and ``rollback`` rows, whoever made them: a
+rollout, the monitor, ``rollback``, ``rollback --to``, the health page). Walking that history back
+from the current champion, the earlier champions are offered most recent first, each once:
+
+- a ``rollback`` away from a version counts against it ("rolled back"), until a later move makes it
+  champion again (a promotion, or ``rollback --to`` it);
+- a ``rollback`` that returns to the version the previous move rolled back is an *undo* (the
+  runbook's ``rollback --to``): it restores the history as it was before that rollback, so after
+  promote v2, promote v3, rollback (v3 -> v2), rollback --to 3, the version before v3 is v2 again;
+- versions the registry refuses (rejected, not servable, deleted) are skipped;
+- a version still "rolled back" is offered only when nothing else is left, and then the monitor
+  restores it only when it is measured better on the same live outcomes (its recorded holdout
+  does not count: live data already contradicted it), and a plain ``rollback`` refuses it and names
+  the ``--to`` command. So repeated degradations never ping-pong between two bad versions.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -398,12 +416,17 @@ def decide_live_accuracy(
 
 @dataclass(frozen=True)
 class PreviousMeasurement:
-    """How the rollback target did: on the champion's own outcomes, or on its recorded holdout."""
+    """How the rollback target did: on the champion's own outcomes, or on its recorded holdout.
+
+    ``rolled_back_before``: the target was itself rolled back as champion and never reinstated (it
+    is offered only because no other earlier champion is left); see :func:`decide_rollback_target`.
+    """
 
     version: str
     accuracy: float | None
     basis: str  # "same_outcomes" | "recorded_holdout" | "unmeasured"
     outcomes: int = 0
+    rolled_back_before: bool = False
 
 
 @dataclass(frozen=True)
@@ -420,7 +443,9 @@ def decide_rollback_target(
     The measure is the previous version's accuracy on the same outcomes (its own logged predictions
     for the entities the champion was judged on) when it has at least ``min_outcomes`` of them, else
     its recorded holdout accuracy. Unmeasured or not better: the champion keeps serving (on-call is
-    paged by the caller)."""
+    paged by the caller). A target that was itself rolled back as champion before
+    (``rolled_back_before``) counts only on the same outcomes: its recorded holdout already failed
+    live once, and trusting it again would ping-pong between two degraded versions."""
     if previous is None:
         return RollbackVerdict(False, "there is no previous version to roll back to")
     basis = previous.basis
@@ -431,14 +456,196 @@ def decide_rollback_target(
     where = (
         f"on the same {previous.outcomes} outcomes" if basis == "same_outcomes" else "on its recorded holdout"
     )
+    if previous.rolled_back_before and basis != "same_outcomes":
+        return RollbackVerdict(
+            False,
+            f"v{previous.version}, the only earlier champion left, was itself rolled back as champion "
+            f"before; it measured {previous.accuracy:.3f} {where} only, which live outcomes already "
+            f"contradicted once, so it is not restored automatically (at least {min_outcomes} of its "
+            f"own predictions on the champion's outcomes would be needed)",
+        )
+    again = " (it was rolled back as champion before)" if previous.rolled_back_before else ""
     if previous.accuracy > champion_accuracy + _EPS:
         return RollbackVerdict(
             True,
             f"previous v{previous.version} measured {previous.accuracy:.3f} {where}, better than the "
-            f"champion's live {champion_accuracy:.3f}",
+            f"champion's live {champion_accuracy:.3f}{again}",
         )
     return RollbackVerdict(
         False,
         f"previous v{previous.version} measured {previous.accuracy:.3f} {where}, no better than the "
-        f"champion's live {champion_accuracy:.3f}",
+        f"champion's live {champion_accuracy:.3f}{again}",
     )
+
+
+# --- the champion alias history: which version a rollback restores ---------------------------------
+
+# One move of the ``champion`` alias, as the ledger records it: (action, from_version, to_version),
+# action ``promote`` or ``rollback``.
+ChampionMove = tuple[str, str | None, str | None]
+
+
+@dataclass(frozen=True)
+class EarlierChampion:
+    """A version that held the champion alias before; ``rolled_back``: a rollback took the alias away
+    from it and it has not been champion again since (an undo of that rollback clears it)."""
+
+    version: str
+    rolled_back: bool
+
+
+@dataclass(frozen=True)
+class ChampionHistory:
+    """What the alias history says about ``current``.
+
+    ``known``: a move in the history made ``current`` champion (otherwise the history says nothing
+    about it, e.g. the alias was set outside the platform). ``earlier``: the champions before
+    ``current``'s tenure, most recent first, each once, never ``current`` itself; read as the history
+    stood right after the latest move that made ``current`` champion."""
+
+    current: str
+    known: bool
+    earlier: tuple[EarlierChampion, ...]
+
+    @property
+    def candidates(self) -> tuple[EarlierChampion, ...]:
+        """The earlier champions in the order a rollback tries them: those in good standing (most
+        recent first), then those rolled back (most recent first, the last resort)."""
+        good = tuple(e for e in self.earlier if not e.rolled_back)
+        return good + tuple(e for e in self.earlier if e.rolled_back)
+
+    @property
+    def previous(self) -> str | None:
+        """The most recent earlier champion that was not rolled back since, None when there is none."""
+        return next((e.version for e in self.earlier if not e.rolled_back), None)
+
+
+@dataclass(frozen=True)
+class _AliasState:
+    tenures: tuple[str, ...]  # the champions in the order they held the alias (the current one last)
+    rolled_back: frozenset[str]
+
+
+def _move(state: _AliasState, action: str, from_version: str | None, to_version: str) -> _AliasState:
+    tenures = list(state.tenures)
+    leaving = from_version if from_version is not None else (tenures[-1] if tenures else None)
+    if leaving is not None and (not tenures or tenures[-1] != leaving):
+        # the history starts mid-way, or the alias was moved outside the platform: ``leaving`` was
+        # the champion at that moment all the same
+        tenures.append(leaving)
+    rolled_back = set(state.rolled_back)
+    if action == "rollback" and leaving is not None and leaving != to_version:
+        rolled_back.add(leaving)
+    rolled_back.discard(to_version)  # champion again: reinstated
+    if not tenures or tenures[-1] != to_version:
+        tenures.append(to_version)
+    return _AliasState(tuple(tenures), frozenset(rolled_back))
+
+
+def _is_undo(move: ChampionMove, last: ChampionMove | None) -> bool:
+    """``move`` is a rollback straight back to the version the previous move (a rollback) left."""
+    return (
+        last is not None
+        and move[0] == "rollback"
+        and last[0] == "rollback"
+        and move[2] == last[1]
+        and move[1] in (None, last[2])
+    )
+
+
+def champion_history(moves: Sequence[ChampionMove], current_version: str | int) -> ChampionHistory:
+    """Replay the champion alias moves of one model (oldest first) and describe ``current_version``'s
+    earlier champions; the rules are in the module docstring.
+
+    - ``promote`` X -> Y and ``rollback`` X -> Y both make Y champion (and clear Y's rolled-back
+      mark); a ``rollback`` marks X rolled back.
+    - A ``rollback`` Y -> X right after a ``rollback`` X -> Y undoes it: the history is as it was
+      before the rollback X -> Y (X is no longer marked, Y is not marked either).
+    Rows without a ``to_version`` are ignored.
+    """
+    current = str(current_version)
+    states = [_AliasState((), frozenset())]  # states[i]: after the first i moves that count
+    last: ChampionMove | None = None
+    as_current: _AliasState | None = None
+    for move in moves:
+        action, from_version, to_version = move
+        if to_version is None or action not in ("promote", "rollback"):
+            continue
+        # an undo restores the state before the rollback it undoes
+        undo = _is_undo(move, last)
+        state = states[-2] if undo else _move(states[-1], action, from_version, to_version)
+        states.append(state)
+        last = move
+        if state.tenures and state.tenures[-1] == current:
+            as_current = state
+    if as_current is None:
+        return ChampionHistory(current, False, ())
+    seen: set[str] = {current}
+    earlier: list[EarlierChampion] = []
+    for version in reversed(as_current.tenures):
+        if version not in seen:
+            seen.add(version)
+            earlier.append(EarlierChampion(version, version in as_current.rolled_back))
+    return ChampionHistory(current, True, tuple(earlier))
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    """The version a rollback of ``current`` would restore (None: none can be), and why.
+
+    ``rolled_back_before``: the target is a last resort, itself rolled back as champion before;
+    ``skipped``: earlier champions passed over, each with the registry's reason."""
+
+    current: str
+    version: str | None
+    rolled_back_before: bool
+    reason: str
+    skipped: tuple[str, ...] = ()
+
+
+def choose_rollback_target(
+    history: ChampionHistory,
+    refusal_of: Callable[[str], str | None],
+    *,
+    previous_alias: str | None = None,
+) -> RollbackTarget:
+    """The first of ``history.candidates`` the registry can serve (``refusal_of(version)`` says why
+    it cannot: rejected, not servable, deleted; None when it can).
+
+    When the history never saw ``history.current`` become champion, the registry's ``previous`` alias
+    is the only clue and is offered (if servable). The ``reason`` says which version and why, or why
+    none: it goes into ledger rows, alerts and error messages as is."""
+    current = history.current
+    skipped: list[str] = []
+    for candidate in history.candidates:
+        refusal = refusal_of(candidate.version)
+        if refusal is not None:
+            skipped.append(f"v{candidate.version} ({refusal})")
+            continue
+        passed = f"; passed over {', '.join(skipped)}" if skipped else ""
+        if candidate.rolled_back:
+            reason = (
+                f"v{candidate.version} is the only earlier champion of v{current} left, and it was itself "
+                f"rolled back as champion before{passed}"
+            )
+        else:
+            reason = f"v{candidate.version} was champion before v{current}{passed}"
+        return RollbackTarget(current, candidate.version, candidate.rolled_back, reason, tuple(skipped))
+    if not history.known and previous_alias is not None and previous_alias != current:
+        refusal = refusal_of(previous_alias)
+        if refusal is None:
+            return RollbackTarget(
+                current,
+                previous_alias,
+                False,
+                f"the promotion ledger has no history of v{current} as champion; the registry's "
+                f"previous alias names v{previous_alias}",
+            )
+        skipped.append(f"v{previous_alias} ({refusal})")
+    if not history.known and not skipped:
+        reason = f"the promotion ledger has no champion before v{current} and no previous alias is set"
+    elif not skipped:
+        reason = f"v{current} is the first champion in the promotion ledger: there is none before it"
+    else:
+        reason = f"no earlier champion of v{current} can be served: {', '.join(skipped)}"
+    return RollbackTarget(current, None, False, reason, tuple(skipped))

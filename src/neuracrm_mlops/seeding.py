@@ -147,7 +147,9 @@ def seed_database(
     if api_keys_file is not None:
         api_keys_file.parent.mkdir(parents=True, exist_ok=True)
         with api_keys_file.open("w", newline="") as handle:
-            writer = csv.writer(handle)
+            # "\n", not csv's default "\r\n": the README reads a key with `sed | cut`, and a key
+            # ending in "\r" is refused (400) by every endpoint
+            writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["organization_id", "organization_name", "api_key"])
             writer.writerows(keys)
         api_keys_file.chmod(0o600)

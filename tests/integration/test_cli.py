@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,70 @@ def test_simulate_outcomes_and_alerts_on_an_empty_store(engine: sa.Engine) -> No
     assert listed.exit_code == 0 and "no alerts" in listed.output
     unknown = runner.invoke(main, ["ack", "999"])
     assert unknown.exit_code == 1 and "999" in unknown.output
+
+
+def test_replay_dead_letters_lands_fixed_rows_and_names_the_ones_refused_again(engine: sa.Engine) -> None:
+    import json
+
+    from neuracrm_mlops.db.schema import Prediction, PredictionDeadLetter
+    from neuracrm_mlops.prediction_log import prediction_row, write_dead_letters
+
+    def row(entity: str) -> dict[str, object]:
+        return prediction_row(
+            model_name="lead_scoring", model_version="1", route="champion", request_id="r", organization_id=1,
+            entity_id=entity, features={}, output={"probability": 0.5}, latency_ms=1.0, fallback=False,
+        )  # fmt: skip
+
+    write_dead_letters(engine, [(row("L-1"), "DataError: refused"), (row("L-2"), "DataError: refused")])
+    with engine.begin() as conn:  # on-call could not fix the second one: its row is no longer a row
+        second = conn.execute(sa.select(sa.func.max(PredictionDeadLetter.id))).scalar_one()
+        conn.execute(
+            sa.update(PredictionDeadLetter)
+            .where(PredictionDeadLetter.id == second)
+            .values(row=json.dumps([]))
+        )
+    runner = CliRunner()
+    replayed = runner.invoke(main, ["predictions", "replay-dead-letters"])
+    assert replayed.exit_code == 1, replayed.output
+    assert (
+        "1 dead letters replayed" in replayed.output
+        and f"dead letter {second} refused again" in replayed.output
+    )
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(Prediction.entity_id)).scalars().all() == ["L-1"]
+    again = runner.invoke(
+        main, ["predictions", "replay-dead-letters"]
+    )  # the landed one is not replayed twice
+    assert "0 dead letters replayed" in again.output
+
+
+def test_the_readme_recipe_reads_a_seeded_api_key_without_a_carriage_return(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops.config import reset_settings
+    from neuracrm_mlops.db.engine import get_engine
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    recipes = re.findall(r"^KEY=\$\(.*api_keys\.csv.*\)$", readme, flags=re.MULTILINE)
+    assert len(recipes) == 1, recipes  # the README's one way to read a key: sed -n 2p ... | cut ...
+    monkeypatch.setenv("NEURACRM_HOME", str(tmp_path / ".neuracrm"))  # the recipe's relative path
+    reset_settings()
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    seeded = runner.invoke(main, ["seed", "--orgs", "3", "--months", "12", "--leads-per-org", "2"])
+    assert seeded.exit_code == 0, seeded.output
+    keys_file = tmp_path / ".neuracrm" / "api_keys.csv"
+    assert b"\r" not in keys_file.read_bytes()
+
+    recipe = subprocess.run(
+        ["bash", "-c", f'{recipes[0]}\nprintf "%s" "$KEY"'],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+    )
+
+    key = recipe.stdout.decode()
+    assert key and "\r" not in key and "\n" not in key
+    with get_engine().connect() as conn:
+        organization = organization_for_api_key(conn, key)
+    assert organization is not None and organization.id == 1  # line 2: the first organization's key

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from crm_files import LEAD_HEADER, lead_rows, table_counts, write_csv
+from crm_files import LEAD_HEADER, csv_bytes, lead_rows, table_counts, write_bytes, write_csv
 
 from neuracrm_mlops.cli import EXIT_QUARANTINED, main
 from neuracrm_mlops.db.schema import ImportBatch, Interaction, Lead, MonthlySales, QuarantinedRow
 from neuracrm_mlops.errors import ImportFileError, NotFoundError
-from neuracrm_mlops.ingest import FIELD_ERRORS_KEY, import_file
+from neuracrm_mlops.ingest import FIELD_ERRORS_KEY, ImportProgress, import_file
 from neuracrm_mlops.orgs import create_organization
 
 
@@ -341,16 +343,11 @@ def test_the_same_file_for_two_organizations_stays_separate(
     assert import_file(path, "leads", "Other Org").imported == 5
 
 
-def _write_bytes(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
 BAD_FILES = {
     "missing file": (lambda d: d / "nope.csv", "leads", "no such file"),
-    "empty file": (lambda d: _write_bytes(d / "empty.csv", b""), "leads", "the file is empty"),
+    "empty file": (lambda d: write_bytes(d / "empty.csv", b""), "leads", "the file is empty"),
     "header only": (
-        lambda d: _write_bytes(d / "header.csv", ",".join(LEAD_HEADER).encode() + b"\n"),
+        lambda d: write_bytes(d / "header.csv", ",".join(LEAD_HEADER).encode() + b"\n"),
         "leads",
         "has a header but no data rows",
     ),
@@ -367,12 +364,12 @@ BAD_FILES = {
         "missing required columns 'lead_id', 'created_at'",
     ),
     "binary file named csv": (
-        lambda d: _write_bytes(d / "image.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
+        lambda d: write_bytes(d / "image.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
         "leads",
         "not a CSV file",
     ),
     "excel file": (
-        lambda d: _write_bytes(d / "leads.xlsx", b"PK\x03\x04"),
+        lambda d: write_bytes(d / "leads.xlsx", b"PK\x03\x04"),
         "leads",
         "unsupported file kind '.xlsx'",
     ),
@@ -387,9 +384,40 @@ BAD_FILES = {
         "column 20 '_field_errors' has a reserved name",
     ),
     "duplicate header": (
-        lambda d: _write_bytes(d / "dup.csv", b"month,revenue,Revenue\n2026-01,1,2\n"),
+        lambda d: write_bytes(d / "dup.csv", b"month,revenue,Revenue\n2026-01,1,2\n"),
         "sales",
         "column 'revenue' appears more than once",
+    ),
+    "utf-16 text": (
+        lambda d: write_bytes(d / "utf16.csv", "month,revenue\n2026-01,1\n".encode("utf-16")),
+        "sales",
+        r"not a CSV file \(NUL bytes in the header row: binary data, or text that is not UTF-8 such as "
+        "UTF-16",
+    ),
+    "utf-16 text without a byte order mark": (
+        lambda d: write_bytes(d / "utf16le.csv", "month,revenue\n2026-01,1\n".encode("utf-16-le")),
+        "sales",
+        r"not a CSV file \(NUL bytes in the header row",
+    ),
+    "latin-1 header": (
+        lambda d: write_bytes(d / "latin1.csv", "month,revenue,société\n2026-01,1,x\n".encode("latin-1")),
+        "sales",
+        "the header row has bytes that are not UTF-8 text at byte offset 18; import reads UTF-8 text",
+    ),
+    "a NUL byte in a header longer than 8 KB": (
+        lambda d: write_bytes(
+            d / "long_header.csv", b"month,revenue," + b"x" * 9000 + b"\x00\n2026-01,1,2\n"
+        ),
+        "sales",
+        r"header column 3 'x{60}\.\.\.' has a NUL byte or bytes that are not UTF-8 text",
+    ),
+    "a header cell over the field size limit": (
+        lambda d: write_bytes(
+            d / "huge_header.csv", b"month,revenue," + b"x" * (4 * 1024 * 1024 + 1) + b"\n"
+        ),
+        "sales",
+        "cannot read the CSV header: a header cell is longer than the field size limit of 4,194,304 bytes "
+        r"\(NEURACRM_IMPORT_MAX_FIELD_BYTES",
     ),
 }
 
@@ -427,11 +455,17 @@ def test_a_failure_midway_rolls_back_every_chunk_already_written(
     engine: sa.Engine, org_id: int, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "leads.csv", lead_rows(50))
-    with path.open("ab") as handle:  # invalid UTF-8 after 50 good rows, past several chunks
-        handle.write(b"L-99999,2026-01-01T00:00:00,\xff\xfe bad bytes" + b",x" * 16 + b"\n")
+    chunks: list[ImportProgress] = []
+
+    def interrupt_after_three_chunks(at: ImportProgress) -> None:  # Ctrl-C while chunk 4 is read
+        chunks.append(at)
+        if len(chunks) == 3:
+            raise KeyboardInterrupt
+
     before = table_counts(engine)
-    with pytest.raises(ImportFileError, match="not UTF-8 text"):
-        import_file(path, "leads", org_id, chunk_rows=10)
+    with pytest.raises(KeyboardInterrupt):
+        import_file(path, "leads", org_id, chunk_rows=10, progress=interrupt_after_three_chunks)
+    assert [at.rows_read for at in chunks] == [10, 20, 30]  # three chunks were written, then undone
     assert table_counts(engine) == before
 
 
@@ -464,3 +498,343 @@ def test_quarantine_keeps_malformed_rows_whole(engine: sa.Engine, org_id: int, t
         json.dumps({"fields": ["2026-02", "11", "extra"]}),
         json.dumps({"month": "2026-13", "revenue": "1"}),
     ]
+
+
+# --- hostile and messy files: the bad row is quarantined, the rest imports, on both stores ---------
+
+
+def _quarantined(engine: sa.Engine) -> list[sa.Row[Any]]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(QuarantinedRow.row_number, QuarantinedRow.reason, QuarantinedRow.raw).order_by(
+                    QuarantinedRow.row_number
+                )
+            )
+        )
+
+
+def _lead_ids(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.scalars(sa.select(Lead.external_id)))
+
+
+def test_nul_bytes_before_and_after_the_first_8_kb_quarantine_their_rows_with_line_and_byte_offset(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    rows = [{**row, "notes": ""} for row in lead_rows(300)]
+    rows[199]["notes"] = "NOTES-200"
+    data = csv_bytes(rows)
+    data = data.replace(b'"Lead 3, evaluating', b'"Lead\x003, evaluating')  # inside the first 8 KB
+    data = data.replace(b'"Lead 250, evaluating', b'"Lead 250\x00, evaluating')  # far past it
+    data = data.replace(b"NOTES-200", b"NOTES\x00-200")  # an unknown column (row 200)
+    nul_offsets = [at for at, byte in enumerate(data) if byte == 0]
+    assert len(nul_offsets) == 3 and nul_offsets[0] < 8192 < nul_offsets[1]
+    path = write_bytes(tmp_path / "leads.csv", data)
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+
+    assert result.exit_code == EXIT_QUARANTINED, result.output
+    assert "297 imported, 0 updated, 0 unchanged, 3 quarantined" in result.output
+    expected = [
+        (3, f"row 3 (line 4): NUL byte in column 'description' at byte offset {nul_offsets[0]}"),
+        (200, f"row 200 (line 201): NUL byte in column 'notes' at byte offset {nul_offsets[1]}"),
+        (250, f"row 250 (line 251): NUL byte in column 'description' at byte offset {nul_offsets[2]}"),
+    ]
+    quarantined = _quarantined(engine)
+    assert [(q.row_number, q.reason) for q in quarantined] == expected
+    for _, reason in expected:
+        assert f"quarantined {path}: {reason}" in result.output
+    assert quarantined[0].raw["lead_id"] == "L-00003"
+    assert quarantined[0].raw["description"] == "Lead\\x003, evaluating CRM tools"  # written out, kept
+    assert quarantined[1].raw["notes"] == "NOTES\\x00-200"
+    lead_ids = _lead_ids(engine)
+    assert len(lead_ids) == 297 and {"L-00002", "L-00004", "L-00251", "L-00300"} <= lead_ids
+    assert not {"L-00003", "L-00200", "L-00250"} & lead_ids
+
+    again = runner.invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+    assert "0 imported, 0 updated, 297 unchanged, 3 quarantined" in again.output
+    assert len(_quarantined(engine)) == 3  # the same rows of the same file are not quarantined twice
+
+
+def test_bytes_that_are_not_utf8_quarantine_their_row_and_name_the_line_it_starts_on(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    rows = lead_rows(200)
+    rows[5]["job_title"] = "Directrice générale"  # UTF-8 text: imported as it is
+    rows[9]["description"] = "first line\nsecond line, \u00e9t\u00e9"  # one record over lines 11-12
+    rows[29]["description"] = "first line\nsecond BAD line"  # lines 32-33, with a byte that is not UTF-8
+    data = csv_bytes(rows)
+    data = data.replace(b",finance,", b",fin\xe2nce,", 1)  # row 1: a multi-byte start with no follower
+    data = data.replace(b"second BAD line", b"second \xff line")
+    data = data.replace(b'"Lead 120, evaluating', b'"Lead 120 Soci\xe9t\xe9, evaluating')  # Latin-1 text
+    bad_offsets = [data.index(b"\xe2n"), data.index(b"\xff"), data.index(b"\xe9t\xe9")]
+    assert bad_offsets[0] < 8192 < bad_offsets[2]
+    path = write_bytes(tmp_path / "leads.csv", data)
+
+    result = CliRunner().invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+
+    assert result.exit_code == EXIT_QUARANTINED, result.output
+    assert "197 imported, 0 updated, 0 unchanged, 3 quarantined" in result.output
+    hint = "(import reads UTF-8 text: save the file as UTF-8)"
+    expected = [
+        (
+            1,
+            f"row 1 (line 2): bytes that are not valid UTF-8 in column 'industry' at byte offset "
+            f"{bad_offsets[0]} {hint}",
+        ),
+        (
+            30,
+            f"row 30 (lines 32-33): bytes that are not valid UTF-8 in column 'description' at byte "
+            f"offset {bad_offsets[1]} {hint}",
+        ),
+        # rows 10 and 30 take two lines each: row 120 starts on line 123
+        (
+            120,
+            f"row 120 (line 123): bytes that are not valid UTF-8 in column 'description' at byte "
+            f"offset {bad_offsets[2]} {hint}",
+        ),
+    ]
+    quarantined = _quarantined(engine)
+    assert [(q.row_number, q.reason) for q in quarantined] == expected
+    assert quarantined[0].raw["industry"] == "fin\\xe2nce"
+    assert quarantined[2].raw["description"] == "Lead 120 Soci\\xe9t\\xe9, evaluating CRM tools"
+    with engine.connect() as conn:
+        kept = dict(conn.execute(sa.select(Lead.external_id, Lead.description)).tuples().all())
+        title = conn.scalar(sa.select(Lead.job_title).where(Lead.external_id == "L-00006"))
+    assert title == "Directrice générale"
+    assert kept["L-00010"] == "first line\nsecond line, \u00e9t\u00e9"
+    assert len(kept) == 197 and "L-00121" in kept and "L-00120" not in kept
+
+
+def test_a_1_mb_cell_imports_under_the_default_field_size_limit(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    rows = lead_rows(3)
+    rows[1]["description"] = "a long pasted email thread, " * 40_000  # 1.1 MB, over csv's own 131,072
+    path = write_csv(tmp_path / "leads.csv", rows)
+    summary = import_file(path, "leads", org_id)
+    assert (summary.imported, summary.quarantined) == (3, 0)
+    with engine.connect() as conn:
+        stored = conn.scalar(sa.select(Lead.description).where(Lead.external_id == "L-00002"))
+    assert stored == rows[1]["description"].strip()
+
+
+def test_a_cell_over_the_field_size_limit_quarantines_its_row_naming_the_column_and_the_setting(
+    engine: sa.Engine, org_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops.config import reset_settings
+
+    monkeypatch.setenv("NEURACRM_IMPORT_MAX_FIELD_BYTES", "4096")
+    reset_settings()
+    rows = [{**row, "notes": ""} for row in lead_rows(50)]
+    rows[9]["description"] = "x" * 5000  # one line, unquoted
+    rows[19]["description"] = "a quoted line, " * 20 + "\n" + "more, " * 1000  # lines 21-22
+    rows[29]["notes"] = "\u00e9" * 2100  # 2,100 characters within the limit, but 4,200 bytes
+    rows[39]["description"] = '"quoted" and long ' * 300 + "\nthen a next line"  # lines 42-43
+    path = write_csv(tmp_path / "leads.csv", rows)
+
+    result = CliRunner().invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+
+    assert result.exit_code == EXIT_QUARANTINED, result.output
+    assert "46 imported, 0 updated, 0 unchanged, 4 quarantined" in result.output
+    limit = (
+        "the field size limit of 4,096 bytes (NEURACRM_IMPORT_MAX_FIELD_BYTES; raise it to import this row)"
+    )
+    quarantined = _quarantined(engine)
+    assert [(q.row_number, q.reason) for q in quarantined] == [
+        (10, f"row 10 (line 11): column 'description' is longer than {limit}"),
+        (20, f"row 20 (lines 21-22): column 'description' is longer than {limit}"),
+        (30, f"row 30 (line 32): column 'notes' is 4,200 bytes, longer than {limit}"),
+        (40, f"row 40 (lines 42-43): column 'description' is longer than {limit}"),
+    ]
+    first = quarantined[0].raw
+    assert first["cut_at_field_limit"] is True
+    assert first["fields"][:2] == ["L-00010", rows[9]["created_at"]]
+    assert first["fields"][14].startswith("x" * 1000 + "... [cut: ")  # kept cut to 1,000 characters
+    assert quarantined[2].raw["notes"].startswith("\u00e9" * 1000 + "... [cut: 2,100 characters]")
+    assert quarantined[2].raw["lead_id"] == "L-00030"
+    lead_ids = _lead_ids(engine)
+    assert len(lead_ids) == 46
+    assert {"L-00011", "L-00021", "L-00031", "L-00041", "L-00050"} <= lead_ids  # the rows after each one
+
+
+def test_text_longer_than_its_column_is_refused_the_same_on_sqlite_and_postgresql(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    rows = lead_rows(3)
+    rows[0]["lead_id"] = "L-" + "9" * 200  # the key: VARCHAR(128)
+    rows[1]["industry"] = "i" * 65  # optional: VARCHAR(64)
+    path = write_csv(tmp_path / "leads.csv", rows)
+    summary = import_file(path, "leads", org_id)
+    assert (summary.imported, summary.quarantined, summary.with_field_errors) == (2, 1, 1)
+    assert summary.quarantine_notes[0].reason == (
+        "column 'lead_id': 202 characters, longer than the 128 this column holds"
+    )
+    with engine.connect() as conn:
+        lead = conn.execute(sa.select(Lead).where(Lead.external_id == "L-00002")).one()
+    assert lead.industry is None
+    assert lead.attributes[FIELD_ERRORS_KEY]["industry"] == {
+        "raw": "i" * 65,
+        "error": "65 characters, longer than the 64 this column holds",
+    }
+
+
+def test_nul_characters_in_parquet_strings_quarantine_their_row(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    table = pa.table(
+        {
+            "lead_id": ["L-1", "L-2", "L-3"],
+            "created_at": ["2026-01-05", "2026-01-06", "2026-01-07"],
+            "description": ["fine", "not\x00fine", "fine too"],
+        }
+    )
+    path = tmp_path / "leads.parquet"
+    pq.write_table(table, path)
+    summary = import_file(path, "leads", org_id)
+    assert (summary.imported, summary.quarantined) == (2, 1)
+    assert [(q.row_number, q.reason, q.raw["description"]) for q in _quarantined(engine)] == [
+        (2, "row 2: NUL character in column 'description'", "not\\x00fine")
+    ]
+
+
+def test_user_text_is_printed_as_text_never_read_as_markup(engine: sa.Engine, tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["org", "create", "[bold]Acme[/]"]).exit_code == 0
+    rows = [{**row, "[/x] notes [red]": "[/y]"} for row in lead_rows(3)]
+    rows[2]["created_at"] = "[/when]"
+    path = write_csv(tmp_path / "leads [red]x[white].csv", rows)
+
+    result = runner.invoke(main, ["import", "leads", str(path), "--org", "[bold]Acme[/]"])
+
+    assert result.exit_code == EXIT_QUARANTINED, result.output
+    assert "MarkupError" not in result.output
+    assert f"{path}: 3 rows read for organization 1 ([bold]Acme[/]): 2 imported" in result.stdout
+    assert "row 3 (line 4): column 'created_at': cannot parse '[/when]'" in result.stderr
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(Lead.attributes).where(Lead.external_id == "L-00001")) == {
+            "[/x]_notes_[red]": "[/y]"
+        }
+    # a file-level error quotes the header: one line, as written
+    broken = write_bytes(tmp_path / "dup.csv", b"month,revenue,[/x],[/X]\n2026-01,1,2,3\n")
+    failed = runner.invoke(main, ["import", "sales", str(broken), "--org", "1"])
+    assert failed.exit_code == 1
+    assert failed.output == f"error: {broken}: column '[/x]' appears more than once in the header\n"
+
+
+def test_a_header_with_markup_on_a_terminal_shows_the_progress_bar_without_a_traceback(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    rows = [{**row, "[/x]": "[/y]"} for row in lead_rows(2_000)]
+    path = write_csv(tmp_path / "leads[red].csv", rows)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "neuracrm-mlops"),
+            "import",
+            "leads",
+            str(path),
+            "--org",
+            str(org_id),
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={
+            **os.environ,
+            "NEURACRM_DB_URL": engine.url.render_as_string(hide_password=False),
+            "NEURACRM_IMPORT_CHUNK_ROWS": "100",
+            "TERM": "xterm-256color",
+        },
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            block = os.read(controller, 65536)
+        except OSError:  # the other end closed: the process ended
+            break
+        if not block:
+            break
+        output += block
+    os.close(controller)
+    assert process.wait(timeout=120) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert "Traceback" not in text and "MarkupError" not in text
+    assert "importing leads[red].csv" in text  # the bar was drawn, its file name not read as a style
+    assert "2,000 rows read" in text and "2,000 imported" in text
+
+
+def test_a_piped_import_prints_a_progress_line_per_interval(
+    engine: sa.Engine, org_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops.config import reset_settings
+
+    monkeypatch.setenv("NEURACRM_IMPORT_PROGRESS_SECONDS", "0")  # a line after every chunk
+    monkeypatch.setenv("NEURACRM_IMPORT_CHUNK_ROWS", "100")
+    reset_settings()
+    csv_path = write_csv(tmp_path / "leads.csv", lead_rows(1_000))
+    parquet_path = tmp_path / "leads.parquet"
+    pq.write_table(pa.table({k: [r[k] for r in lead_rows(450)] for k in LEAD_HEADER}), parquet_path)
+    runner = CliRunner()
+
+    from_csv = runner.invoke(main, ["import", "leads", str(csv_path), "--org", str(org_id)])
+    from_parquet = runner.invoke(main, ["import", "leads", str(parquet_path), "--org", "Other Org"])
+
+    assert from_csv.exit_code == 0 and from_parquet.exit_code == 0, from_csv.output + from_parquet.output
+    lines = from_csv.stderr.splitlines()
+    # nine lines (chunks 1 to 9; the summary follows the last), the total estimated from the bytes read
+    assert [line.split(" of ")[0] for line in lines] == [f"leads.csv: {n * 100:,}" for n in range(1, 10)]
+    for line in lines:
+        assert re.fullmatch(r"leads\.csv: [\d,]+ of ~[\d,]+ rows read \(\d+ s\)", line), line
+        estimate = int(line.split("~")[1].split(" ")[0].replace(",", ""))
+        assert 900 <= estimate <= 1_100, line
+    assert from_csv.stdout.startswith(f"{csv_path}: 1,000 rows read")  # stdout: only the summary
+    assert re.findall(r"[\d,]+ of [\d,]+ rows", from_parquet.stderr) == [
+        "100 of 450 rows",
+        "200 of 450 rows",
+        "300 of 450 rows",
+        "400 of 450 rows",
+    ]
+
+
+def test_a_file_name_that_is_not_utf8_is_imported_and_printed_written_out(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/leads-soci\xe9t\xe9.csv"))  # a Latin-1 file name
+    write_csv(path, lead_rows(3))
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["import", "leads", str(path), "--org", str(org_id)])
+
+    assert result.exit_code == 0, result.output
+    shown = f"{tmp_path}/leads-soci\\xe9t\\xe9.csv"
+    assert result.stdout.startswith(f"{shown}: 3 rows read")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(ImportBatch.source_file)) == shown
+    missing = runner.invoke(main, ["import", "leads", str(path) + "x", "--org", str(org_id)])
+    assert missing.exit_code == 1 and missing.output == f"error: {shown}x: no such file\n"
+
+
+def test_byte_offsets_count_a_byte_order_mark_and_crlf_line_ends(
+    engine: sa.Engine, org_id: int, tmp_path: Path
+) -> None:
+    rows = lead_rows(5)
+    rows[1]["job_title"] = "Gérante"
+    data = b"\xef\xbb\xbf" + csv_bytes(rows).replace(b"\n", b"\r\n")  # Excel's "CSV UTF-8"
+    data = data.replace(b"L-00003,", b"L-00003,\x00", 1)
+    path = write_bytes(tmp_path / "leads.csv", data)
+    summary = import_file(path, "leads", org_id)
+    assert (summary.imported, summary.quarantined) == (4, 1)
+    assert summary.quarantine_notes[0].location == "row 3 (line 4)"
+    nul_at = data.index(b"\x00")  # counted from the file's first byte, the BOM and each "\r" included
+    assert summary.quarantine_notes[0].reason == f"NUL byte in column 'created_at' at byte offset {nul_at}"
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(Lead.job_title).where(Lead.external_id == "L-00002")) == "Gérante"

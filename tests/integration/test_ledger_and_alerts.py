@@ -38,6 +38,8 @@ from neuracrm_mlops.errors import NotFoundError
 from neuracrm_mlops.ledger import (
     actor_for_cli,
     actor_for_dag,
+    champion_history,
+    champion_moves,
     latest_entries,
     previous_champion,
     record_change,
@@ -228,6 +230,37 @@ def test_previous_champion_walks_back_over_promotions_and_rollbacks(engine: sa.E
     assert previous_champion(engine, "other", current_version="9") == "8"  # ledger started mid-history
 
 
+def test_previous_champion_after_the_runbooks_undo_is_the_version_before_the_rollback(
+    engine: sa.Engine,
+) -> None:
+    """promote v2, promote v3, rollback (-> v2), rollback --to 3 (-> v3): the ledger's v2 -> v3 counts."""
+    _champion(engine, "promote", None, "2")
+    _champion(engine, "promote", "2", "3")
+    _champion(engine, "rollback", "3", "2")
+    assert previous_champion(engine, "lead_scoring", current_version="2") is None  # v3 was rolled back
+    _champion(engine, "rollback", "2", "3")
+    assert previous_champion(engine, "lead_scoring", current_version="3") == "2"
+    history = champion_history(engine, "lead_scoring", current_version="3")
+    assert [(e.version, e.rolled_back) for e in history.earlier] == [("2", False)]
+    with engine.begin() as conn:  # inside a transaction, its own rows count
+        _champion_in(conn, "rollback", "3", "2")
+        assert champion_moves(conn, "lead_scoring")[-1] == ("rollback", "3", "2")
+        assert previous_champion(conn, "lead_scoring", current_version="2") is None
+
+
+def _champion_in(conn: sa.Connection, action: str, from_version: str, to_version: str) -> None:
+    record_change(
+        conn,
+        actor="dag:monitor_models/r",
+        model_name="lead_scoring",
+        action=action,
+        alias="champion",
+        from_version=from_version,
+        to_version=to_version,
+        reason=action,
+    )
+
+
 def test_actor_strings_name_the_dag_run_or_the_os_user() -> None:
     context = {"dag": SimpleNamespace(dag_id="rollout"), "run_id": "manual__2026-03-14"}
     assert actor_for_dag(context) == "dag:rollout/manual__2026-03-14"
@@ -267,6 +300,36 @@ def test_repeated_incident_counts_up_and_pages_the_webhook_once(
     assert alert.delivery_status == "delivered" and alert.delivery_attempts == 1
     assert alert.delivered_at is not None and alert.last_delivery_error is None
     assert alert.metrics["accuracy"] == 0.7123 and alert.metrics["labelled"] == 1200
+
+
+def test_a_repeat_carries_the_latest_action_and_runbook_and_pages_again_only_when_asked(
+    engine: sa.Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open incident seen again must not keep an earlier occurrence's "already done" line: the
+    stored alert, ``alerts --open`` and an escalation page show what the latest occurrence did."""
+    use_webhook(monkeypatch, receiver.url)
+    rolled_back = {**ACCURACY_ALERT, "action_taken": "champion rolled back from v7 to v6 automatically"}
+    first = raise_alert(engine, **rolled_back)
+    kept = {
+        **ACCURACY_ALERT,
+        "title": "lead_scoring v7: live accuracy below the floor (again)",
+        "action_taken": "no automatic rollback: previous v6 could not be measured; v7 keeps serving",
+        "runbook": "Nothing was changed: `neuracrm-mlops rollback lead_scoring --to 6`.",
+    }
+    second = raise_alert(engine, **kept)
+    assert second.id == first.id and not second.new
+    stored = get_alert(engine, first.id)
+    assert (stored.title, stored.action_taken, stored.runbook) == (
+        kept["title"],
+        kept["action_taken"],
+        kept["runbook"],
+    )
+    assert len(receiver.bodies) == 1  # counting a repeat does not page
+    third = raise_alert(engine, **rolled_back, page_repeat=True)  # this occurrence moved the champion
+    assert third.id == first.id and third.occurrences == 3
+    assert len(receiver.bodies) == 2
+    assert "champion rolled back from v7 to v6 automatically" in receiver.bodies[1]["text"]
+    assert "seen 3 time(s)" in receiver.bodies[1]["text"]
 
 
 def test_webhook_that_is_down_marks_delivery_failed_without_raising(

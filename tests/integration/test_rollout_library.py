@@ -257,3 +257,166 @@ def test_monitoring_flags_drift_against_the_training_reference_and_bias_across_r
     with engine.connect() as conn:
         kinds = set(conn.scalars(sa.select(Alert.kind)).all())
     assert {"data_drift", "bias"} <= kinds
+
+
+# --- the runbook's undo, then a degradation: the rollback target comes from the alias history -------
+
+
+def _promote_through_the_library(client: Any, engine: sa.Engine, version: str) -> None:
+    client.set_registered_model_alias("lead_scoring", "challenger", version)
+    rollout.promote(
+        "lead_scoring", actor="dag:rollout_model/test", reason=f"v{version} passed", engine=engine
+    )
+
+
+def _degrade(engine: sa.Engine, version: str, prefix: str, n: int = 30) -> None:
+    """``n`` served predictions of ``version`` whose outcomes all say the opposite (live accuracy 0)."""
+    _log(engine, version, n, probability=0.9, prefix=prefix)
+    simulate_outcomes(engine, "lead_scoring", degrade=[version], agree=1.0, degraded_agree=0.0)
+
+
+@pytest.fixture
+def two_versions_promoted(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """v2 then v3 promoted through the library (v1 never served); v2's recorded holdout is 0.91."""
+    monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "20")
+    reset_settings()
+    client = _register(3)
+    client.set_model_version_tag("lead_scoring", "2", "holdout_accuracy", "0.910000")
+    _promote_through_the_library(client, engine, "2")
+    _promote_through_the_library(client, engine, "3")
+    return client
+
+
+def test_after_the_runbooks_undo_a_degraded_champion_is_rolled_back_to_the_version_before_it(
+    engine: sa.Engine, two_versions_promoted: Any
+) -> None:
+    from neuracrm_mlops.alerts import get_alert
+    from neuracrm_mlops.monitoring import monitor_model
+
+    manual = rollout.rollback("lead_scoring", actor="cli:oncall", reason="v3 looks off", engine=engine)
+    assert manual.champion == "2"
+    undo = rollout.rollback(
+        "lead_scoring", actor="cli:oncall", reason="false alarm", to_version="3", engine=engine
+    )
+    assert undo.champion == "3"
+    _degrade(engine, "3", "after-undo")
+
+    report = monitor_model("lead_scoring", actor="dag:monitor_models/test", engine=engine)
+
+    assert report.verdict == "below_floor" and report.accuracy == 0.0
+    assert report.rolled_back_to == "2" and report.retrain, report
+    assert rollout.model_state("lead_scoring")["champion"] == "2"
+    [alert_id] = report.alerts
+    alert = get_alert(engine, alert_id)
+    action, runbook = str(alert.action_taken), str(alert.runbook)
+    assert action.startswith("champion rolled back from v3 to v2 automatically"), action
+    # the numbers behind it: v3's live accuracy against the floor, v2's measure
+    assert "live accuracy 0.000 over 30 outcomes" in action and "floor 0.80" in action
+    assert "v2 measured 0.910 on its recorded holdout" in action
+    assert "`neuracrm-mlops rollback lead_scoring --to 3`" in runbook  # the exact undo
+    assert "rollback MODEL" not in runbook and "--to VERSION" not in runbook  # no placeholders
+    with engine.connect() as conn:
+        moves = conn.execute(
+            sa.select(
+                PromotionLedgerEntry.action,
+                PromotionLedgerEntry.from_version,
+                PromotionLedgerEntry.to_version,
+            )
+            .where(PromotionLedgerEntry.alias == "champion")
+            .order_by(PromotionLedgerEntry.id)
+        ).all()
+    assert [tuple(m) for m in moves] == [
+        ("promote", None, "2"),
+        ("promote", "2", "3"),
+        ("rollback", "3", "2"),
+        ("rollback", "2", "3"),
+        ("rollback", "3", "2"),
+    ]
+
+
+def test_a_repeat_of_the_incident_after_the_undo_says_what_this_pass_did_not_what_an_earlier_one_did(
+    engine: sa.Engine, two_versions_promoted: Any
+) -> None:
+    from neuracrm_mlops.alerts import get_alert
+    from neuracrm_mlops.monitoring import monitor_model
+
+    client = two_versions_promoted
+    _degrade(engine, "3", "first-drop")
+    first = monitor_model("lead_scoring", actor="dag:monitor_models/test", engine=engine)
+    assert first.rolled_back_to == "2"
+    # on-call undoes the automatic rollback with the command the alert gave, leaving the alert open
+    undo = get_alert(engine, first.alerts[0]).runbook
+    assert undo is not None and "`neuracrm-mlops rollback lead_scoring --to 3`" in undo
+    rollout.rollback("lead_scoring", actor="cli:oncall", reason="undo", to_version="3", engine=engine)
+    assert client.get_model_version("lead_scoring", "2").tags["status"] == "previous"  # not blamed
+    client.delete_model_version_tag("lead_scoring", "2", "holdout_accuracy")  # v2 cannot be measured now
+    _degrade(engine, "3", "second-drop")
+
+    second = monitor_model("lead_scoring", actor="dag:monitor_models/test", engine=engine)
+
+    assert second.rolled_back_to is None and not second.retrain
+    assert rollout.model_state("lead_scoring")["champion"] == "3"
+    assert second.alerts == first.alerts  # the same open incident, counted again
+    alert = get_alert(engine, second.alerts[0])
+    action, runbook = str(alert.action_taken), str(alert.runbook)
+    assert alert.occurrences == 2
+    assert action.startswith("no automatic rollback: v2 was champion before v3;"), action
+    assert "previous v2 could not be measured; v3 keeps serving" in action
+    assert "rolled back from" not in action and "moved back" not in runbook and "serves now" not in runbook
+    assert "Nothing was changed: v3 keeps serving" in runbook
+    assert "`neuracrm-mlops train lead_scoring`" in runbook
+    assert "`neuracrm-mlops rollback lead_scoring --to 2`" in runbook
+
+
+def test_repeated_degradations_do_not_ping_pong_into_a_version_rolled_back_before(
+    engine: sa.Engine, two_versions_promoted: Any
+) -> None:
+    from neuracrm_mlops.alerts import get_alert
+    from neuracrm_mlops.monitoring import monitor_model
+
+    client = two_versions_promoted
+    client.set_model_version_tag("lead_scoring", "3", "holdout_accuracy", "0.950000")
+    _degrade(engine, "3", "v3-drop")
+    assert monitor_model("lead_scoring", actor="cli:oncall", engine=engine).rolled_back_to == "2"
+    _degrade(engine, "2", "v2-drop")
+
+    report = monitor_model("lead_scoring", actor="cli:oncall", engine=engine)
+
+    # v3 is the only earlier champion left and it failed live already: its 0.95 holdout is no evidence
+    assert report.verdict == "below_floor" and report.rolled_back_to is None
+    assert rollout.model_state("lead_scoring")["champion"] == "2"
+    alert = get_alert(engine, report.alerts[-1])
+    assert alert.model_version == "2"
+    action, runbook = str(alert.action_taken), str(alert.runbook)
+    assert action.startswith("no automatic rollback: v3 is the only earlier champion of v2 left"), action
+    assert "was itself rolled back as champion before" in action
+    assert "`neuracrm-mlops rollback lead_scoring --to 3`" in runbook
+    # a plain rollback refuses it too, naming the command that restores it on purpose
+    with pytest.raises(rollout.RolloutError, match="`neuracrm-mlops rollback lead_scoring --to 3`"):
+        rollout.rollback("lead_scoring", actor="cli:oncall", reason="try", engine=engine)
+    assert rollout.rollback_target("lead_scoring", "2", engine=engine) is None
+
+
+def test_after_a_rollback_to_an_older_version_a_degradation_goes_to_the_one_never_rolled_back(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops.monitoring import monitor_model
+
+    monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "20")
+    reset_settings()
+    client = _register(3)
+    for version in ("1", "2", "3"):
+        client.set_model_version_tag("lead_scoring", version, "holdout_accuracy", "0.900000")
+        _promote_through_the_library(client, engine, version)
+    older = rollout.rollback(
+        "lead_scoring", actor="cli:oncall", reason="back to v1", to_version="1", engine=engine
+    )
+    assert older.champion == "1" and "to undo: `neuracrm-mlops rollback lead_scoring --to 3`" in older.reason
+    assert rollout.model_state("lead_scoring")["previous"] == "2"
+    _degrade(engine, "1", "v1-drop")
+
+    report = monitor_model("lead_scoring", actor="cli:oncall", engine=engine)
+
+    assert report.rolled_back_to == "2"  # v3 was rolled back; v2 never was
+    with pytest.raises(rollout.RolloutError, match="already the champion"):
+        rollout.rollback("lead_scoring", actor="cli:oncall", reason="x", to_version="2", engine=engine)

@@ -10,6 +10,7 @@ import pytest
 from neuracrm_mlops.ingest import (
     DATASETS,
     FIELD_ERRORS_KEY,
+    ImportProgress,
     RowError,
     coerce_attribute,
     content_hash,
@@ -214,3 +215,28 @@ def test_content_hash_ignores_key_order_and_sees_value_changes() -> None:
         {"b": dt.date(2026, 1, 1), "a": 1}
     )
     assert content_hash({"a": 1}) != content_hash({"a": 2})
+
+
+def test_text_longer_than_its_database_column_is_refused_like_a_value_that_does_not_parse() -> None:
+    spec = DATASETS["leads"]
+    assert spec.max_chars["lead_id"] == 128 and spec.max_chars["industry"] == 64
+    assert "description" not in spec.max_chars  # TEXT: no limit but the field size limit
+    fits = parse_row(spec, {"lead_id": "L" * 128, "created_at": "2026-01-05", "industry": "i" * 64})
+    assert fits.field_errors == {} and fits.record["industry"] == "i" * 64
+    optional = parse_row(spec, {"lead_id": "L-1", "created_at": "2026-01-05", "seniority": " " + "v" * 33})
+    assert optional.record["seniority"] is None
+    assert optional.field_errors["seniority"].as_json() == {
+        "raw": " " + "v" * 33,
+        "error": "33 characters, longer than the 32 this column holds",  # counted after trimming
+    }
+    with pytest.raises(RowError, match="column 'lead_id': 129 characters, longer than the 128 this column"):
+        parse_row(spec, {"lead_id": "L" * 129, "created_at": "2026-01-05"})
+
+
+def test_progress_estimates_the_rows_of_a_csv_file_from_the_bytes_read_and_knows_those_of_parquet() -> None:
+    assert ImportProgress(
+        rows_read=40_000, done=10_000_000, total=30_000_000, unit="bytes"
+    ).expected_rows == (120_000)
+    assert ImportProgress(rows_read=100, done=10, total=10, unit="bytes").expected_rows == 100
+    assert ImportProgress(rows_read=0, done=0, total=30_000_000, unit="bytes").expected_rows is None
+    assert ImportProgress(rows_read=5_000, done=5_000, total=12_345, unit="rows").expected_rows == 12_345

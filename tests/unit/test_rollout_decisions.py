@@ -1,17 +1,24 @@
-"""Canary rollout and live-accuracy decisions, branch by branch."""
+"""Canary rollout, live-accuracy and rollback-target decisions, branch by branch."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
 from neuracrm_mlops.rollout_decisions import (
+    ChampionHistory,
+    ChampionMove,
     LiveVerdict,
+    PreviousMeasurement,
     RolloutDecision,
     RolloutPolicy,
     VersionLiveStats,
+    champion_history,
+    choose_rollback_target,
     decide_live_accuracy,
+    decide_rollback_target,
     decide_rollout_step,
     should_alert,
 )
@@ -399,3 +406,151 @@ def test_live_accuracy_refuses_invalid_arguments(args: tuple[float, int, float, 
     accuracy, outcomes, floor, min_outcomes = args
     with pytest.raises(ValueError, match=field):
         decide_live_accuracy(accuracy, outcomes, floor=floor, min_outcomes=min_outcomes)
+
+
+# --- rollback target: the champion alias history --------------------------------------------------
+
+
+def _promote(frm: str | None, to: str) -> ChampionMove:
+    return ("promote", frm, to)
+
+
+def _rollback(frm: str, to: str) -> ChampionMove:
+    return ("rollback", frm, to)
+
+
+def _earlier(moves: list[ChampionMove], current: str) -> list[tuple[str, bool]]:
+    return [(e.version, e.rolled_back) for e in champion_history(moves, current).earlier]
+
+
+PROMOTED_1_2_3 = [_promote(None, "1"), _promote("1", "2"), _promote("2", "3")]
+
+
+def test_promotions_give_the_earlier_champions_most_recent_first() -> None:
+    history = champion_history(PROMOTED_1_2_3, "3")
+    assert history.known and history.previous == "2"
+    assert _earlier(PROMOTED_1_2_3, "3") == [("2", False), ("1", False)]
+
+
+def test_the_runbooks_undo_restores_the_history_before_the_rollback() -> None:
+    """promote v2, promote v3, rollback (-> v2), rollback --to 3 (-> v3): v3's previous is v2."""
+    moves = [_promote(None, "2"), _promote("2", "3"), _rollback("3", "2"), _rollback("2", "3")]
+    assert champion_history(moves, "3").previous == "2"
+    assert _earlier(moves, "3") == [("2", False)]  # the undo blames neither version
+    with_v1 = [
+        _promote(None, "1"),
+        _promote("1", "2"),
+        _promote("2", "3"),
+        _rollback("3", "2"),
+        _rollback("2", "3"),
+    ]
+    assert _earlier(with_v1, "3") == [("2", False), ("1", False)]
+
+
+def test_undoing_the_undo_is_the_rollback_again() -> None:
+    moves = [*PROMOTED_1_2_3, _rollback("3", "2"), _rollback("2", "3"), _rollback("3", "2")]
+    assert _earlier(moves, "2") == [("3", True), ("1", False)]
+    assert champion_history(moves, "2").previous == "1"
+
+
+def test_a_rollback_to_an_older_version_blames_the_one_left_not_the_ones_skipped() -> None:
+    moves = [*PROMOTED_1_2_3, _rollback("3", "1")]  # rollback --to 1
+    assert _earlier(moves, "1") == [("3", True), ("2", False)]
+    assert champion_history(moves, "1").previous == "2"
+
+
+def test_a_version_rolled_back_twice_in_a_row_leaves_only_rolled_back_versions() -> None:
+    moves = [*PROMOTED_1_2_3, _rollback("3", "2"), _rollback("2", "1")]
+    history = champion_history(moves, "1")
+    assert _earlier(moves, "1") == [("2", True), ("3", True)]
+    assert history.previous is None
+    assert [e.version for e in history.candidates] == ["2", "3"]  # the last resort, most recent first
+
+
+def test_a_version_made_champion_again_is_no_longer_rolled_back() -> None:
+    # reinstated by an explicit rollback --to (not an undo: v1 came in between)
+    moves = [*PROMOTED_1_2_3, _rollback("3", "2"), _rollback("2", "1"), _rollback("1", "3")]
+    assert _earlier(moves, "3") == [("1", True), ("2", True)]
+    # and by a new promotion of the same version
+    promoted_again = [_promote(None, "2"), _promote("2", "3"), _rollback("3", "2"), _promote("2", "3")]
+    assert _earlier(promoted_again, "3") == [("2", False)]
+
+
+def test_a_version_not_champion_now_is_answered_as_when_it_last_became_champion() -> None:
+    moves = [*PROMOTED_1_2_3, _rollback("3", "2")]
+    assert champion_history(moves, "3").previous == "2"
+    assert champion_history(moves, "2").previous == "1"
+    assert champion_history(moves, "1").previous is None
+
+
+def test_a_history_that_starts_mid_way_counts_the_version_left() -> None:
+    assert champion_history([_promote("8", "9")], "9").previous == "8"
+    # a rollback to a version the history never saw as champion
+    assert _earlier([_promote(None, "1"), _promote("1", "2"), _rollback("2", "5")], "5") == [
+        ("2", True),
+        ("1", False),
+    ]
+
+
+def test_an_unknown_version_has_no_history() -> None:
+    history = champion_history(PROMOTED_1_2_3, "42")
+    assert not history.known and history.earlier == () and history.previous is None
+    assert champion_history([], 1) == ChampionHistory("1", False, ())
+
+
+def _refusals(**why: str) -> Callable[[str], str | None]:
+    return lambda version: why.get(f"v{version}")
+
+
+def test_the_target_skips_versions_the_registry_refuses_and_says_so() -> None:
+    history = champion_history(PROMOTED_1_2_3, "3")
+    target = choose_rollback_target(history, _refusals(v2="rejected: canary failed"))
+    assert (target.version, target.rolled_back_before) == ("1", False)
+    assert target.reason == "v1 was champion before v3; passed over v2 (rejected: canary failed)"
+    nothing = choose_rollback_target(history, _refusals(v2="not servable", v1="deleted from the registry"))
+    assert nothing.version is None
+    assert nothing.reason == (
+        "no earlier champion of v3 can be served: v2 (not servable), v1 (deleted from the registry)"
+    )
+
+
+def test_the_target_prefers_any_version_in_good_standing_over_one_rolled_back() -> None:
+    moves = [*PROMOTED_1_2_3, _rollback("3", "2")]
+    assert choose_rollback_target(champion_history(moves, "2"), _refusals()).version == "1"
+    last_resort = choose_rollback_target(champion_history(moves, "2"), _refusals(v1="not servable"))
+    assert (last_resort.version, last_resort.rolled_back_before) == ("3", True)
+    assert "v3 is the only earlier champion of v2 left" in last_resort.reason
+
+
+def test_the_previous_alias_counts_only_when_the_history_does_not_know_the_champion() -> None:
+    unknown = champion_history([], "7")
+    assert choose_rollback_target(unknown, _refusals(), previous_alias="6").version == "6"
+    assert choose_rollback_target(unknown, _refusals(v6="not servable"), previous_alias="6").version is None
+    assert (
+        "no champion before v7 and no previous alias" in choose_rollback_target(unknown, _refusals()).reason
+    )
+    first = champion_history([_promote(None, "1")], "1")
+    # the ledger knows v1 was the first champion: a hand-set alias does not override it
+    target = choose_rollback_target(first, _refusals(), previous_alias="0")
+    assert target.version is None and "first champion" in target.reason
+
+
+@pytest.mark.parametrize(
+    ("previous", "roll_back", "says"),
+    [
+        # a last resort rolled back before: its recorded holdout is no evidence any more
+        (PreviousMeasurement("3", 0.95, "recorded_holdout", rolled_back_before=True), False, "not restored"),
+        (PreviousMeasurement("3", 0.95, "same_outcomes", 50, rolled_back_before=True), False, "measured"),
+        # on the champion's own outcomes it may come back, and the reason says it was rolled back before
+        (PreviousMeasurement("3", 0.90, "same_outcomes", 150, rolled_back_before=True), True, "before)"),
+        (PreviousMeasurement("3", 0.60, "same_outcomes", 150, rolled_back_before=True), False, "no better"),
+        # in good standing the holdout counts as before
+        (PreviousMeasurement("3", 0.95, "recorded_holdout"), True, "on its recorded holdout, better"),
+    ],
+)
+def test_a_version_rolled_back_before_is_restored_only_on_the_same_live_outcomes(
+    previous: PreviousMeasurement, roll_back: bool, says: str
+) -> None:
+    verdict = decide_rollback_target(0.70, previous, min_outcomes=100)
+    assert verdict.roll_back is roll_back
+    assert says in verdict.reason

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import math
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,20 +18,27 @@ import pytest
 import sqlalchemy as sa
 
 from neuracrm_mlops import registry
-from neuracrm_mlops.db.schema import Prediction
+from neuracrm_mlops.config import Settings, reset_settings
+from neuracrm_mlops.db.engine import DependencyState, create_serving_engine, track_database_health
+from neuracrm_mlops.db.schema import MonthlySales, Prediction, PredictionDeadLetter
+from neuracrm_mlops.errors import ConfigurationError
 from neuracrm_mlops.forecast_cache import ForecastCache
 from neuracrm_mlops.live_models import LiveModels
 from neuracrm_mlops.models.lead_scoring_model import RuleScorer, compile_scorer
 from neuracrm_mlops.models.sentiment_model import VaderScorer
+from neuracrm_mlops.orgs import create_organization, hash_api_key
 from neuracrm_mlops.prediction_log import (
+    PredictionJournal,
     PredictionLogWriter,
     insert_isolating,
     prediction_row,
+    replay_dead_letters,
+    replay_journals,
     replay_spill,
 )
-from neuracrm_mlops.predictor import MicroBatcher, Predictor, ScoreItem
+from neuracrm_mlops.predictor import DependencyUnavailableError, MicroBatcher, Predictor, ScoreItem
 from neuracrm_mlops.routing import bucket, canary_cohort, choose_route
-from neuracrm_mlops.tenancy import AuthError, Tenant, bearer_token, require_same_organization
+from neuracrm_mlops.tenancy import AuthError, Tenant, TenantDirectory, bearer_token, require_same_organization
 
 # -- routing ---------------------------------------------------------------------------------------
 
@@ -207,13 +216,19 @@ def test_per_organization_models_load_on_first_use_and_follow_later_alias_moves(
     fake.models["sales_forecast_org_9"] = FakeModel("sales_forecast_org_9", {"champion": "1"})
     live = make_live(fake, loads)
     live.poll_once()
-    assert live.ensure("sales_forecast_org_8") is None  # no model: remembered, not asked again at once
-    slots = live.ensure("sales_forecast_org_9")
-    assert slots is not None and slots.champion is not None and slots.champion.version == "1"
-    fake.models["sales_forecast_org_9"] = FakeModel("sales_forecast_org_9", {"champion": "2"})
-    live.poll_once()
-    updated = live.slots("sales_forecast_org_9")
-    assert updated is not None and updated.champion is not None and updated.champion.version == "2"
+    try:
+        missing = live.ensure("sales_forecast_org_8", wait_seconds=10)
+        assert missing.slots is None and missing.why_not == "none is registered"
+        # remembered: not asked again at once
+        assert live.ensure("sales_forecast_org_8").why_not == "none is registered"
+        slots = live.ensure("sales_forecast_org_9", wait_seconds=10).slots
+        assert slots is not None and slots.champion is not None and slots.champion.version == "1"
+        fake.models["sales_forecast_org_9"] = FakeModel("sales_forecast_org_9", {"champion": "2"})
+        live.poll_once()
+        updated = live.slots("sales_forecast_org_9")
+        assert updated is not None and updated.champion is not None and updated.champion.version == "2"
+    finally:
+        live.stop()
 
 
 def test_the_background_poll_picks_up_changes_and_stops() -> None:
@@ -420,7 +435,9 @@ def test_rows_the_database_refuses_are_spilled_on_close_and_replayed_later(
     dead = sa.create_engine(
         "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
     )
-    writer = PredictionLogWriter(dead, spill_dir=tmp_path / "spill", flush_seconds=0.05, retry_seconds=0.05)
+    writer = PredictionLogWriter(
+        dead, spill_dir=tmp_path / "spill", journal=None, flush_seconds=0.05, retry_seconds=0.05
+    )
     writer.start()
     writer.append(_rows(30))
     writer.close(timeout=1.0)
@@ -450,6 +467,10 @@ def test_a_nul_character_in_a_request_is_logged_not_a_poison_pill(engine: sa.Eng
         row = conn.execute(sa.select(Prediction).where(Prediction.request_id == "r-nul")).one()
     assert row.entity_id == "x\ufffdy" and row.features["description"] == "a\ufffdb"
     assert row.features["attributes"] == {"k\ufffd": "v"}
+    assert row.storage_note == (
+        "U+FFFD for NUL or unpaired surrogate characters in: entity_id, features.description,"
+        " features.attributes.k\ufffd (key)"
+    )
 
 
 def test_rows_the_database_refuses_for_their_content_are_set_aside_and_the_rest_written(
@@ -460,17 +481,18 @@ def test_rows_the_database_refuses_for_their_content_are_set_aside_and_the_rest_
     writer.append([*_rows(40), bad, *_rows(40)])
     assert writer.flush(timeout=5) and writer.pending == 0
     assert _count(engine) == 80 and (writer.written, writer.rejected) == (80, 1)
-    (kept,) = (tmp_path / "spill").glob("predictions-rejected-*.jsonl")
-    record = json.loads(kept.read_text())
-    assert record["row"]["model_name"] is None and "IntegrityError" in record["reason"]
-    # a spill file with the same bad row replays the good ones and sets the bad one aside again
+    (letter,) = _dead_letters(engine)
+    assert letter.row_uid == bad["row_uid"] and "IntegrityError" in letter.reason
+    assert json.loads(letter.row)["model_name"] is None and letter.replayed_at is None
+    # a spill file with the same bad row replays the good ones and keeps the bad one (once)
     spill = tmp_path / "spill" / "predictions-1-1-abc.jsonl"
+    spill.parent.mkdir()
     spill.write_text(
         "\n".join(json.dumps({**r, "created_at": r["created_at"].isoformat()}) for r in [*_rows(3), bad])
     )
     assert replay_spill(engine, tmp_path / "spill") == 3
-    assert _count(engine) == 83 and not spill.exists()
-    assert len(list((tmp_path / "spill").glob("predictions-rejected-*.jsonl"))) == 2
+    assert _count(engine) == 83 and not spill.exists() and len(_dead_letters(engine)) == 1
+    assert not list((tmp_path / "spill").glob("predictions-rejected-*.jsonl"))
 
 
 def test_a_connection_lost_while_isolating_a_bad_row_never_writes_a_row_twice(engine: sa.Engine) -> None:
@@ -493,6 +515,225 @@ def test_a_connection_lost_while_isolating_a_bad_row_never_writes_a_row_twice(en
     again = insert_isolating(engine, first.unwritten)
     assert again.error is None and [r["request_id"] for r, _ in again.refused] == ["bad-0"]
     assert _count(engine) == 8  # every good row once
+
+
+def _dead_letters(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(PredictionDeadLetter).order_by(PredictionDeadLetter.id)).all())
+
+
+def _row_uids(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [str(uid) for uid in conn.scalars(sa.select(Prediction.row_uid))]
+
+
+def test_unpaired_surrogates_and_non_finite_numbers_are_stored_and_the_row_says_so(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    row = prediction_row(
+        model_name="lead_scoring",
+        model_version="1",
+        route="champion",
+        request_id="r-odd",
+        organization_id=1,
+        entity_id="lead-\ud800",  # a JSON body may carry "\ud800"; UTF-8 cannot encode it
+        features={"company_revenue": float("inf"), "scores": [1.0, float("nan")]},
+        output={"probability": 0.5},
+        latency_ms=1.0,
+        fallback=False,
+    )
+    writer = PredictionLogWriter(engine, spill_dir=tmp_path / "spill", journal=None)
+    writer.append([row, *_rows(3)])
+    assert writer.flush() and (writer.written, writer.rejected) == (4, 0)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(Prediction).where(Prediction.request_id == "r-odd")).one()
+    assert stored.entity_id == "lead-\ufffd"
+    assert stored.features == {"company_revenue": None, "scores": [1.0, None]}
+    assert stored.storage_note == (
+        "U+FFFD for NUL or unpaired surrogate characters in: entity_id;"
+        " null for non-finite numbers in: features.company_revenue, features.scores[1]"
+    )
+    assert _rows(1)[0]["storage_note"] is None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("entity_id", "L" * 200, "value too long for type character varying(128)"),
+        ("organization_id", 2**31, "integer out of range"),
+    ],
+)
+def test_a_row_postgresql_refuses_goes_to_the_dead_letters_and_its_neighbours_land(
+    pg_engine: sa.Engine, tmp_path: Path, column: str, value: Any, reason: str
+) -> None:
+    # a caller that does not validate like the HTTP API does (a batch job, a future endpoint)
+    bad = {**_rows(1, "bad")[0], column: value}
+    writer = PredictionLogWriter(pg_engine, spill_dir=tmp_path / "spill", batch_rows=500)
+    writer.append([*_rows(60, "a"), bad, *_rows(60, "b")])
+    assert writer.flush() and (writer.written, writer.rejected) == (120, 1)
+    assert _count(pg_engine) == 120 and bad["row_uid"] not in _row_uids(pg_engine)
+    (letter,) = _dead_letters(pg_engine)
+    assert (letter.row_uid, letter.model_name) == (bad["row_uid"], "lead_scoring")
+    assert reason in letter.reason and "DataError" in letter.reason
+    assert json.loads(letter.row)[column] == value and letter.created_at is not None
+    assert not (tmp_path / "spill").exists()  # nothing fell back to a file
+    # on-call fixes the row and replays it: it lands once, and the letter says when
+    with pg_engine.begin() as conn:
+        conn.execute(
+            sa.update(PredictionDeadLetter).values(
+                row=json.dumps({**json.loads(letter.row), column: _rows(1)[0][column]})
+            )
+        )
+    assert replay_dead_letters(pg_engine).landed == [letter.id]
+    assert _count(pg_engine) == 121 and bad["row_uid"] in _row_uids(pg_engine)
+    assert _dead_letters(pg_engine)[0].replayed_at is not None
+    assert replay_dead_letters(pg_engine).landed == []  # replayed letters are not replayed again
+
+
+@pytest.fixture
+def pg_engine(tmp_path: Path) -> Any:
+    from pg_databases import create_pg_database, drop_pg_database
+
+    from neuracrm_mlops.db.engine import create_engine
+    from neuracrm_mlops.db.migrate import upgrade
+
+    url = create_pg_database()
+    engine = create_engine(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+    drop_pg_database(url)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from neuracrm_mlops.db.engine import create_engine
+from neuracrm_mlops.prediction_log import (
+    PredictionJournal, PredictionLogWriter, insert_isolating, prediction_row
+)
+url, root, committed, total = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+engine = create_engine(url)
+journal = PredictionJournal(root / "journal", fsync_seconds=0.05, segment_bytes=20_000)
+writer = PredictionLogWriter(engine, spill_dir=root / "spill", journal=journal, flush_seconds=3600)
+rows = [
+    prediction_row(model_name="lead_scoring", model_version="1", route="champion", request_id=f"k-{i}",
+                   organization_id=1, entity_id=f"lead-{i}", features={}, output={"probability": 0.5},
+                   latency_ms=1.0, fallback=False)
+    for i in range(total)
+]
+for i in range(0, total, 7):
+    writer.append(rows[i : i + 7])
+# the crash window: rows committed, the journal not yet told so
+assert insert_isolating(engine, rows[:committed]).error is None
+print(journal.directory, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_journal_left_by_a_killed_process_is_replayed_once_and_a_torn_last_line_dropped(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    url = engine.url.render_as_string(hide_password=False)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, url, str(tmp_path), "150", "400"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    directory = Path(killed.stdout.strip())
+    segments = sorted(directory.glob("*.jsonl"))
+    assert len(segments) > 1 and sum(len(p.read_text().splitlines()) for p in segments) == 400
+    with segments[-1].open("a") as handle:  # the process died inside a write: half a line
+        handle.write('{"model_name": "lead_sc')
+    assert _count(engine) == 150
+    # a live writer's own journal is never replayed by another
+    live = PredictionJournal(tmp_path / "journal")
+    live.open()
+    writer = PredictionLogWriter(engine, spill_dir=tmp_path / "spill", journal=live, flush_seconds=0.05)
+    writer.start()
+    writer.append(_rows(5, "live"))
+    assert writer.flush()
+    deadline = time.monotonic() + 30
+    while directory.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not directory.exists() and writer.replayed == 400
+    assert _count(engine) == 405 and len(set(_row_uids(engine))) == 405
+    assert replay_journals(engine, tmp_path / "journal", tmp_path / "spill").live == 1  # the live one
+    writer.close()
+    assert not list((tmp_path / "journal").iterdir())
+
+
+def test_the_journal_holds_exactly_the_rows_not_in_the_database_and_empties_when_they_land(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    dead = sa.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
+    )
+    journal = PredictionJournal(tmp_path / "journal", fsync_seconds=0, segment_bytes=10_000)
+    down = PredictionLogWriter(dead, spill_dir=tmp_path / "spill", journal=journal, retry_seconds=0.01)
+    down.append(_rows(100))
+    assert not down.flush(timeout=0.2) and down.pending == 100
+    assert journal.directory is not None
+    lines = [
+        json.loads(line)
+        for p in sorted(journal.directory.glob("*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
+    assert [r["request_id"] for r in lines] == [f"r-{i}" for i in range(100)]
+    # a graceful stop with the database down leaves the journal (not a spill file) for the next start
+    down.close(timeout=0.2)
+    assert not (tmp_path / "spill").exists() and journal.directory is None
+    up = PredictionLogWriter(
+        engine, spill_dir=tmp_path / "spill", journal=PredictionJournal(tmp_path / "journal")
+    )
+    assert up.replay_orphans() and up.replayed == 100 and _count(engine) == 100
+    # rows that land are released: segments deleted, the current one emptied
+    journal = PredictionJournal(tmp_path / "journal", segment_bytes=10_000)
+    writer = PredictionLogWriter(engine, spill_dir=tmp_path / "spill", journal=journal, batch_rows=50)
+    for _ in range(10):
+        writer.append(_rows(30))
+        assert writer.flush()
+        assert journal.health()["bytes"] == 0 and journal.health()["segments"] == 1
+    assert _count(engine) == 400
+    up.close()
+    writer.close()
+
+
+def test_a_journal_that_cannot_be_written_never_fails_a_request(engine: sa.Engine, tmp_path: Path) -> None:
+    (tmp_path / "not-a-directory").write_text("")
+    journal = PredictionJournal(tmp_path / "not-a-directory" / "journal")
+    writer = PredictionLogWriter(engine, spill_dir=tmp_path / "spill", journal=journal)
+    writer.append(_rows(3))
+    writer.append(_rows(2))
+    assert journal.health()["unjournaled_rows"] == 5 and not journal.complete
+    assert writer.flush() and _count(engine) == 5
+
+
+def test_at_its_bound_the_journal_stops_and_a_graceful_stop_spills_every_queued_row(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    dead = sa.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
+    )
+    journal = PredictionJournal(tmp_path / "journal", max_bytes=20_000)
+    writer = PredictionLogWriter(dead, spill_dir=tmp_path / "spill", journal=journal, retry_seconds=0.01)
+    rows = _rows(200)
+    for i in range(0, 200, 10):
+        writer.append(rows[i : i + 10])
+    health = journal.health()
+    assert health["full"] and 0 < health["bytes"] <= 20_000 and 0 < health["unjournaled_rows"] < 200
+    assert not journal.complete
+    writer.close(timeout=0.2)  # the journal does not hold every row: all of them go to a spill file
+    (spill,) = (tmp_path / "spill").glob("predictions-*.jsonl")
+    assert len(spill.read_text().splitlines()) == 200 and not list((tmp_path / "journal").iterdir())
+    assert replay_spill(engine, tmp_path / "spill") == 200 and _count(engine) == 200
 
 
 # -- the forecast cache ----------------------------------------------------------------------------
@@ -526,3 +767,301 @@ def test_canary_weight_tags_are_read_safely() -> None:
     assert registry.canary_weight_of({"canary_weight": "0.25"}) == 0.25
     assert registry.canary_weight_of({"canary_weight": "lots"}) == 0.0
     assert registry.canary_weight_of({"canary_weight": "7"}) == 1.0
+
+
+# -- degraded modes: dependencies down answer fast and say so ---------------------------------------
+
+
+def dead_database_url() -> str:
+    """A PostgreSQL URL on a port nothing listens on: every connection is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"postgresql://postgres@127.0.0.1:{port}/neuracrm"
+
+
+def test_a_dependency_state_shows_last_success_and_error_and_lets_one_probe_through_while_down() -> None:
+    state = DependencyState("database", probe_interval_seconds=60)
+    assert state.ok and state.should_try() and state.should_try()  # healthy: everyone tries
+    state.succeeded()
+    state.failed(ConnectionRefusedError("connection refused"))
+    described = state.describe()
+    assert not state.ok and described["ok"] is False
+    assert described["last_error"] == "ConnectionRefusedError: connection refused"
+    assert described["last_error_age_seconds"] is not None and described["last_success_at"] is not None
+    # down: one caller probes, the others fail fast until the probe interval has passed
+    assert [state.should_try() for _ in range(3)] == [True, False, False]
+    state.succeeded()
+    assert state.ok and state.should_try()
+
+
+def test_while_a_dependency_is_down_requests_never_wait_and_a_background_probe_brings_it_back() -> None:
+    outcomes: list[Exception | None] = [ConnectionRefusedError("still down"), None]
+    probed = threading.Event()
+
+    def probe() -> None:
+        outcome = outcomes.pop(0)
+        probed.set()
+        if outcome is not None:
+            raise outcome
+
+    state = DependencyState("database", probe_interval_seconds=0.05, probe=probe)
+    state.failed("connection refused")
+    assert not state.should_try()  # starts a probe in the background, the caller fails fast
+    assert probed.wait(5) and not state.should_try()
+    for _ in range(200):
+        if state.ok:
+            break
+        state.should_try()
+        time.sleep(0.01)
+    assert state.ok and state.should_try() and outcomes == []
+
+
+def test_the_serving_engine_records_refused_connections_as_database_errors() -> None:
+    engine = create_serving_engine(dead_database_url())
+    state = track_database_health(engine, DependencyState("database"))
+    with pytest.raises(sa.exc.OperationalError), engine.connect():
+        pass
+    assert not state.ok and "OperationalError" in (state.last_error or "")
+    engine.dispose()
+
+
+def test_tenant_keys_are_cached_bounded_least_recently_used_first_including_unknown_keys(
+    engine: sa.Engine,
+) -> None:
+    keys = []
+    with engine.begin() as conn:
+        for name in ("A", "B", "C"):
+            keys.append(create_organization(conn, name)[1])
+    directory = TenantDirectory(engine, max_entries=2, unknown_ttl_seconds=60)
+    first = directory.lookup(keys[0])
+    assert first is not None and first.name == "A"
+    assert directory.lookup("nk_not-a-key") is None
+    assert directory.cached("nk_not-a-key") == (True, None)  # the negative answer is cached too
+    directory.cached(keys[0])  # A is now the most recently used
+    directory.lookup(keys[1])  # the cache is full: the unknown key, least recently used, goes
+    assert len(directory) == 2
+    assert directory.cached("nk_not-a-key") == (False, None)
+    assert directory.cached(keys[0])[0] and directory.cached(keys[1])[0]
+    assert directory.database.ok and directory.database.last_success_at is not None
+
+
+def test_with_the_database_down_a_cached_key_keeps_working_and_an_unknown_one_is_a_503_at_once() -> None:
+    engine = create_serving_engine(dead_database_url())
+    acme = Tenant(1, "Acme", True)
+    directory = TenantDirectory(
+        engine,
+        ttl_seconds=0.0,
+        stale_grace_seconds=60.0,
+        retry_after_seconds=7,
+        database=DependencyState("db"),
+    )
+    directory.remember(hash_api_key("nk_acme"), acme)  # answered before; expired now (TTL 0)
+    assert directory.cached("nk_acme") == (False, None)
+    assert directory.lookup("nk_acme") == acme  # the stale answer, within the grace
+    assert directory.stale_answers == 1 and not directory.database.ok
+    for _ in range(2):  # the first probes the database, the second does not even try
+        with pytest.raises(AuthError) as refused:
+            directory.lookup("nk_never-seen")
+        assert refused.value.status == 503 and refused.value.retry_after == 7
+        assert "database is unavailable" in refused.value.message
+    past_grace = TenantDirectory(engine, ttl_seconds=0.0, stale_grace_seconds=0.0)
+    past_grace.remember(hash_api_key("nk_acme"), acme)
+    time.sleep(0.01)
+    with pytest.raises(AuthError) as expired:
+        past_grace.lookup("nk_acme")
+    assert expired.value.status == 503
+    engine.dispose()
+
+
+class HangingRegistry(FakeRegistry):
+    """A registry that stops answering (like an MLflow server that accepts but never replies)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    def get_registered_model(self, name: str) -> FakeModel:
+        if self.hang.is_set():
+            self.release.wait(30)
+        return super().get_registered_model(name)
+
+
+def test_with_the_registry_down_a_lazy_model_is_not_waited_for_and_the_reason_says_why() -> None:
+    fake, loads = FakeRegistry(), []
+    fake.models["sales_forecast_org_9"] = FakeModel("sales_forecast_org_9", {"champion": "1"})
+    fake.down = True
+    live = make_live(fake, loads)
+    live.poll_once()
+    try:
+        first = live.ensure("sales_forecast_org_9", wait_seconds=10)
+        assert first.slots is None and "model registry cannot be reached" in (first.why_not or "")
+        assert "registry unreachable" in (first.why_not or "")
+        again = live.ensure("sales_forecast_org_9", wait_seconds=10)  # no new attempt before the retry time
+        assert again.slots is None and "cannot be reached" in (again.why_not or "")
+        fake.down = False
+        time.sleep(live.poll_seconds * 2)
+        live.poll_once()
+        assert live.ensure("sales_forecast_org_9", wait_seconds=10).slots is not None
+        assert loads == [("sales_forecast_org_9", "1")]
+    finally:
+        live.stop()
+
+
+def test_a_hanging_registry_holds_a_lazy_model_request_only_for_the_bounded_wait() -> None:
+    fake = HangingRegistry()
+    fake.models["sales_forecast_org_9"] = FakeModel("sales_forecast_org_9", {"champion": "1"})
+    live = make_live(fake, [])
+    live.poll_once()
+    fake.hang.set()
+    try:
+        answer = live.ensure("sales_forecast_org_9", wait_seconds=0.2)
+        # answered while the registry still hangs (it is released only below)
+        assert answer.slots is None and answer.why_not == "it is still loading in the background"
+        assert live.health()["loading"] == ["sales_forecast_org_9"]
+        fake.release.set()
+        for _ in range(200):
+            if live.slots("sales_forecast_org_9") is not None:
+                break
+            time.sleep(0.02)
+        assert live.ensure("sales_forecast_org_9").slots is not None
+    finally:
+        fake.release.set()
+        live.stop()
+
+
+def test_a_stale_poll_is_reported_as_the_poll_error_and_to_on_stale_once_per_outage() -> None:
+    fake = HangingRegistry()
+    fake.models["lead_scoring"] = FakeModel("lead_scoring", {"champion": "1"})
+    reports: list[tuple[str, float]] = []
+    failing_reports = [RuntimeError("the database is down too")]
+
+    def on_stale(message: str, seconds: float) -> None:
+        if failing_reports:
+            raise failing_reports.pop()
+        reports.append((message, seconds))
+
+    live = LiveModels(
+        lambda n, v: f"{n}-v{v}",
+        eager_names=["lead_scoring"],
+        poll_seconds=0.05,
+        client_factory=lambda: fake,
+        on_stale=on_stale,
+    )
+    live.poll_once()
+    assert live.poll_staleness() is None and not live.check_stale()
+    fake.hang.set()
+    polling = threading.Thread(target=live.poll_once)
+    polling.start()
+    try:
+        time.sleep(0.3)  # more than 2 poll intervals without a completed poll
+        health = live.health()
+        assert health["poll_stale"] is True and live.last_poll_error is None
+        assert "has not completed" in health["last_poll_error"]
+        assert not live.check_stale()  # reporting failed (database down): retried at the next check
+        assert live.check_stale() and not live.check_stale() and not live.check_stale()
+        assert len(reports) == 1 and "stale" in reports[0][0] and reports[0][1] > 0.1
+    finally:
+        fake.hang.clear()
+        fake.release.set()
+        polling.join(10)
+    assert live.poll_staleness() is None and not live.check_stale()  # recovered: the next outage reports
+    fake.down = True
+    live.poll_once()
+    assert live.check_stale(now=time.time() + 1.0) and len(reports) == 2 and "failing" in reports[1][0]
+
+
+def _no_load_expected(name: str, version: str) -> Any:
+    raise AssertionError(f"no model load expected, got {name} v{version}")
+
+
+def forecast_predictor(engine: sa.Engine, fake: FakeRegistry, tmp_path: Path) -> Predictor:
+    live = LiveModels(_no_load_expected, eager_names=[], poll_seconds=0.05, client_factory=lambda: fake)
+    return Predictor(
+        engine=engine,
+        live=live,
+        log_writer=PredictionLogWriter(engine, spill_dir=tmp_path / "spill"),
+        cache=ForecastCache(None),
+        rule_scorer=compile_scorer(RuleScorer()),
+        vader=VaderScorer(),
+        forecast_load_wait_seconds=10.0,
+        retry_after_seconds=9,
+        database=track_database_health(engine, DependencyState("database")),
+    )
+
+
+def test_with_the_registry_down_a_forecast_answers_the_flagged_seasonal_naive_from_history(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    with engine.begin() as conn:
+        org = create_organization(conn, "Shop")[0].id
+        conn.execute(
+            sa.insert(MonthlySales),
+            [
+                {
+                    "organization_id": org,
+                    "month": dt.date(2023 + m // 12, m % 12 + 1, 1),
+                    "revenue": 1000.0 + 10 * m,
+                    "attributes": {},
+                    "content_hash": f"h{m}",
+                }
+                for m in range(24)
+            ],
+        )
+    fake = FakeRegistry()
+    fake.down = True
+    predictor = forecast_predictor(engine, fake, tmp_path)
+    try:
+        answer = predictor.forecast(Tenant(org, "Shop", True), 3)
+        assert answer.fallback and answer.model.name == "seasonal_naive" and answer.model.route == "fallback"
+        assert f"no forecast model is loaded for organization {org}" in (answer.fallback_reason or "")
+        assert "model registry cannot be reached" in (answer.fallback_reason or "")
+        assert len(answer.output["points"]) == 3
+        dependencies = predictor.health()["dependencies"]
+        assert dependencies["model_registry"]["ok"] is False
+        assert "registry unreachable" in dependencies["model_registry"]["last_error"]
+        assert dependencies["database"]["ok"] is True and dependencies["redis"] == {"configured": False}
+    finally:
+        predictor.live.stop()
+
+
+def test_with_the_registry_and_the_database_down_a_forecast_is_unavailable_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    engine = create_serving_engine(dead_database_url())
+    fake = FakeRegistry()
+    fake.down = True
+    predictor = forecast_predictor(engine, fake, tmp_path)
+    try:
+        for _ in range(2):  # the second does not try the database again (one probe per interval)
+            with pytest.raises(DependencyUnavailableError) as unavailable:
+                predictor.forecast(Tenant(5, "Shop", True), 3)
+            assert unavailable.value.retry_after == 9
+            assert "the database is unavailable" in str(unavailable.value)
+        readiness = predictor.readiness()
+        assert readiness["dependencies"]["database"]["ok"] is False
+        assert readiness["dependencies"]["database"]["last_error"].startswith("OperationalError")
+    finally:
+        predictor.live.stop()
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("NEURACRM_DB_CONNECT_TIMEOUT_SECONDS", "1"),
+        ("NEURACRM_MLFLOW_TIMEOUT_SECONDS", "fast"),
+        ("NEURACRM_DEPENDENCY_WAIT_SECONDS", "60"),
+        ("NEURACRM_TENANT_CACHE_MAX_ENTRIES", "0"),
+    ],
+)
+def test_timeout_settings_refuse_values_outside_their_range_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    reset_settings()
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_environment()

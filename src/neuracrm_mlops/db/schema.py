@@ -172,6 +172,8 @@ class Prediction(Base):
     __table_args__ = (
         sa.Index("ix_predictions_model_created", "model_name", "created_at"),
         sa.Index("ix_predictions_org_entity", "organization_id", "entity_id"),
+        # a row replayed from the journal after a crash is inserted once (ON CONFLICT DO NOTHING)
+        sa.Index("uq_predictions_row_uid", "row_uid", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
@@ -187,6 +189,35 @@ class Prediction(Base):
     latency_ms: Mapped[float] = mapped_column(sa.Float)
     fallback: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # the row's identity (a uuid4 hex given when the prediction was served); NULL on rows logged
+    # before migration 0006
+    row_uid: Mapped[str | None] = mapped_column(sa.String(32))
+    # what was changed to make the row storable, e.g. "U+FFFD for NUL or unpaired surrogate
+    # characters in: entity_id"; NULL when it is stored exactly as served
+    storage_note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class PredictionDeadLetter(Base):
+    """A prediction row the database refused for its content, kept with the reason (never dropped).
+
+    ``row`` is the row as ASCII JSON text (a text column accepts it whatever it holds); on-call fixes
+    the cause and replays it with ``neuracrm_mlops.prediction_log.replay_dead_letters``, which sets
+    ``replayed_at`` on the rows that land in ``predictions``."""
+
+    __tablename__ = "prediction_dead_letters"
+    __table_args__ = (
+        # a row refused again when its journal is replayed after a crash is kept once
+        sa.Index("uq_prediction_dead_letters_row_uid", "row_uid", unique=True),
+        sa.Index("ix_prediction_dead_letters_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)  # when it was refused
+    row_uid: Mapped[str | None] = mapped_column(sa.String(32))
+    model_name: Mapped[str | None] = mapped_column(sa.String(128))
+    reason: Mapped[str] = mapped_column(sa.Text)  # the database's error, first line
+    row: Mapped[str] = mapped_column(sa.Text)
+    replayed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Outcome(Base):
