@@ -238,7 +238,11 @@ def openapi_document(settings: Settings, version: str) -> Document:
             "/livez": _infrastructure("Liveness", {"200": "The process is alive."}),
             "/readyz": _infrastructure(
                 "Readiness",
-                {"200": "Ready: the models are loaded.", "503": "Not ready yet (starting)."},
+                {
+                    "200": "Ready: the models are loaded. JSON: `ready` and each dependency's state "
+                    "(`dependencies`: ok, last success, last error).",
+                    "503": "Not ready (starting, or no model loaded); same JSON body once started.",
+                },
             ),
             "/metrics": _infrastructure("Prometheus metrics", {"200": "The metrics, in Prometheus' format."}),
             "/status/": _infrastructure(

@@ -167,6 +167,12 @@ class RequestGate:
         if path == DOCUMENT_PATH and scope["method"] in ("GET", "HEAD"):
             await self.document()(scope, receive, send)
             return
+        if path == "/readyz" and RUNTIME.predictor is not None:
+            # readiness as JSON with each dependency's last success and error (BentoML's is plain text)
+            readiness = RUNTIME.predictor.readiness()
+            answer = JSONResponse(readiness, status_code=200 if readiness["ready"] else 503)
+            await answer(scope, receive, send)
+            return
         if path not in PROTECTED_PATHS:
             await self.app(scope, receive, send)
             return

@@ -707,6 +707,7 @@ def simulate_outcomes_command(models: tuple[str, ...], degrade: str | None, seed
 
 BENCHMARKS = {
     "serving": ("serving_throughput.py", "/score and /forecast against `mlflow models serve`, with wrk"),
+    "abuse": ("serving_abuse.py", "/score alone and beside a flood of unknown API keys (abuse limits)"),
     "training": ("retraining_scale.py", "validate, train, register 1,000 organizations: CLI and real DAG"),
     "forecast-accuracy": (
         "m3_forecast_accuracy.py",

@@ -100,8 +100,12 @@ class LiveModels:
         client_factory: Callable[[], Any] = registry.configure_mlflow,
         on_load_error: Callable[[str, str, str, str], None] | None = None,
         on_stale: Callable[[str, float], None] | None = None,
+        stale_floor_seconds: float = 0.0,
     ) -> None:
         self._loader = loader
+        # a poll is stale after two intervals, and never sooner than this: a busy worker (a big model
+        # loading in another thread) delays a short poll by seconds without MLflow being at fault
+        self.stale_floor_seconds = stale_floor_seconds
         # on_load_error(name, alias, version, reason): e.g. raise an alert; its own failures are logged
         self._on_load_error = on_load_error
         self._eager = tuple(eager_names)
@@ -156,7 +160,7 @@ class LiveModels:
 
     @property
     def stale_after_seconds(self) -> float:
-        return 2 * self.poll_seconds
+        return max(2 * self.poll_seconds, self.stale_floor_seconds)
 
     def poll_staleness(self, now: float | None = None) -> tuple[str, float] | None:
         """(why, seconds since the last successful poll) when no poll has succeeded for more than two
@@ -165,7 +169,12 @@ class LiveModels:
         if not self.first_poll_done.is_set():
             return None  # the first poll (a cold process importing MLflow) reports its own failure
         # a poll that read the registry but is still loading a big new version is not stale
-        since = self._registry_read_at if self._registry_read_at is not None else self._started_at
+        started = self.last_poll_started_at
+        if self._poll_running and started is not None and (self._registry_read_at or 0.0) >= started:
+            return None
+        # since the last successful poll ended (its loads can take long), else its registry read
+        succeeded = [t for t in (self.last_poll_at, self._registry_read_at) if t is not None]
+        since = max(succeeded) if succeeded else self._started_at
         if since is None or now - since <= self.stale_after_seconds:
             return None
         age = now - since
@@ -175,7 +184,7 @@ class LiveModels:
             why = f"a registry poll has not completed for {running:.0f} s (MLflow is not answering)"
         else:
             why = f"registry polls are failing: {self.last_poll_error or self.registry.last_error}"
-        return f"stale: {age:.0f} s since {what} (more than 2 poll intervals); {why}", age
+        return f"stale: {age:.0f} s since {what} (more than {self.stale_after_seconds:g} s); {why}", age
 
     def health(self) -> dict[str, Any]:
         staleness = self.poll_staleness()

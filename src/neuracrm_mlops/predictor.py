@@ -641,6 +641,10 @@ def alert_registry_stale(engine: sa.Engine, message: str, seconds: float) -> Non
 SERVED_FAMILY_MODELS = (registry.LEAD_MODEL, registry.LEAD_RULES_MODEL, registry.SENTIMENT_MODEL)
 
 
+# the registry poll counts as stale after two poll intervals, but never sooner than this
+STALE_POLL_FLOOR_SECONDS = 10.0
+
+
 def build_predictor(engine: sa.Engine | None = None) -> Predictor:
     """A Predictor on the configured stores, every dependency bounded by the timeout settings;
     ``start()`` begins polling and logging."""
@@ -665,6 +669,7 @@ def build_predictor(engine: sa.Engine | None = None) -> Predictor:
             engine, name, alias, version, reason
         ),
         on_stale=lambda message, seconds: alert_registry_stale(engine, message, seconds),
+        stale_floor_seconds=STALE_POLL_FLOOR_SECONDS,
     )
     writer = PredictionLogWriter(
         engine,

@@ -91,7 +91,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStore]:
 
 @pytest.fixture(scope="module")
 def server(store: ServingStore) -> Iterator[ServerProcess]:
-    server = ServerProcess(store)
+    # the first forecast of org 1 is asserted to come from its model: wait for the load however busy the
+    # machine (the default bounded wait answers the flagged fallback after 5 s)
+    server = ServerProcess(store, NEURACRM_FORECAST_LOAD_WAIT_SECONDS="25")
     try:
         server.wait_ready()
         yield server
@@ -150,7 +152,7 @@ def test_every_endpoint_answers_a_good_request_and_names_its_model(
     forecast = call(server, "/forecast", {"months": 6}, key)
     assert forecast.status_code == 200, forecast.text
     fc = forecast.json()
-    assert fc["model"] == {"name": "sales_forecast_org_1", "version": "1", "route": "champion"}
+    assert fc["model"] == {"name": "sales_forecast_org_1", "version": "1", "route": "champion"}, (fc["fallback_reason"], server.status())
     assert len(fc["points"]) == 6 and not fc["fallback"]
     for point in fc["points"]:
         assert (
@@ -180,6 +182,11 @@ def test_every_endpoint_answers_a_good_request_and_names_its_model(
 
     for path in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200
+    readiness = httpx.get(f"{server.url}/readyz", timeout=10).json()
+    assert readiness["ready"] is True
+    dependencies = readiness["dependencies"]
+    assert set(dependencies) == {"model_registry", "database", "redis", "prediction_log_writer"}
+    assert dependencies["database"]["ok"] and dependencies["model_registry"]["last_error"] is None
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert (
         'neuracrm_predictions_total{family="lead_scoring",model="lead_scoring",route="champion",version="1"}'
