@@ -152,7 +152,8 @@ def test_every_endpoint_answers_a_good_request_and_names_its_model(
     forecast = call(server, "/forecast", {"months": 6}, key)
     assert forecast.status_code == 200, forecast.text
     fc = forecast.json()
-    assert fc["model"] == {"name": "sales_forecast_org_1", "version": "1", "route": "champion"}, (fc["fallback_reason"], server.status())
+    champion = {"name": "sales_forecast_org_1", "version": "1", "route": "champion"}
+    assert fc["model"] == champion, (fc["fallback_reason"], server.status())
     assert len(fc["points"]) == 6 and not fc["fallback"]
     for point in fc["points"]:
         assert (
