@@ -227,11 +227,23 @@ def port_is_free(port: int) -> bool:
 
 
 def listeners(port: int) -> str:
-    """Who listens on ``port`` (``ss -ltnp``), for failure messages."""
+    """Who listens on ``port`` (``ss -ltnpe``, and each process holding the socket found from /proc with
+    its command line, as ``ss`` may not show them), for failure messages."""
     found = subprocess.run(
-        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=False
-    ).stdout
-    return found.strip() or f"nothing listens on {port}"
+        ["ss", "-ltnpeH", f"sport = :{port}"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    inodes = {word.split(":", 1)[1] for word in found.split() if word.startswith("ino:")}
+    holders = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                pid = fd.parent.parent.name
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                holders.append(f"pid {pid} fd {fd.name}: {command.decode(errors='replace').strip()}")
+        except OSError:
+            continue
+    return "\n".join([found or f"nothing listens on {port}", *holders])
 
 
 class KillableServer(ServerProcess):

@@ -239,15 +239,18 @@ def _wait_until_below_floor(engine: sa.Engine, version: str, traffic: DemoTraffi
     from neuracrm_mlops.live_stats import version_stats
 
     settings = get_settings()
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.monitor_window_hours)
+    window = dt.timedelta(hours=settings.monitor_window_hours)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         traffic.check()
+        # the monitor's own window: the last monitor_window_hours, moving with the clock
+        since = dt.datetime.now(dt.UTC) - window
         stats = version_stats(engine, "lead_scoring", [version], since=since)[version]
         if stats.accuracy is not None and stats.accuracy < settings.accuracy_floor - 0.03:
             say(
                 f"      v{version}'s live accuracy is now {stats.accuracy:.3f} over {stats.outcomes} "
-                f"outcomes (floor {settings.accuracy_floor:.2f})"
+                f"outcomes in the monitor's window, the last {window.total_seconds():.0f} s "
+                f"(floor {settings.accuracy_floor:.2f})"
             )
             return float(stats.accuracy)
         time.sleep(2)
@@ -390,10 +393,12 @@ def _canary_and_rollback(
         raise NeuraCRMError(f"expected v{v3}'s canary to fail with v{v2} still champion; got {state}")
 
     step(f"8/9 now the champion v{v2} degrades in the field (its live outcomes: 55% right)")
+    # the traffic goes on while the monitor runs, as it would in production: the monitor judges the
+    # last window of live outcomes, which must not have gone quiet by the time its task starts
     with DemoTraffic(url, api_key, engine, degrade=(v2,)) as traffic:
         _wait_until_below_floor(engine, v2, traffic, say)
+        run = local_stack.run_dag("monitor_models", airflow_env)
     traffic.check()
-    run = local_stack.run_dag("monitor_models", airflow_env)
     champion = rollout.model_state("lead_scoring")["champion"]
     retrained = run.ran("retrain_lead_scoring")
     say(
@@ -403,9 +408,10 @@ def _canary_and_rollback(
     served = _served_version(url, api_key)
     say(f"      the prediction service answers with v{served} (it polls the registry every second)")
     if champion != v1 or served != v1 or not retrained:
+        said = [a.action_taken for a in list_alerts(engine, open_only=True) if a.model_version == v2]
         raise NeuraCRMError(
             f"expected a rollback to v{v1} and a retrain; champion v{champion}, served v{served}, "
-            f"retrain triggered: {retrained}"
+            f"retrain triggered: {retrained}; the monitor's alerts on v{v2}: {said or 'none'}"
         )
 
     alerts = [a for a in list_alerts(engine, open_only=True) if a.kind == "accuracy_below_floor"]
