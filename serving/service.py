@@ -27,6 +27,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import cast
 
 import anyio
@@ -140,6 +141,14 @@ def validation_error_body(raw: bytes) -> bytes | None:
     return json.dumps({"error": summary, "detail": problems}, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class HeldRefusal:
+    """A 429 to send after ``request_limits.AbuseHold`` has held it (at most ``retry_after`` seconds)."""
+
+    response: JSONResponse
+    retry_after: int
+
+
 class RequestGate:
     """Everything decided before a request reaches BentoML, cheapest first, so that hostile traffic costs
     the service little (``request_limits``): the client address's rate (429), the declared body size
@@ -188,6 +197,9 @@ class RequestGate:
             admitted = error_response(
                 500, f"an unexpected error while checking the request (request id {request_id})", request_id
             )
+        if isinstance(admitted, HeldRefusal):  # an abusive client's 429 waits before it goes out
+            await self.limits.abuse_hold.hold(admitted.retry_after)
+            admitted = admitted.response
         if isinstance(admitted, JSONResponse):
             metrics = RUNTIME.metrics
             if metrics is not None:
@@ -199,8 +211,11 @@ class RequestGate:
         state["request_id"] = request_id
         await self.app(scope, receive, send)
 
-    async def _admit(self, scope: Scope, headers: Headers, request_id: str) -> Tenant | JSONResponse:
-        """The caller's tenant, or the error answer (AuthError for 401/403/503 from the key check)."""
+    async def _admit(
+        self, scope: Scope, headers: Headers, request_id: str
+    ) -> Tenant | JSONResponse | HeldRefusal:
+        """The caller's tenant, or the error answer (AuthError for 401/403/503 from the key check; a
+        HeldRefusal for an abusive client's 429)."""
         limits = self.limits
         client = scope.get("client")
         address = str(client[0]) if client else "unknown"
@@ -211,6 +226,7 @@ class RequestGate:
                 f"(at most {limits.per_address.rate:g} per second, bursts of {limits.per_address.burst:,})",
                 wait,
                 request_id,
+                hold=True,
             )
         problem = limits.body_too_large(headers.get("content-length"))
         if problem:
@@ -238,6 +254,7 @@ class RequestGate:
                     "looked up for now",
                     wait,
                     request_id,
+                    hold=True,
                 )
         try:
             tenant = await _authenticate(tenants, authorization)
@@ -258,9 +275,13 @@ class RequestGate:
         return tenant
 
     @staticmethod
-    def _too_many(reason: str, wait: float, request_id: str) -> JSONResponse:
+    def _too_many(
+        reason: str, wait: float, request_id: str, *, hold: bool = False
+    ) -> JSONResponse | HeldRefusal:
+        """429 with ``Retry-After``; ``hold``: the client is abusive, its answer waits (``AbuseHold``)."""
         seconds = retry_after_seconds(wait)
-        return error_response(429, f"{reason}; retry in {seconds} s", request_id, retry_after=seconds)
+        response = error_response(429, f"{reason}; retry in {seconds} s", request_id, retry_after=seconds)
+        return HeldRefusal(response, seconds) if hold else response
 
     def document(self) -> JSONResponse:
         """This service's OpenAPI document (built once per worker, from its settings)."""

@@ -196,6 +196,12 @@ class Settings:
     # 429 without a database lookup (0: no limit)
     auth_failures_per_second: float = 1.0
     auth_failure_burst: int = 20
+    # a 429 for a client address over its rate or its budget of unknown keys is answered after this
+    # many seconds (at most its Retry-After), so that a client flooding on keep-alive connections is
+    # slowed to one request per connection and hold; at most abuse_hold_max held at once per worker,
+    # past that a refusal is answered at once (0 seconds: no hold)
+    abuse_hold_seconds: float = 1.0
+    abuse_hold_max: int = 1_000
     forecast_cache_ttl_seconds: int = 3_600
     prediction_log_flush_seconds: float = 0.5
     # every prediction row is appended to a local journal before its answer leaves (kill -9 loses
@@ -312,6 +318,8 @@ class Settings:
                 "NEURACRM_AUTH_FAILURES_PER_SECOND", 1.0, low=0.0, high=1_000_000.0
             ),
             auth_failure_burst=_env_int("NEURACRM_AUTH_FAILURE_BURST", 20, low=1, high=10_000_000),
+            abuse_hold_seconds=_env_float("NEURACRM_ABUSE_HOLD_SECONDS", 1.0, low=0.0, high=30.0),
+            abuse_hold_max=_env_int("NEURACRM_ABUSE_HOLD_MAX", 1_000, low=0, high=1_000_000),
             prediction_log_flush_seconds=_env_float(
                 "NEURACRM_PREDICTION_LOG_FLUSH_SECONDS", 0.5, low=0.01, high=3_600.0
             ),

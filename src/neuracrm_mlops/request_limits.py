@@ -12,6 +12,12 @@ the service as little as possible:
   client address for failed key lookups answer 429 with ``Retry-After``. Past its failure burst, an
   address gets 429 for any key that is not already in the key cache, so a flood of random keys costs
   at most ``auth_failures_per_second`` database lookups per address and worker.
+- the 429 for an address over its rate or its unknown-key budget is held ``abuse_hold_seconds``
+  (``AbuseHold``) before it is sent: a refusal still costs the HTTP parsing, and a client that floods
+  on keep-alive connections (sending the next request when the answer comes) is slowed to one request
+  per connection per hold instead of as many as the service can refuse. A held refusal costs a
+  sleeping task; at most ``abuse_hold_max`` are held per worker, past that refusals go out at once.
+  A tenant over its own key's rate is not held (its 429 says when to retry, at once).
 
 The buckets live in memory, one set per worker process (BentoML runs ``NEURACRM_SERVING_WORKERS``
 of them and the kernel deals connections out between them): with N workers a client may get up to N
@@ -20,6 +26,7 @@ times the configured rates. They are bounded in size (``BucketTable.max_keys``).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -128,6 +135,37 @@ class BucketTable:
             bucket[0] = min(float(self.burst), bucket[0] + 1.0)
 
 
+class AbuseHold:
+    """Holds refusals to abusive clients for a while before they are sent (see the module docstring).
+
+    Used from one event loop; ``held`` is how many refusals wait right now."""
+
+    def __init__(self, seconds: float, max_held: int) -> None:
+        if seconds < 0 or max_held < 0:
+            raise ValueError(f"an abuse hold needs seconds >= 0 and max_held >= 0, got {seconds}, {max_held}")
+        self.seconds = seconds
+        self.max_held = max_held
+        self.held = 0
+
+    def seconds_for(self, retry_after: int) -> float:
+        """How long to hold a refusal whose ``Retry-After`` is ``retry_after`` seconds (0: send it now)."""
+        if self.held >= self.max_held:
+            return 0.0
+        return min(self.seconds, float(retry_after))
+
+    async def hold(self, retry_after: int) -> float:
+        """Wait before a refusal is sent; returns the seconds held."""
+        seconds = self.seconds_for(retry_after)
+        if seconds <= 0:
+            return 0.0
+        self.held += 1
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.held -= 1
+        return seconds
+
+
 @dataclass
 class RequestLimits:
     """The limits one worker process enforces (from the settings), with their bucket tables."""
@@ -136,6 +174,7 @@ class RequestLimits:
     per_key: BucketTable
     per_address: BucketTable
     auth_failures: BucketTable
+    abuse_hold: AbuseHold
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLimits:
@@ -146,6 +185,7 @@ class RequestLimits:
                 settings.rate_limit_address_per_second, settings.rate_limit_address_burst
             ),
             auth_failures=BucketTable(settings.auth_failures_per_second, settings.auth_failure_burst),
+            abuse_hold=AbuseHold(settings.abuse_hold_seconds, settings.abuse_hold_max),
         )
 
     def body_too_large(self, content_length: str | None) -> str | None:
@@ -206,6 +246,7 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
 
 __all__ = [
     "API_KEY_SHAPE",
+    "AbuseHold",
     "BucketTable",
     "RequestLimits",
     "json_content_type_problem",

@@ -10,6 +10,7 @@ import pytest
 
 from neuracrm_mlops.orgs import new_api_key
 from neuracrm_mlops.request_limits import (
+    AbuseHold,
     BucketTable,
     RequestLimits,
     json_content_type_problem,
@@ -95,10 +96,28 @@ def test_only_json_content_types_are_accepted(content_type: str | None, accepted
 
 
 def test_a_declared_length_over_the_limit_or_unreadable_is_refused() -> None:
-    limits = RequestLimits(100, BucketTable(1, 1), BucketTable(1, 1), BucketTable(1, 1))
+    limits = RequestLimits(100, BucketTable(1, 1), BucketTable(1, 1), BucketTable(1, 1), AbuseHold(0, 0))
     assert limits.body_too_large(None) is None and limits.body_too_large("100") is None
     assert "101 bytes" in (limits.body_too_large("101") or "")
     assert limits.body_too_large("-5") is not None and limits.body_too_large("1e3") is not None
+
+
+def test_an_abusive_refusal_is_held_at_most_its_retry_after_and_only_up_to_max_held_at_once() -> None:
+    hold = AbuseHold(seconds=0.2, max_held=2)
+    assert hold.seconds_for(retry_after=5) == 0.2 and AbuseHold(3.0, 2).seconds_for(retry_after=1) == 1.0
+    assert AbuseHold(0.0, 10).seconds_for(retry_after=1) == 0.0  # 0 s: no hold
+
+    async def three_at_once() -> tuple[list[float], int]:
+        tasks = [asyncio.create_task(hold.hold(retry_after=1)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        held_meanwhile = hold.held
+        return list(await asyncio.gather(*tasks)), held_meanwhile
+
+    held, held_meanwhile = asyncio.run(three_at_once())
+    assert held == [0.2, 0.2, 0.0] and held_meanwhile == 2  # the third went out at once
+    assert hold.held == 0
+    with pytest.raises(ValueError, match="seconds >= 0"):
+        AbuseHold(-1.0, 1)
 
 
 def _receiver(chunks: list[bytes]) -> Any:
