@@ -38,6 +38,8 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_RATE_LIMIT_ADDRESS_BURST",
     "NEURACRM_AUTH_FAILURES_PER_SECOND",
     "NEURACRM_AUTH_FAILURE_BURST",
+    "NEURACRM_ABUSE_HOLD_SECONDS",
+    "NEURACRM_ABUSE_HOLD_MAX",
     "NEURACRM_PREDICTION_LOG_FLUSH_SECONDS",
     # the prediction journal (prediction_log.PredictionJournal): on/off, fsync interval, size bound
     "NEURACRM_PREDICTION_JOURNAL",
