@@ -74,6 +74,15 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_TENANT_UNKNOWN_TTL_SECONDS",
     "NEURACRM_TENANT_CACHE_MAX_ENTRIES",
     "NEURACRM_TENANT_STALE_GRACE_SECONDS",
+    # Airflow tasks: the delay between retries of a failed task
+    "NEURACRM_RETRY_DELAY_SECONDS",
+    # the Airflow REST API that `import` announces new CRM data to (asset events); unset: no announcement
+    "NEURACRM_AIRFLOW_API_URL",
+    "NEURACRM_AIRFLOW_API_USERNAME",
+    "NEURACRM_AIRFLOW_API_PASSWORD",
+    "NEURACRM_AIRFLOW_API_TOKEN",
+    # testing only: the process exits at this named point of an alias move (rollout_state.py)
+    "NEURACRM_ROLLOUT_FAILPOINT",
 )
 
 
@@ -256,6 +265,17 @@ class Settings:
     tenant_unknown_ttl_seconds: float = 5.0
     tenant_cache_max_entries: int = 100_000
     tenant_stale_grace_seconds: float = 300.0
+    # Airflow: the delay between a failed task's retries (DAG default_args)
+    retry_delay_seconds: int = 300
+    # the Airflow REST API (e.g. http://airflow:8080) that `import` sends asset events to, and its
+    # credentials: a token, or a user and password exchanged for one at ``POST /auth/token``
+    airflow_api_url: str | None = None
+    airflow_api_username: str | None = None
+    airflow_api_password: str | None = None
+    airflow_api_token: str | None = None
+    # testing only (off by default): the name of a point inside an alias move where the process exits
+    # at once, as a crash would (rollout_state.FAILPOINTS lists the names)
+    rollout_failpoint: str | None = None
 
     def floor_for(self, family: str, organization_id: int | None = None) -> float:
         """The accuracy floor of ``family`` (for one organization when given): the organization's own
@@ -387,6 +407,12 @@ class Settings:
             tenant_stale_grace_seconds=_env_float(
                 "NEURACRM_TENANT_STALE_GRACE_SECONDS", 300.0, low=0.0, high=86_400.0
             ),
+            retry_delay_seconds=_env_int("NEURACRM_RETRY_DELAY_SECONDS", 300, low=0, high=86_400),
+            airflow_api_url=(os.environ.get("NEURACRM_AIRFLOW_API_URL") or "").strip().rstrip("/") or None,
+            airflow_api_username=os.environ.get("NEURACRM_AIRFLOW_API_USERNAME") or None,
+            airflow_api_password=os.environ.get("NEURACRM_AIRFLOW_API_PASSWORD") or None,
+            airflow_api_token=os.environ.get("NEURACRM_AIRFLOW_API_TOKEN") or None,
+            rollout_failpoint=(os.environ.get("NEURACRM_ROLLOUT_FAILPOINT") or "").strip() or None,
         )
 
 
@@ -394,6 +420,29 @@ class Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
     return Settings.from_environment()
+
+
+def settings_for_dag_parsing() -> Settings:
+    """The settings a DAG file needs while it is parsed (step counts, retry delay), never raising.
+
+    A bad value must not break the import of every DAG: here it falls back to the embedded defaults
+    (the DAG processor's log says which value is bad), and the first task that calls
+    :func:`get_settings` fails with the clear error instead."""
+    try:
+        return get_settings()
+    except ConfigurationError as exc:
+        import logging
+
+        logging.getLogger(__name__).warning("using default settings to parse the DAGs: %s", exc)
+        return Settings(
+            home=Path(".neuracrm").resolve(),
+            db_url="",
+            mlflow_tracking_uri="",
+            airflow_home=Path(".neuracrm/airflow").resolve(),
+            redis_url=None,
+            alert_webhook_url=None,
+            accuracy_floor=0.80,
+        )
 
 
 def reset_settings() -> None:

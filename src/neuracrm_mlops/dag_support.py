@@ -6,7 +6,6 @@ Imports only the Airflow task SDK, so DAG files stay cheap to parse.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
@@ -33,11 +32,12 @@ def default_args() -> dict[str, Any]:
     """retries >= 2; the delay is configurable (NEURACRM_RETRY_DELAY_SECONDS, default 300); a task
     that fails for good raises a critical NeuraCRM alert carrying its error (delivered, deduplicated)."""
     from neuracrm_mlops.alert_notifier import NeuraCRMAlertNotifier
+    from neuracrm_mlops.config import settings_for_dag_parsing
 
     return {
         "owner": OWNER,
         "retries": 2,
-        "retry_delay": dt.timedelta(seconds=int(os.environ.get("NEURACRM_RETRY_DELAY_SECONDS", "300"))),
+        "retry_delay": dt.timedelta(seconds=settings_for_dag_parsing().retry_delay_seconds),
         "on_failure_callback": [NeuraCRMAlertNotifier()],
     }
 
@@ -48,22 +48,22 @@ def rollout_step_count() -> int:
     The settings are read when the DAG file is parsed (environment only, no I/O); the weights
     themselves are read by the library at run time, so only the count shapes the DAG.
     """
-    from neuracrm_mlops.config import get_settings
+    from neuracrm_mlops.config import settings_for_dag_parsing
 
-    return len(get_settings().rollout_steps)
+    return len(settings_for_dag_parsing().rollout_steps)
 
 
 def bake_poke_seconds() -> float:
-    from neuracrm_mlops.config import get_settings
+    from neuracrm_mlops.config import settings_for_dag_parsing
 
-    return get_settings().bake_poke_seconds
+    return settings_for_dag_parsing().bake_poke_seconds
 
 
 def bake_timeout_seconds() -> float:
     """The sensor gives up an hour after the bake deadline (the library answers 'deadline passed' first)."""
-    from neuracrm_mlops.config import get_settings
+    from neuracrm_mlops.config import settings_for_dag_parsing
 
-    return get_settings().bake_deadline_hours * 3600 + 3600
+    return settings_for_dag_parsing().bake_deadline_hours * 3600 + 3600
 
 
 def run_key(context: Any) -> str:
