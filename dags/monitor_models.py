@@ -1,23 +1,44 @@
 """Watch every served model: live accuracy, drift, bias, serving health; roll back below 80%.
 
+reconcile_rollout_state runs first: an alias move a crash left half-done is finished (or undone)
+before any model is judged (``neuracrm_mlops.rollout_state.reconcile_pending``). Then
 monitor_<model>: one monitoring pass (``neuracrm_mlops.monitoring.monitor_model``); forecasts get
 one pass per organization's champion (monitor_sales_forecasts, rollback per organization). Accuracy
 below NEURACRM_ACCURACY_FLOOR with enough outcomes puts the previous champion back (under a lock:
 two runs at once cannot both roll back), writes the ledger and one critical alert; drift, bias
-and health breaches raise warning alerts. needs_retraining_<model> -> retrain_<model> triggers the
-model's training DAG after a rollback. escalate_alerts re-pages unacknowledged critical alerts.
+and health breaches raise warning alerts. needs_retraining_<model> -> retrain_<model> emits the asset
+``neuracrm://monitor/<model>/retrain`` after a rollback, which starts train_<model>.
+escalate_alerts re-pages unacknowledged critical alerts.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
 
-from neuracrm_mlops.dag_support import START_DATE, default_args
+from neuracrm_mlops.dag_support import RETRAIN_ASSETS, START_DATE, default_args
 
 MODELS = ("lead_scoring", "sentiment")
+
+
+def retrain_task(family: str, reason: str) -> Any:
+    """``retrain_<family>``: emits ``neuracrm://monitor/<family>/retrain`` (train_<family> is scheduled
+    on it); it runs only when the monitoring pass asked for a retraining (its upstream short-circuits)."""
+    asset: Asset = RETRAIN_ASSETS[family]
+
+    @task(task_id=f"retrain_{family}", outlets=[asset])
+    def retrain(report: dict[str, Any], **context: Any) -> dict[str, Any]:
+        extra = {
+            "reason": reason,
+            "rolled_back_to": report.get("rolled_back_to"),
+            "dag_run_id": context["run_id"],
+        }
+        context["outlet_events"][asset].extra = extra
+        print(f"asset event {asset.uri}: {extra}")
+        return extra
+
+    return retrain
 
 
 @dag(
@@ -31,6 +52,14 @@ MODELS = ("lead_scoring", "sentiment")
     doc_md=__doc__,
 )
 def monitor_models() -> None:
+    @task
+    def reconcile_rollout_state(**context: Any) -> dict[str, Any]:
+        from neuracrm_mlops.ledger import actor_for_dag
+        from neuracrm_mlops.rollout_state import reconcile_pending
+
+        return reconcile_pending(actor=actor_for_dag(context)).as_dict()
+
+    reconciled = reconcile_rollout_state()
     for model in MODELS:
 
         @task(task_id=f"monitor_{model}")
@@ -50,12 +79,11 @@ def monitor_models() -> None:
         def needs_retraining(report: dict[str, Any]) -> bool:
             return bool(report["retrain"])
 
-        retrain = TriggerDagRunOperator(
-            task_id=f"retrain_{model}",
-            trigger_dag_id=f"train_{model}",
-            conf={"reason": "live accuracy below the floor: automatic rollback"},
+        report = monitor(model)
+        reconciled >> report
+        needs_retraining(report) >> retrain_task(model, "live accuracy below the floor: automatic rollback")(
+            report
         )
-        needs_retraining(monitor(model)) >> retrain
 
     @task
     def monitor_sales_forecasts(**context: Any) -> dict[str, Any]:
@@ -70,12 +98,12 @@ def monitor_models() -> None:
     def needs_retraining_sales_forecast(summary: dict[str, Any]) -> bool:
         return bool(summary["retrain"])
 
-    retrain_forecasts = TriggerDagRunOperator(
-        task_id="retrain_sales_forecast",
-        trigger_dag_id="train_sales_forecast",
-        conf={"reason": "forecast accuracy below the floor: automatic rollback"},
+    summary = monitor_sales_forecasts()
+    reconciled >> summary
+    retrain_forecasts = retrain_task(
+        "sales_forecast", "forecast accuracy below the floor: automatic rollback"
     )
-    needs_retraining_sales_forecast(monitor_sales_forecasts()) >> retrain_forecasts
+    needs_retraining_sales_forecast(summary) >> retrain_forecasts(summary)
 
     @task
     def escalate_alerts() -> list[int]:

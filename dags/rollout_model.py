@@ -1,4 +1,8 @@
-"""Roll a challenger out to traffic in canary steps (10% -> 50% -> 100% by default).
+"""Roll a challenger out to traffic in canary steps (10% -> 50% -> 100% by default), one DAG per model
+family: rollout_lead_scoring, rollout_sentiment and rollout_sales_forecast (one factory, this file).
+
+Each runs when train_<family> registered a challenger (asset ``neuracrm://registry/<family>/challenger``)
+and daily at 06:00 UTC as a safety net (with no challenger waiting the run ends at once).
 
 start_canary: the challenger gets the first step's weight (a model with no champion is promoted
 at once). Then, per step: bake_step_N waits (a sensor in reschedule mode: no worker slot is held)
@@ -8,12 +12,11 @@ acts: next step, promote at 100% (the old champion keeps alias ``previous``), re
 tagged rejected, alert), or hold (alert after the deadline; never promotes). Anything but "next
 step" ends the run. Every change is in the promotion ledger. For the families listed in
 NEURACRM_ROLLOUT_APPROVAL (none by default) a reviewer approves or rejects the final step in the
-Airflow UI (approve_final_step, Airflow's human-in-the-loop ApprovalOperator; no answer by the
-deadline rejects); the others go straight on. Runs daily at 06:00 UTC for the model
-in its ``model`` param (default lead_scoring; with no challenger waiting the run ends at once), and
-by hand with ``{"model": "sentiment"}`` or ``{"model": "sales_forecast"}``: forecasts roll out by
-cohorts of organizations (the weight is the share of organizations), each organization judged on
-its own new actuals (``neuracrm_mlops.forecast_rollout``).
+Airflow UI or over its REST API (approval_gate -> approve_final_step, Airflow's human-in-the-loop
+operator with the options "Approve" and "Reject"; no answer by the deadline rejects) ->
+raise_after_approval (on "Approve") / handle_rejection (on "Reject"); the others go straight on.
+Forecasts roll out by cohorts of organizations (the weight is the share of organizations), each
+organization judged on its own new actuals (``neuracrm_mlops.forecast_rollout``).
 """
 
 from __future__ import annotations
@@ -21,114 +24,136 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import CronTriggerTimetable, Param, PokeReturnValue, dag, task
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.sdk import DAG, PokeReturnValue, dag, task
 
 from neuracrm_mlops.dag_support import (
+    FAMILIES,
     START_DATE,
     bake_poke_seconds,
     bake_timeout_seconds,
     default_args,
+    rollout_schedule,
     rollout_step_count,
 )
 
 
-@dag(
-    dag_id="rollout_model",
-    schedule=CronTriggerTimetable("0 6 * * *", timezone="UTC"),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["neuracrm", "rollout"],
-    default_args=default_args(),
-    params={"model": Param("lead_scoring", enum=["lead_scoring", "sentiment", "sales_forecast"])},
-    doc_md=__doc__,
-)
-def rollout_model() -> None:
-    @task.short_circuit
-    def start_canary(params: dict[str, Any], **context: Any) -> bool:
-        from neuracrm_mlops.ledger import actor_for_dag
-        from neuracrm_mlops.pipelines import start_canary
+def _carry_out_review(family: str, context: Any, *, approved: bool) -> dict[str, Any]:
+    """raise_after_approval (``approved``) or handle_rejection: carry out the reviewer's answer when it
+    is this task's case (no answer by the deadline counts as "Reject"), else skip this task."""
+    from airflow.exceptions import AirflowSkipException
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-        result = start_canary(params["model"], actor=actor_for_dag(context))
-        print(result)
-        return bool(result["running"])
+    from neuracrm_mlops.ledger import actor_for_dag
+    from neuracrm_mlops.pipelines import apply_review
 
-    previous = start_canary()
-    steps = rollout_step_count()
-    for step in range(1, steps + 1):
-        final = step == steps and steps > 1
+    review = dict(context["ti"].xcom_pull(task_ids="approve_final_step") or {})
+    chosen = list(review.get("chosen_options") or [])
+    if (chosen == [ApprovalOperator.APPROVE]) != approved:
+        raise AirflowSkipException(f"the reviewer answered {chosen or 'nothing'}: not this task's case")
+    who = review.get("responded_by_user")
+    if isinstance(who, dict):  # {"id": ..., "name": ...}: the ledger names the reviewer
+        review["responded_by_user"] = who.get("name") or who.get("id")
+    return apply_review(family, review, actor=actor_for_dag(context))
 
-        @task.sensor(
-            task_id=f"bake_step_{step}",
-            mode="reschedule",
-            poke_interval=dt.timedelta(seconds=bake_poke_seconds()),
-            timeout=dt.timedelta(seconds=bake_timeout_seconds()),
-            trigger_rule="none_failed_min_one_success" if final else "all_success",
-        )
-        def bake(params: dict[str, Any]) -> PokeReturnValue:
-            from neuracrm_mlops.pipelines import canary_baked
 
-            ready, detail = canary_baked(params["model"])
-            print(detail)
-            return PokeReturnValue(is_done=ready, xcom_value=detail)
+def rollout_dag(family: str) -> DAG:
+    """The rollout DAG of one model family (dag id ``rollout_<family>``)."""
 
-        @task.short_circuit(task_id=f"judge_step_{step}")
-        def judge(params: dict[str, Any], **context: Any) -> bool:
+    @dag(
+        dag_id=f"rollout_{family}",
+        schedule=rollout_schedule(family),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["neuracrm", "rollout", family],
+        default_args=default_args(),
+        doc_md=__doc__,
+    )
+    def rollout() -> None:
+        @task.short_circuit
+        def start_canary(**context: Any) -> bool:
             from neuracrm_mlops.ledger import actor_for_dag
-            from neuracrm_mlops.pipelines import judge_canary
+            from neuracrm_mlops.pipelines import start_canary
 
-            result = judge_canary(params["model"], actor=actor_for_dag(context))
+            result = start_canary(family, actor=actor_for_dag(context))
             print(result)
-            return result["action"] in ("next_step", "awaiting_approval")
+            return bool(result["running"])
 
-        baked = bake()
-        if final:
-            # optional human approval before the final step (NEURACRM_ROLLOUT_APPROVAL lists the families)
-            approve = ApprovalOperator(
-                task_id="approve_final_step",
-                subject="Promote {{ params.model }}'s challenger to all traffic?",
-                body=(
-                    "The canary of {{ params.model }} passed every step so far on live accuracy, error rate "
-                    "and p95 latency (see the promotion ledger and the judge_step logs). Approve to give it "
-                    "the final step's traffic; reject to take it out of traffic and tag it rejected."
-                ),
-                defaults="Reject",
-                response_timeout=dt.timedelta(seconds=bake_timeout_seconds()),
+        previous = start_canary()
+        steps = rollout_step_count()
+        for step in range(1, steps + 1):
+            final = step == steps and steps > 1
+
+            @task.sensor(
+                task_id=f"bake_step_{step}",
+                mode="reschedule",
+                poke_interval=dt.timedelta(seconds=bake_poke_seconds()),
+                timeout=dt.timedelta(seconds=bake_timeout_seconds()),
+                trigger_rule="none_failed_min_one_success" if final else "all_success",
             )
+            def bake() -> PokeReturnValue:
+                from neuracrm_mlops.pipelines import canary_baked
 
-            @task.branch
-            def approval_gate(params: dict[str, Any], final_bake: str = f"bake_step_{step}") -> str:
-                from neuracrm_mlops.rollout import approval_required
+                ready, detail = canary_baked(family)
+                print(detail)
+                return PokeReturnValue(is_done=ready, xcom_value=detail)
 
-                return "approve_final_step" if approval_required(params["model"]) else final_bake
-
-            @task
-            def raise_after_approval(params: dict[str, Any], **context: Any) -> dict[str, Any]:
+            @task.short_circuit(task_id=f"judge_step_{step}")
+            def judge(**context: Any) -> bool:
                 from neuracrm_mlops.ledger import actor_for_dag
-                from neuracrm_mlops.pipelines import apply_review
+                from neuracrm_mlops.pipelines import judge_canary
 
-                review = context["ti"].xcom_pull(task_ids="approve_final_step")
-                return apply_review(params["model"], review, actor=actor_for_dag(context))
+                result = judge_canary(family, actor=actor_for_dag(context))
+                print(result)
+                return result["action"] in ("next_step", "awaiting_approval")
 
-            @task(trigger_rule="all_skipped")
-            def handle_rejection(params: dict[str, Any], **context: Any) -> dict[str, Any]:
-                from neuracrm_mlops.ledger import actor_for_dag
-                from neuracrm_mlops.pipelines import apply_review
+            baked = bake()
+            if final:
+                # optional human approval before the final step (NEURACRM_ROLLOUT_APPROVAL lists the
+                # families). The HITL operator with the ApprovalOperator's two options, not the
+                # ApprovalOperator itself: on "Reject" that one skips its downstream tasks by raising
+                # before it returns, so the answer never reaches XCom (nobody to name in the ledger)
+                # and, on Airflow 3.3.2, the resumed task could end up waiting for input again. Here
+                # the answer is always returned, and each review task acts on its own case.
+                approve = HITLOperator(
+                    task_id="approve_final_step",
+                    subject=f"Promote {family}'s challenger to all traffic?",
+                    options=[ApprovalOperator.APPROVE, ApprovalOperator.REJECT],
+                    body=(
+                        f"The canary of {family} passed every step so far on live accuracy, error rate "
+                        "and p95 latency (see the promotion ledger and the judge_step logs). Approve to give "
+                        "it the final step's traffic; reject to take it out of traffic and tag it rejected."
+                    ),
+                    defaults=ApprovalOperator.REJECT,
+                    response_timeout=dt.timedelta(seconds=bake_timeout_seconds()),
+                )
 
-                review = context["ti"].xcom_pull(task_ids="approve_final_step")
-                return apply_review(params["model"], review, actor=actor_for_dag(context))
+                @task.branch
+                def approval_gate(final_bake: str = f"bake_step_{step}") -> str:
+                    from neuracrm_mlops.rollout import approval_required
 
-            gate = approval_gate()
-            raised = raise_after_approval()
-            rejected = handle_rejection()
-            previous >> gate >> [approve, baked]
-            approve >> raised >> rejected >> baked
-        else:
-            previous >> baked
-        judged = judge()
-        baked >> judged
-        previous = judged
+                    return "approve_final_step" if approval_required(family) else final_bake
+
+                @task
+                def raise_after_approval(**context: Any) -> dict[str, Any]:
+                    return _carry_out_review(family, context, approved=True)
+
+                @task
+                def handle_rejection(**context: Any) -> dict[str, Any]:
+                    return _carry_out_review(family, context, approved=False)
+
+                gate = approval_gate()
+                previous >> gate >> [approve, baked]
+                approve >> [raise_after_approval(), handle_rejection()] >> baked
+            else:
+                previous >> baked
+            judged = judge()
+            baked >> judged
+            previous = judged
+
+    return rollout()
 
 
-rollout_model()
+for _family in FAMILIES:
+    rollout_dag(_family)

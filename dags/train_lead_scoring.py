@@ -4,7 +4,11 @@ validate_leads: the Great Expectations ``leads`` suite; a failed critical expect
 (no retry: bad data does not fix itself), writes an alert and leaves the champion untouched.
 train_and_register_lead_model: calibrated gradient boosting vs the rule baseline and the champion on
 a time-based holdout; registers a version (alias ``challenger`` when it passes the gates).
-Runs nightly and whenever new leads are announced (asset ``neuracrm://crm/leads``).
+challenger_registered -> announce_challenger: emits ``neuracrm://registry/lead_scoring/challenger``
+(which starts rollout_lead_scoring) only when the run registered a challenger.
+Runs nightly (02:00 UTC), whenever new leads are announced (asset ``neuracrm://crm/leads``, emitted by
+``neuracrm-mlops import leads``) and when monitor_models asks for a retraining after a rollback
+(asset ``neuracrm://monitor/lead_scoring/retrain``).
 """
 
 from __future__ import annotations
@@ -13,12 +17,18 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from neuracrm_mlops.dag_support import START_DATE, default_args, run_key, training_schedule
+from neuracrm_mlops.dag_support import (
+    START_DATE,
+    announce_challenger,
+    default_args,
+    run_key,
+    training_schedule,
+)
 
 
 @dag(
     dag_id="train_lead_scoring",
-    schedule=training_schedule("0 2 * * *", "leads"),
+    schedule=training_schedule("0 2 * * *", "leads", "lead_scoring"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -47,7 +57,7 @@ def train_lead_scoring() -> None:
             "lead_scoring", run_key=run_key(context), dag_run_id=context["run_id"], validation=validation
         )
 
-    train_and_register_lead_model(validate_leads())
+    announce_challenger("lead_scoring", train_and_register_lead_model(validate_leads()))
 
 
 train_lead_scoring()

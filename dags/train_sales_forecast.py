@@ -8,7 +8,11 @@ mapped tasks, far below ``max_map_length``.
 train_forecast_chunk (mapped): rolling-origin backtest, accuracy-weighted ensemble, gates, one
 MLflow run per chunk and one registered model version per organization.
 summarize_forecast_training: counts per status, for the log and the run's XCom.
-Runs monthly and whenever new sales are announced (asset ``neuracrm://crm/monthly_sales``).
+challenger_registered -> announce_challenger: emits ``neuracrm://registry/sales_forecast/challenger``
+(which starts rollout_sales_forecast) only when some organization got a challenger.
+Runs monthly (the 2nd, 03:00 UTC), whenever new sales are announced (asset
+``neuracrm://crm/monthly_sales``, emitted by ``neuracrm-mlops import sales``) and when monitor_models
+asks for a retraining after a rollback (asset ``neuracrm://monitor/sales_forecast/retrain``).
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from neuracrm_mlops.dag_support import START_DATE, default_args, run_key, training_schedule
+from neuracrm_mlops.dag_support import (
+    START_DATE,
+    announce_challenger,
+    default_args,
+    run_key,
+    training_schedule,
+)
 
 
 @dag(
     dag_id="train_sales_forecast",
-    schedule=training_schedule("0 3 2 * *", "sales"),
+    schedule=training_schedule("0 3 2 * *", "sales", "sales_forecast"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -68,7 +78,7 @@ def train_sales_forecast() -> None:
     validation = validate_sales()
     chunks = plan_forecast_chunks(validation)
     results = train_forecast_chunk.partial(validation=validation).expand(organization_ids=chunks)
-    summarize_forecast_training(results)
+    announce_challenger("sales_forecast", summarize_forecast_training(results))
 
 
 train_sales_forecast()

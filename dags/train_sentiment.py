@@ -4,7 +4,11 @@ validate_interactions: the Great Expectations ``interactions`` suite; a failed c
 the run (no retry: bad data does not fix itself), writes an alert and leaves the champion untouched.
 train_and_register_sentiment_model: TF-IDF + logistic regression (VADER while labels are too few) vs the
 champion on a time-based holdout; registers a version (alias ``challenger`` when it passes the gates).
-Runs nightly and whenever new interactions are announced (asset ``neuracrm://crm/interactions``).
+challenger_registered -> announce_challenger: emits ``neuracrm://registry/sentiment/challenger``
+(which starts rollout_sentiment) only when the run registered a challenger.
+Runs nightly (02:30 UTC), whenever new interactions are announced (asset ``neuracrm://crm/interactions``,
+emitted by ``neuracrm-mlops import interactions``) and when monitor_models asks for a retraining after
+a rollback (asset ``neuracrm://monitor/sentiment/retrain``).
 """
 
 from __future__ import annotations
@@ -13,12 +17,18 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from neuracrm_mlops.dag_support import START_DATE, default_args, run_key, training_schedule
+from neuracrm_mlops.dag_support import (
+    START_DATE,
+    announce_challenger,
+    default_args,
+    run_key,
+    training_schedule,
+)
 
 
 @dag(
     dag_id="train_sentiment",
-    schedule=training_schedule("30 2 * * *", "interactions"),
+    schedule=training_schedule("30 2 * * *", "interactions", "sentiment"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -47,7 +57,7 @@ def train_sentiment() -> None:
             "sentiment", run_key=run_key(context), dag_run_id=context["run_id"], validation=validation
         )
 
-    train_and_register_sentiment_model(validate_interactions())
+    announce_challenger("sentiment", train_and_register_sentiment_model(validate_interactions()))
 
 
 train_sentiment()

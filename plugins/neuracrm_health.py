@@ -4,15 +4,16 @@ with a "Model health" entry in the Airflow navigation.
 Wiring only: the page and the rollback are ``neuracrm_mlops.health_page``. Airflow does not
 authenticate plugin apps, so this one does: the Airflow user comes from the ``Authorization:
 Bearer`` header or the ``_token`` cookie the UI sets (``get_user``; 401 without one); viewing needs
-read access to the ``rollout_model`` DAG, rolling back needs edit access to it (the auth manager
-decides; 403 otherwise). A rollback POST must also come from a page of this server (Origin, else
-Referer) and carry the page's token. Library imports happen per request, so loading the plugin stays
-cheap in every Airflow process.
+read access to a rollout DAG (``rollout_lead_scoring``, ``rollout_sentiment`` or
+``rollout_sales_forecast``), rolling a model back needs edit access to its family's rollout DAG (the
+auth manager decides; 403 otherwise; the button shows when the user may edit them all). A rollback
+POST must also come from a page of this server (Origin, else Referer) and carry the page's token.
+Library imports happen per request, so loading the plugin stays cheap in every Airflow process.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -37,19 +38,22 @@ async def _current_user(
 AirflowUser = Annotated[Any, Depends(_current_user)]
 
 
-def _allowed(user: Any, method: str) -> bool:
+def _allowed(
+    user: Any, method: Literal["GET", "PUT"], dag_ids: tuple[str, ...] | None = None, *, every: bool = False
+) -> bool:
+    """Whether the auth manager lets ``user`` ``method`` one (``every``: each) of ``dag_ids`` (default:
+    the rollout DAGs)."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
-    from neuracrm_mlops.health_page import ROLLBACK_DAG_ID
+    from neuracrm_mlops.health_page import ROLLOUT_DAG_IDS
 
-    return bool(
-        get_auth_manager().is_authorized_dag(
-            method=method,
-            details=DagDetails(id=ROLLBACK_DAG_ID),
-            user=user,
-        )
+    manager = get_auth_manager()
+    answers = (
+        manager.is_authorized_dag(method=method, details=DagDetails(id=dag_id), user=user)
+        for dag_id in (dag_ids or ROLLOUT_DAG_IDS)
     )
+    return all(answers) if every else any(answers)
 
 
 def _secret() -> str:
@@ -92,7 +96,7 @@ def _page(user: Any, **extra: Any) -> str:
     return health_page_html(
         get_engine(),
         username=name,
-        can_rollback=_allowed(user, "PUT"),
+        can_rollback=_allowed(user, "PUT", every=True),
         csrf=csrf_token(_secret(), name),
         airflow_url=conf.get("api", "base_url", fallback="") or "/",
         **extra,
@@ -107,7 +111,7 @@ async def index() -> RedirectResponse:
 @app.get("/health", response_class=HTMLResponse)
 def health(user: AirflowUser, rolled_back: str | None = None) -> Response:
     if not _allowed(user, "GET"):
-        raise HTTPException(403, f"{user.get_name()} may not read the rollout_model DAG")
+        raise HTTPException(403, f"{user.get_name()} may not read the rollout DAGs")
     return _html(_page(user, rolled_back=rolled_back))
 
 
@@ -117,12 +121,13 @@ async def rollback(request: Request, user: AirflowUser) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.health_page import csrf_token_matches, same_origin, submit_rollback
+    from neuracrm_mlops.health_page import csrf_token_matches, rollout_dag_id, same_origin, submit_rollback
 
     name = user.get_name()
-    if not _allowed(user, "PUT"):
-        raise HTTPException(403, f"{name} may not roll models back (needs edit access to rollout_model)")
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    dag_id = rollout_dag_id(form.get("model") or "")
+    if not _allowed(user, "PUT", (dag_id,)):
+        raise HTTPException(403, f"{name} may not roll models back (needs edit access to {dag_id})")
     bases = [str(request.base_url), conf.get("api", "base_url", fallback="")]
     if not same_origin(request.headers.get("origin"), request.headers.get("referer"), bases):
         raise HTTPException(403, "a rollback must be posted from the model health page of this server")

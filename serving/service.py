@@ -40,7 +40,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neuracrm_mlops import registry
-from neuracrm_mlops.config import get_settings
+from neuracrm_mlops.config import get_settings, serving_workers_from_environment
 from neuracrm_mlops.predictor import (
     Answer,
     DependencyUnavailableError,
@@ -468,8 +468,9 @@ def _tenant_and_request_id(ctx: bentoml.Context) -> tuple[Tenant, str]:
 @bentoml.service(
     name="neuracrm_predictions",
     # BentoML reads service configuration when this module is imported, so the worker count is the
-    # one setting read here: NEURACRM_SERVING_WORKERS (default 1; one process per core)
-    workers=int(os.environ.get("NEURACRM_SERVING_WORKERS", "1")),
+    # one setting read now: NEURACRM_SERVING_WORKERS (default 1; one process per core), alone, so that
+    # a bad value elsewhere fails in __init__ (get_settings) with that variable's error
+    workers=serving_workers_from_environment(),
     traffic={"timeout": 30},
     logging={"access": {"enabled": False}},
 )

@@ -9,9 +9,19 @@ short backoff. Every attempt is recorded on the alert row (``delivery_status``, 
 ``last_delivery_error``, ``delivered_at``); a webhook failure never raises to the caller. A repeat of
 an open incident only raises its count (no second page), unless its earlier delivery failed.
 
-Lifecycle: ``open`` -> ``acknowledged`` (``acknowledge``) -> ``resolved`` (``resolve``). A critical
-alert still ``open`` after ``NEURACRM_ALERT_ESCALATE_MINUTES`` is re-delivered once, marked
-ESCALATED (``escalate_overdue``, run on a schedule).
+Lifecycle: opened (``raise_alert``), deduplicated (a repeat of an open incident counts up),
+escalated (a critical alert still ``open`` after ``NEURACRM_ALERT_ESCALATE_MINUTES`` is re-delivered
+once, marked ESCALATED: ``escalate_overdue``, run on a schedule), acknowledged (``acknowledge``) and
+resolved, always with a ``resolution_note`` saying why:
+
+- by a person (``resolve``);
+- automatically when the condition it reports has cleared on a later monitor pass
+  (``resolve_cleared``: e.g. the next drift check of the version finds no drift);
+- automatically when the version it is about no longer serves (``resolve_not_serving``: rolled back,
+  replaced, its canary stopped): a *condition* of a version (``CONDITION_KINDS``: drift, bias, serving
+  health, a check that could not run, live accuracy below the floor when nothing was done about it)
+  stops mattering with the version. Alerts that report an *action taken* (a rollback, a failed
+  canary stopped) stay open until someone acknowledges and resolves them: see ``is_condition``.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +45,10 @@ log = logging.getLogger(__name__)
 
 SEVERITIES = ("info", "warning", "critical")
 STATUSES = ("open", "acknowledged", "resolved")
+# alerts about a condition of a model version (auto-resolved when it clears or the version stops
+# serving); accuracy_below_floor only when the pass took no action (see is_condition)
+CONDITION_KINDS = frozenset({"data_drift", "bias", "serving_health", "check_failed", "accuracy_below_floor"})
+AUTO_RESOLVER = "monitor"
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "log_only")
 
 _SEVERITY_EMOJI = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}
@@ -83,6 +98,7 @@ class AlertRow:
     escalated_at: dt.datetime | None
     resolved_at: dt.datetime | None
     resolved_by: str | None
+    resolution_note: str | None
     delivery_status: str
     delivery_attempts: int
     last_delivery_error: str | None
@@ -224,6 +240,7 @@ def _row(row: sa.Row[Any]) -> AlertRow:
         escalated_at=row.escalated_at,
         resolved_at=row.resolved_at,
         resolved_by=row.resolved_by,
+        resolution_note=row.resolution_note,
         delivery_status=row.delivery_status,
         delivery_attempts=row.delivery_attempts,
         last_delivery_error=row.last_delivery_error,
@@ -297,8 +314,9 @@ def acknowledge(engine: sa.Engine, alert_id: int, *, by: str) -> AlertRow:
     return alert
 
 
-def resolve(engine: sa.Engine, alert_id: int, *, by: str) -> AlertRow:
-    """Close an alert (``resolved`` by ``by``); the next occurrence of the incident opens a new alert.
+def resolve(engine: sa.Engine, alert_id: int, *, by: str, note: str | None = None) -> AlertRow:
+    """Close an alert (``resolved`` by ``by``, with ``note`` saying why); the next occurrence of the
+    incident opens a new alert.
 
     NotFoundError for an unknown id, AlertStateError when it is already resolved.
     """
@@ -313,11 +331,87 @@ def resolve(engine: sa.Engine, alert_id: int, *, by: str) -> AlertRow:
         conn.execute(
             sa.update(Alert)
             .where(Alert.id == alert_id)
-            .values(status="resolved", resolved_at=utcnow(), resolved_by=who)
+            .values(
+                status="resolved",
+                resolved_at=utcnow(),
+                resolved_by=who,
+                resolution_note=(note or f"resolved by {who}").strip(),
+            )
         )
         alert = _select_alert(conn, alert_id)
-    log.info("alert %s resolved by %s", alert_id, who)
+    log.info("alert %s resolved by %s: %s", alert_id, who, alert.resolution_note)
     return alert
+
+
+def is_condition(kind: str, metrics: dict[str, Any]) -> bool:
+    """Whether an alert reports a condition of its version (resolved when the condition clears or the
+    version stops serving) rather than an action taken (open until acknowledged and resolved)."""
+    if kind == "accuracy_below_floor":
+        return not metrics.get("rolled_back_to")
+    return kind in CONDITION_KINDS
+
+
+def _auto_resolve(conn: sa.Connection, alert_id: int, *, by: str, note: str) -> bool:
+    result = conn.execute(
+        sa.update(Alert)
+        .where(Alert.id == alert_id, Alert.status != "resolved")
+        .values(status="resolved", resolved_at=utcnow(), resolved_by=_who(by), resolution_note=note)
+    )
+    return bool(result.rowcount)
+
+
+def resolve_cleared(engine: sa.Engine, dedup_key: str, *, note: str, by: str = AUTO_RESOLVER) -> int | None:
+    """Resolve the open (or acknowledged) condition alert of ``dedup_key``: a later check found the
+    condition cleared, ``note`` says what it found. Returns the resolved alert's id (None: none open,
+    or it reports an action taken, which stays open until resolved by a person)."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.select(Alert.id, Alert.kind, Alert.metrics)
+            .where(Alert.dedup_key == dedup_key, Alert.status != "resolved")
+            .with_for_update()
+        ).first()
+        if row is None or not is_condition(row.kind, dict(row.metrics or {})):
+            return None
+        resolved = _auto_resolve(conn, row.id, by=by, note=note)
+    if resolved:
+        log.info("alert %s resolved automatically: %s", row.id, note)
+    return row.id if resolved else None
+
+
+def resolve_not_serving(
+    engine: sa.Engine,
+    model_name: str,
+    serving: set[str],
+    *,
+    note_for: Callable[[str], str],
+    by: str = AUTO_RESOLVER,
+) -> list[int]:
+    """Resolve the open condition alerts of ``model_name`` about versions not in ``serving`` (the
+    champion and the challenger now), each with ``note_for(version)``; alerts reporting an action
+    taken stay open. Returns the resolved ids."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(Alert.id, Alert.kind, Alert.metrics, Alert.model_version)
+            .where(
+                Alert.model_name == model_name,
+                Alert.model_version.is_not(None),
+                Alert.status != "resolved",
+            )
+            .order_by(Alert.id)
+            .with_for_update()
+        ).all()
+        stale = [
+            row
+            for row in rows
+            if row.model_version not in serving and is_condition(row.kind, dict(row.metrics or {}))
+        ]
+        notes = {version: note_for(version) for version in {row.model_version for row in stale}}
+        resolved = [
+            row.id for row in stale if _auto_resolve(conn, row.id, by=by, note=notes[row.model_version])
+        ]
+    for alert_id in resolved:
+        log.info("alert %s resolved automatically: its version no longer serves", alert_id)
+    return resolved
 
 
 # --- escalation ----------------------------------------------------------------------------------
@@ -522,6 +616,11 @@ def render_text(alert: AlertRow, *, escalated: bool = False) -> str:
         lines.extend(f"  - {line}" for line in number_lines(alert.metrics))
     lines.append(f"Action already taken: {alert.action_taken or 'none'}")
     lines.append(f"Runbook: {alert.runbook or 'none given'}")
+    if alert.status == "resolved":
+        lines.append(
+            f"Resolved by {alert.resolved_by or 'unknown'} at {_when(alert.resolved_at)}: "
+            f"{alert.resolution_note or 'no note'}"
+        )
     if alert.links:
         lines.append("Links:")
         lines.extend(f"  - {name}: {_fmt(target)}" for name, target in alert.links.items())

@@ -8,19 +8,23 @@ Exit codes: 0 success, 1 failure (the message says what and where), 2 usage erro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlalchemy as sa
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -48,10 +52,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def _quiet_libraries() -> None:
-    """Airflow, MLflow and Great Expectations log loudly at INFO; keep CLI output readable."""
-    logging.basicConfig(
-        level=os.environ.get("NEURACRM_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    """Airflow, MLflow and Great Expectations log loudly at INFO; keep CLI output readable.
+
+    The log level (NEURACRM_LOG_LEVEL) is needed before anything else, so a bad value does not fail
+    the command: it falls back to WARNING with a one-line note on stderr."""
+    from neuracrm_mlops.config import log_level_from_environment
+
+    level, problem = log_level_from_environment()
+    if problem:
+        err.print(f"warning: {_printable(problem)}", markup=False)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in ("alembic", "great_expectations", "mlflow", "airflow", "cmdstanpy", "prophet", "bentoml"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -197,18 +207,36 @@ def seed(n_orgs: int, months: int, seed: int, leads_per_org: int, keys_file: Pat
 # --- import -------------------------------------------------------------------------------------
 
 
+EXIT_NOT_ANNOUNCED = 5  # `import`: the rows are committed, the Airflow asset event was not sent
+
+
 @main.command("import")
 @click.argument("dataset", type=click.Choice(["leads", "sales", "interactions"]))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--org", "organization", required=True, help="Organization id or exact name.")
-def import_command(dataset: str, file: Path, organization: str) -> None:
+@click.option(
+    "--announce",
+    is_flag=True,
+    help="Send the Airflow asset event even when no row changed (to retry one that failed).",
+)
+def import_command(dataset: str, file: Path, organization: str, announce: bool) -> None:
     """Import a CSV or Parquet FILE of DATASET for one organization (columns: see the README).
 
     Idempotent: rows upsert on their natural key. A row whose key or a required column cannot be
     parsed is quarantined with the reason. An optional column that cannot be parsed is stored empty
     and its raw value kept in the row's attributes["_field_errors"]; the row is kept. In either case
     the command reports the counts and exits with status 3.
+
+    When rows were imported or updated and an Airflow is configured (NEURACRM_AIRFLOW_API_URL and a
+    token or user), the dataset's asset event (neuracrm://crm/leads, .../monthly_sales,
+    .../interactions) is sent, which starts its training DAG. The rows are committed first: if the
+    event cannot be sent, the command says why and how to resend it, and exits with status 5 (3 wins
+    when rows were also quarantined).
     """
+    import shlex
+
+    from neuracrm_mlops.airflow_events import announce_after_import
+    from neuracrm_mlops.config import get_settings
     from neuracrm_mlops.ingest import FIELD_ERRORS_KEY, import_file
 
     with _import_progress(file) as on_progress:
@@ -239,8 +267,13 @@ def import_command(dataset: str, file: Path, organization: str) -> None:
             err.print(
                 f"... and {summary.quarantined - len(summary.quarantine_notes)} more in the quarantine table"
             )
+    retry = shlex.join(["neuracrm-mlops", "import", dataset, str(file), "--org", organization, "--announce"])
+    announcement = announce_after_import(summary, get_settings(), retry_command=retry, force=announce)
+    (out if announcement.status == "emitted" else err).print(announcement.message, markup=False)
     if summary.quarantined or summary.with_field_errors:
         sys.exit(EXIT_QUARANTINED)
+    if announcement.failed:
+        sys.exit(EXIT_NOT_ANNOUNCED)
 
 
 @contextlib.contextmanager
@@ -402,46 +435,153 @@ def _describe_outcome(outcome: dict[str, Any]) -> str:
 
 # --- status ---------------------------------------------------------------------------------------
 
+# How a field of a listing is shown: "date" (full ISO-8601, never wrapped or cut), "long" (free text:
+# folded inside a table cell, never cut), "number" (right-aligned), "text".
+_DATE_WIDTH = len("2026-12-05T07:01:02+00:00")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    name: str
+    kind: str = "text"
+
+
+def _fits(table: Table) -> bool:
+    """Whether ``table`` goes to a terminal wide enough to show every cell on one line."""
+    if not out.is_terminal:
+        return False
+    unbounded = out.options.update_width(1_000_000)  # Measurement.get clamps to the options' width
+    return Measurement.get(out, unbounded, table).maximum <= out.width
+
+
+# a long text column of a table is never narrower than this, nor than its longest word
+_LONG_MIN_WIDTH = 24
+
+
+def _records_table(
+    title: str,
+    fields: Sequence[_Field],
+    rows: Sequence[Sequence[str]],
+    widths: dict[int, int] | None = None,
+) -> Table:
+    table = Table(title=title)
+    for i, field in enumerate(fields):
+        if field.kind == "date":
+            table.add_column(field.name, no_wrap=True, min_width=_DATE_WIDTH)
+        elif field.kind == "long":
+            table.add_column(field.name, overflow="fold", width=(widths or {}).get(i))
+        else:
+            table.add_column(field.name, no_wrap=True, justify="right" if field.kind == "number" else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _show_records(
+    title: str, fields: Sequence[_Field], rows: Sequence[Sequence[str | None]], *, empty: str
+) -> None:
+    """A listing: a table on a terminal wide enough for it; otherwise (piped, in a file, a narrow
+    terminal) one record per block, one ``field: value`` line each, values never wrapped nor cut:
+
+        ledger (newest first):
+        - when: 2026-12-05T07:01:02+00:00
+          model: lead_scoring
+          reason: ...
+
+    In a table only the long texts (reasons, messages) wrap, at word boundaries: the table is shown
+    when it fits with each of them at least as wide as the longest word of any (and _LONG_MIN_WIDTH).
+    A value None leaves its line out of the block (an empty cell in the table)."""
+    if not rows:
+        out.print(empty, markup=False)
+        if not out.is_terminal:
+            out.print("", markup=False)
+        return
+    cells = [["" if value is None else _printable(value) for value in row] for row in rows]
+    long_columns = [i for i, field in enumerate(fields) if field.kind == "long"]
+    words = [cell_len(word) for row in cells for i in long_columns for word in row[i].split()]
+    narrowest = max([_LONG_MIN_WIDTH, *words])
+    # the table as it is shown when every long text is folded to `narrowest` (or its own width)
+    probe = {i: min(narrowest, max(1, *(cell_len(row[i]) for row in cells))) for i in long_columns}
+    if _fits(_records_table(title, fields, cells, probe)):
+        out.print(_records_table(title, fields, cells))
+        return
+    out.print(f"{title}:", markup=False)
+    for row in rows:
+        lines = [(f.name, value) for f, value in zip(fields, row, strict=True) if value is not None]
+        for i, (name, value) in enumerate(lines):
+            text = _printable(value).replace("\n", "\n    ")
+            out.print(f"{'- ' if i == 0 else '  '}{name}: {text}", markup=False, soft_wrap=True)
+    out.print("", markup=False)
+
 
 @main.command()
-def status() -> None:
-    """Organizations and row counts per table."""
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON document on stdout (keys: see the README, 'Status for scripts') instead of the text.",
+)
+def status(as_json: bool) -> None:
+    """Row counts, organizations, served models, the promotion ledger, what users get, open alerts.
+
+    Piped or on a narrow terminal, listings print one record per block with full reasons and ISO-8601
+    dates instead of tables; --json prints one document for scripts."""
     from neuracrm_mlops.db.engine import get_engine, redact_url
     from neuracrm_mlops.db.migrate import current_revision, require_current_schema
-    from neuracrm_mlops.status import crm_status
+    from neuracrm_mlops.status import crm_status, open_alert_count, status_document
 
     engine = get_engine()
     require_current_schema(engine)
-    report = crm_status(engine)
     where = redact_url(engine.url.render_as_string(False))
-    out.print(f"database {where} (schema revision {current_revision(engine)})")
+    revision = current_revision(engine)
+    if as_json:
+        document = status_document(engine, database=where, schema_revision=revision)
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    report = crm_status(engine)
+    out.print(f"database {where} (schema revision {revision})", markup=False)
     totals = Table("table", "rows", title="row counts")
     for name, count in report.table_counts.items():
         totals.add_row(name, f"{count:,}")
-    out.print(totals)
-    orgs = Table(
-        "id",
-        "organization",
-        "ai",
-        "leads",
-        "sales months",
-        "interactions",
-        "quarantined",
-        title=f"organizations ({report.organization_count:,}; first {len(report.organizations)} shown)",
+    if _fits(totals):
+        out.print(totals)
+    else:  # one record: a line per table
+        out.print("row counts:", markup=False)
+        for name, count in report.table_counts.items():
+            out.print(f"  {name}: {count:,}", markup=False)
+        out.print("", markup=False)
+    _show_records(
+        f"organizations ({report.organization_count:,}; first {len(report.organizations)} shown)",
+        [
+            _Field("id", "number"),
+            _Field("organization"),
+            _Field("ai"),
+            _Field("leads", "number"),
+            _Field("sales months", "number"),
+            _Field("interactions", "number"),
+            _Field("quarantined", "number"),
+        ],
+        [
+            [
+                str(row.id),
+                row.name,
+                "on" if row.ai_enabled else "off",
+                f"{row.leads:,}",
+                f"{row.sales_months:,}",
+                f"{row.interactions:,}",
+                f"{row.quarantined:,}",
+            ]
+            for row in report.organizations
+        ],
+        empty="organizations: none (`neuracrm-mlops org create NAME` or `seed`)",
     )
-    for row in report.organizations:
-        orgs.add_row(
-            str(row.id),
-            row.name,
-            "on" if row.ai_enabled else "off",
-            f"{row.leads:,}",
-            f"{row.sales_months:,}",
-            f"{row.interactions:,}",
-            f"{row.quarantined:,}",
-        )
-    out.print(orgs)
     _print_models_and_ledger(engine)
     _print_served_answers(engine)
+    open_alerts = open_alert_count(engine)
+    out.print(
+        f"open alerts: {open_alerts:,}" + (" (`neuracrm-mlops alerts --open`)" if open_alerts else ""),
+        markup=False,
+    )
 
 
 def _print_served_answers(engine: sa.Engine, *, listed: int = 20) -> None:
@@ -451,17 +591,22 @@ def _print_served_answers(engine: sa.Engine, *, listed: int = 20) -> None:
     from neuracrm_mlops.status import FALLBACK_OF, served_answers
 
     answers = served_answers(engine)
-    table = Table("family", "answered by", "why", "organizations", title="what users get", expand=False)
+    rows: list[list[str | None]] = []
     forecasts = [a for a in answers if a.family == "sales_forecast"]
     for answer in answers:
         if answer.family == "sales_forecast":
             continue
         who = f"model v{answer.version}" if answer.answered_by == "model" else FALLBACK_OF[answer.family]
-        table.add_row(answer.family, who, answer.why, "all")
+        rows.append([answer.family, who, answer.why, "all"])
     for (answered_by, why), count in sorted(Counter((a.answered_by, a.short_why) for a in forecasts).items()):
         who = "model" if answered_by == "model" else FALLBACK_OF["sales_forecast"]
-        table.add_row("sales_forecast", who, why, f"{count:,} of {len(forecasts):,}")
-    out.print(table)
+        rows.append(["sales_forecast", who, why, f"{count:,} of {len(forecasts):,}"])
+    _show_records(
+        "what users get",
+        [_Field("family"), _Field("answered by"), _Field("why", "long"), _Field("organizations")],
+        rows,
+        empty="what users get: nothing served",
+    )
     attention = [a for a in forecasts if a.answered_by == "fallback" or a.why.startswith("below floor")]
     for answer in attention[:listed]:
         out.print(
@@ -476,37 +621,49 @@ def _print_served_answers(engine: sa.Engine, *, listed: int = 20) -> None:
 def _print_models_and_ledger(engine: sa.Engine) -> None:
     """Served models (aliases, canary weight) and the latest promotion ledger entries."""
     from neuracrm_mlops.ledger import latest_entries
-    from neuracrm_mlops.rollout import RolloutError, model_state
+    from neuracrm_mlops.status import iso, ledger_state, served_models
 
-    models = Table("model", "champion", "challenger", "canary weight", "previous", title="served models")
-    for name in SERVED_MODELS:
-        try:
-            state = model_state(name)
-        except RolloutError:
-            models.add_row(name, "-", "-", "-", "-")
-            continue
-        models.add_row(
-            name,
-            state["champion"] or "-",
-            state["challenger"] or "-",
-            f"{state['canary_weight']:.0%}",
-            state["previous"] or "-",
-        )
-    out.print(models)
+    _show_records(
+        "served models",
+        [
+            _Field("model"),
+            _Field("champion"),
+            _Field("challenger"),
+            _Field("canary weight"),
+            _Field("previous"),
+        ],
+        [
+            [
+                m.name,
+                m.champion or "-",
+                m.challenger or "-",
+                f"{m.canary_weight:.0%}" if m.registered else "-",
+                m.previous or "-",
+            ]
+            for m in served_models(SERVED_MODELS)
+        ],
+        empty="served models: none",
+    )
     entries = latest_entries(engine, limit=10)
-    ledger_table = Table("when", "model", "action", "from", "to", "weight", "actor", "reason", title="ledger")
+    # a move that is not done (pending: being made; reverted: undone) says so; done ones stay quiet
+    show_state = any(ledger_state(e) != "done" for e in entries)
+    fields = [_Field("when", "date"), _Field("model"), _Field("action")]
+    fields += [_Field("state")] if show_state else []
+    fields += [_Field("from"), _Field("to"), _Field("weight"), _Field("actor"), _Field("reason", "long")]
+    rows: list[list[str | None]] = []
     for e in entries:
-        ledger_table.add_row(
-            e.created_at.strftime("%Y-%m-%d %H:%M"),
-            e.model_name,
-            e.action,
+        state = ledger_state(e)
+        row: list[str | None] = [iso(e.created_at), e.model_name, e.action]
+        row += [None if state == "done" else state] if show_state else []
+        row += [
             e.from_version or "-",
             e.to_version or "-",
             f"{e.weight:.0%}" if e.weight is not None else "-",
             e.actor,
             e.reason,
-        )
-    out.print(ledger_table if entries else "promotion ledger: empty")
+        ]
+        rows.append(row)
+    _show_records("ledger (newest first)", fields, rows, empty="promotion ledger: empty")
 
 
 # --- rollout, rollback, monitoring, alerts ---------------------------------------------------------
@@ -610,18 +767,47 @@ def monitor(model: str | None) -> None:
 @click.option("--open", "open_only", is_flag=True, help="Only alerts not yet resolved.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 def alerts(open_only: bool, limit: int) -> None:
-    """Persisted alerts, newest first: severity, status, count, what happened and what was done."""
+    """Persisted alerts, newest first: severity, status, count, model, first and last seen (ISO-8601),
+    the full title and message (what was found: e.g. the accuracy, its window and outcome count) and
+    what was done. Piped or on a narrow terminal: one alert per block instead of a table."""
     from neuracrm_mlops.alerts import list_alerts
     from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.status import iso
 
     rows = list_alerts(get_engine(), open_only=open_only, limit=limit)
-    table = Table("id", "severity", "status", "count", "model", "title", "action taken", title="alerts")
-    for a in rows:
-        model_text = f"{a.model_name or ''}{' v' + a.model_version if a.model_version else ''}"
-        table.add_row(
-            str(a.id), a.severity, a.status, str(a.occurrences), model_text, a.title, a.action_taken or ""
-        )
-    out.print(table if rows else "no alerts")
+    _show_records(
+        "alerts (newest first)",
+        [
+            _Field("id", "number"),
+            _Field("severity"),
+            _Field("status"),
+            _Field("count", "number"),
+            _Field("model"),
+            _Field("organization"),
+            _Field("created", "date"),
+            _Field("last seen", "date"),
+            _Field("title", "long"),
+            _Field("message", "long"),
+            _Field("action taken", "long"),
+        ],
+        [
+            [
+                str(a.id),
+                a.severity,
+                a.status + (f" by {a.acked_by}" if a.status == "acknowledged" and a.acked_by else ""),
+                f"{a.occurrences:,}",
+                f"{a.model_name or '-'}{' v' + a.model_version if a.model_version else ''}",
+                str(a.organization_id) if a.organization_id is not None else None,
+                iso(a.first_seen_at),
+                iso(a.last_seen_at),
+                a.title,
+                a.message,
+                a.action_taken or "-",
+            ]
+            for a in rows
+        ],
+        empty="no alerts open" if open_only else "no alerts",
+    )
 
 
 @main.command()

@@ -7,6 +7,7 @@ same variables at PostgreSQL, an MLflow server and Redis (see ``.env.example``).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,7 +84,21 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_AIRFLOW_API_TOKEN",
     # testing only: the process exits at this named point of an alias move (rollout_state.py)
     "NEURACRM_ROLLOUT_FAILPOINT",
+    # the CLI's log level (read leniently first thing: see log_level_from_environment)
+    "NEURACRM_LOG_LEVEL",
+    # the code version recorded with every MLflow run (registry.git_commit)
+    "NEURACRM_GIT_COMMIT",
+    # the Great Expectations context (validation.gx_context_root; read on each use)
+    "NEURACRM_GX_ROOT",
+    # BentoML worker processes of the prediction service (read when serving/service.py is imported)
+    "NEURACRM_SERVING_WORKERS",
+    # every DAG's start_date (dag_support; read through settings_for_dag_parsing)
+    "NEURACRM_DAG_START_DATE",
 )
+
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_LOG_LEVEL = "WARNING"
+DEFAULT_DAG_START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def _env_float(name: str, default: float, *, low: float, high: float) -> float:
@@ -93,8 +108,10 @@ def _env_float(name: str, default: float, *, low: float, high: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
-    if not low <= value <= high:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a number (accepted: a number between {low} and {high})"
+        ) from None
+    if not low <= value <= high:  # also refuses nan
         raise ConfigurationError(f"{name}={raw!r} must be between {low} and {high}")
     return value
 
@@ -119,7 +136,9 @@ def _env_int(name: str, default: int, *, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a whole number (accepted: a whole number between {low} and {high})"
+        ) from None
     if not low <= value <= high:
         raise ConfigurationError(f"{name}={raw!r} must be between {low} and {high}")
     return value
@@ -171,6 +190,64 @@ def _env_floors(name: str) -> dict[FloorKey, float]:
             )
         floors[(family.strip(), organization)] = floor
     return floors
+
+
+def log_level_from_environment() -> tuple[str, str | None]:
+    """NEURACRM_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR or CRITICAL, any case; default WARNING) and, when
+    the value is not one of those, a one-line note saying so. Never raises: the CLI needs its log level
+    before anything else, and a bad one falls back to WARNING rather than failing every command."""
+    raw = os.environ.get("NEURACRM_LOG_LEVEL")
+    if raw is None or raw.strip() == "":
+        return DEFAULT_LOG_LEVEL, None
+    level = raw.strip().upper()
+    if level in LOG_LEVELS:
+        return level, None
+    return DEFAULT_LOG_LEVEL, (
+        f"NEURACRM_LOG_LEVEL={raw!r} is not a log level (accepted: {', '.join(LOG_LEVELS)}); "
+        f"using {DEFAULT_LOG_LEVEL}"
+    )
+
+
+def gx_root_from_environment() -> Path | None:
+    """NEURACRM_GX_ROOT as an absolute path (None: unset, the repository's ``expectations/``). Read on
+    each call, not cached: validation.gx_context_root checks that the folder holds a GX context."""
+    raw = os.environ.get("NEURACRM_GX_ROOT", "").strip()
+    return Path(raw).expanduser().resolve() if raw else None
+
+
+def serving_workers_from_environment() -> int:
+    """NEURACRM_SERVING_WORKERS, BentoML worker processes of the prediction service (1 to 256, default 1).
+    serving/service.py reads it alone when it is imported (BentoML takes its configuration then), so a
+    bad value in another variable fails the service's start-up with that variable's error instead."""
+    return _env_int("NEURACRM_SERVING_WORKERS", 1, low=1, high=256)
+
+
+def _env_git_commit(name: str) -> str | None:
+    """The code version recorded with MLflow runs: a commit id or tag, no spaces, at most 100 characters
+    (unset or empty: None, the checkout's HEAD is used)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) > 100 or any(ch.isspace() or not ch.isprintable() for ch in raw):
+        raise ConfigurationError(
+            f"{name}={raw[:120]!r} must be a commit id or tag (accepted: up to 100 printable characters "
+            "without spaces, e.g. the output of `git rev-parse HEAD`; empty: the checkout's HEAD)"
+        )
+    return raw
+
+
+def _env_datetime(name: str, default: dt.datetime) -> dt.datetime:
+    """An ISO-8601 date or time, UTC unless it names its offset; empty is the default."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        parsed = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not an ISO date or time (accepted: e.g. 2026-01-01 or 2026-01-01T06:00+00:00)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _sqlite_url(path: Path) -> str:
@@ -276,6 +353,16 @@ class Settings:
     # testing only (off by default): the name of a point inside an alias move where the process exits
     # at once, as a crash would (rollout_state.FAILPOINTS lists the names)
     rollout_failpoint: str | None = None
+    # the CLI's log level (DEBUG .. CRITICAL); a bad value means WARNING (see log_level_from_environment)
+    log_level: str = DEFAULT_LOG_LEVEL
+    # the code version recorded with every MLflow run; None: the checkout's `git rev-parse HEAD`
+    git_commit: str | None = None
+    # the Great Expectations context folder; None: the repository's expectations/
+    gx_root: Path | None = None
+    # BentoML worker processes of the prediction service
+    serving_workers: int = 1
+    # every DAG's start_date: no time-based run is scheduled before it (asset-triggered runs run at once)
+    dag_start_date: dt.datetime = DEFAULT_DAG_START_DATE
 
     def floor_for(self, family: str, organization_id: int | None = None) -> float:
         """The accuracy floor of ``family`` (for one organization when given): the organization's own
@@ -291,20 +378,6 @@ class Settings:
         db_url = os.environ.get("NEURACRM_DB_URL") or _sqlite_url(home / "crm.sqlite")
         mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI") or _sqlite_url(home / "mlflow.sqlite")
         airflow_home = Path(os.environ.get("AIRFLOW_HOME") or home / "airflow").expanduser()
-        chunk_raw = os.environ.get("NEURACRM_IMPORT_CHUNK_ROWS", "5000")
-        try:
-            chunk_rows = int(chunk_raw)
-        except ValueError:
-            raise ConfigurationError(
-                f"NEURACRM_IMPORT_CHUNK_ROWS={chunk_raw!r} is not a whole number"
-            ) from None
-        if chunk_rows < 1:
-            raise ConfigurationError("NEURACRM_IMPORT_CHUNK_ROWS must be at least 1")
-        chunk_size_raw = os.environ.get("NEURACRM_FORECAST_CHUNK_SIZE", "50")
-        if not chunk_size_raw.isdigit() or int(chunk_size_raw) < 1:
-            raise ConfigurationError(
-                f"NEURACRM_FORECAST_CHUNK_SIZE={chunk_size_raw!r} must be a whole number >= 1"
-            )
         return cls(
             home=home,
             db_url=db_url,
@@ -314,14 +387,14 @@ class Settings:
             alert_webhook_url=os.environ.get("NEURACRM_ALERT_WEBHOOK_URL") or None,
             accuracy_floor=_env_float("NEURACRM_ACCURACY_FLOOR", 0.80, low=0.0, high=1.0),
             accuracy_floors=tuple(_env_floors("NEURACRM_ACCURACY_FLOORS").items()),
-            import_chunk_rows=chunk_rows,
+            import_chunk_rows=_env_int("NEURACRM_IMPORT_CHUNK_ROWS", 5_000, low=1, high=10_000_000),
             import_max_field_bytes=_env_int(
                 "NEURACRM_IMPORT_MAX_FIELD_BYTES", 4 * 1024 * 1024, low=1024, high=1024 * 1024 * 1024
             ),
             import_progress_seconds=_env_float(
                 "NEURACRM_IMPORT_PROGRESS_SECONDS", 5.0, low=0.0, high=3_600.0
             ),
-            forecast_chunk_size=int(chunk_size_raw),
+            forecast_chunk_size=_env_int("NEURACRM_FORECAST_CHUNK_SIZE", 50, low=1, high=100_000),
             model_poll_seconds=_env_float("NEURACRM_MODEL_POLL_SECONDS", 10.0, low=0.1, high=3_600.0),
             max_request_bytes=_env_int(
                 "NEURACRM_MAX_REQUEST_BYTES", 8 * 1024 * 1024, low=1_024, high=1024 * 1024 * 1024
@@ -375,8 +448,7 @@ class Settings:
             ),
             mlflow_ui_url=os.environ.get("NEURACRM_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
             bias_attribute=os.environ.get("NEURACRM_BIAS_ATTRIBUTE") or "region",
-            shadow_canary=os.environ.get("NEURACRM_SHADOW_CANARY", "").strip().lower()
-            in ("1", "true", "yes"),
+            shadow_canary=_env_switch("NEURACRM_SHADOW_CANARY", False),
             rollout_approval=tuple(
                 part.strip()
                 for part in os.environ.get("NEURACRM_ROLLOUT_APPROVAL", "").split(",")
@@ -413,6 +485,11 @@ class Settings:
             airflow_api_password=os.environ.get("NEURACRM_AIRFLOW_API_PASSWORD") or None,
             airflow_api_token=os.environ.get("NEURACRM_AIRFLOW_API_TOKEN") or None,
             rollout_failpoint=(os.environ.get("NEURACRM_ROLLOUT_FAILPOINT") or "").strip() or None,
+            log_level=log_level_from_environment()[0],
+            git_commit=_env_git_commit("NEURACRM_GIT_COMMIT"),
+            gx_root=gx_root_from_environment(),
+            serving_workers=serving_workers_from_environment(),
+            dag_start_date=_env_datetime("NEURACRM_DAG_START_DATE", DEFAULT_DAG_START_DATE),
         )
 
 
@@ -420,6 +497,9 @@ class Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
     return Settings.from_environment()
+
+
+_DAG_PARSING_WARNED: set[str] = set()
 
 
 def settings_for_dag_parsing() -> Settings:
@@ -431,9 +511,11 @@ def settings_for_dag_parsing() -> Settings:
     try:
         return get_settings()
     except ConfigurationError as exc:
-        import logging
+        if str(exc) not in _DAG_PARSING_WARNED:  # once per bad value, not once per DAG
+            _DAG_PARSING_WARNED.add(str(exc))
+            import logging
 
-        logging.getLogger(__name__).warning("using default settings to parse the DAGs: %s", exc)
+            logging.getLogger(__name__).warning("using default settings to parse the DAGs: %s", exc)
         return Settings(
             home=Path(".neuracrm").resolve(),
             db_url="",

@@ -8,10 +8,10 @@ monitor roll it back and alert. Everything it starts is stopped before it return
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import os
 import random
 import shutil
+import textwrap
 import threading
 import time
 import uuid
@@ -45,6 +45,9 @@ DEMO_MONTHS = 48
 DEMO_SEED = 7
 IMPORT_ORG_NAME = "Demo Imports Inc"
 LEADS_PER_REQUEST = 100
+ROLLOUT_DAG = "rollout_lead_scoring"
+RETRAIN_ASSET = "neuracrm://monitor/lead_scoring/retrain"
+WRAP_WIDTH = 104  # printed reasons wrap at word boundaries, never cut
 TRAINING_DAGS = (
     ("train_lead_scoring", "lead_scoring"),
     ("train_sentiment", "sentiment"),
@@ -129,10 +132,22 @@ def write_example_leads_file(path: Path, *, seed: int = 2026, broken_rows: int =
 
 class DemoTraffic:
     """Leads scored over HTTP by one organization, and simulated outcomes for what was served, until
-    stopped: the live traffic a canary bakes on. ``degrade`` names versions whose outcomes go bad."""
+    stopped: the live traffic a canary bakes on. ``degrade`` names versions whose outcomes go bad.
 
-    def __init__(self, url: str, api_key: str, engine: sa.Engine, degrade: tuple[str, ...] = ()) -> None:
+    The leads are drawn from the CRM store the lead model was trained on (``demo_leads``), each sent
+    as a new lead: the traffic comes from the training distribution, so the monitor finds no input
+    drift and no alert the story does not tell."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        engine: sa.Engine,
+        degrade: tuple[str, ...] = (),
+        leads: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.url, self.api_key, self.engine, self.degrade = url, api_key, engine, degrade
+        self.leads = leads if leads is not None else demo_leads(engine)
         self.stop_event = threading.Event()
         self.statuses: Counter[int] = Counter()
         self.errors: list[str] = []
@@ -154,7 +169,7 @@ class DemoTraffic:
         try:
             with httpx.Client(timeout=30) as client:
                 while not self.stop_event.is_set():
-                    leads = [_demo_lead(rng) for _ in range(LEADS_PER_REQUEST)]
+                    leads = [_demo_lead(rng, self.leads) for _ in range(LEADS_PER_REQUEST)]
                     response = client.post(
                         f"{self.url}/score",
                         json={"leads": leads},
@@ -177,26 +192,59 @@ class DemoTraffic:
             raise NeuraCRMError(f"demo traffic failed: statuses {dict(self.statuses)}, errors {self.errors}")
 
 
-def _demo_lead(rng: random.Random) -> dict[str, Any]:
-    return {
-        "lead_id": f"demo-{uuid.uuid4().hex[:16]}",  # every lead is new, so each gets one outcome
-        "industry": rng.choice(["Software", "Retail", "Finance", "Healthcare", "Manufacturing"]),
-        "company_employees": rng.choice([12, 80, 250, 1200, 6000]),
-        "email_opens": rng.randint(0, 15),
-        "website_visits": rng.randint(0, 20),
-        "pages_viewed": rng.randint(0, 40),
-        "seniority": rng.choice(["c_level", "vp", "director", "manager", "individual_contributor"]),
-        "timeline": rng.choice(["immediate", "this_quarter", "this_year", "no_timeline"]),
-        "budget_signal": rng.choice(["approved", "allocated", "exploring", "none"]),
-        "region": rng.choice(["emea", "na", "apac", "latam"]),
-    }
+def demo_leads(engine: sa.Engine) -> list[dict[str, Any]]:
+    """The leads the lead model is trained on (those with a known outcome, as ``train_lead_scoring``
+    reads them), as score-request records: every input field present, missing ones left out."""
+    from neuracrm_mlops.models.lead_scoring_model import INPUT_COLUMNS
+    from neuracrm_mlops.training import load_leads_with_outcome
+
+    frame = load_leads_with_outcome(engine)
+    if frame.empty:
+        raise NeuraCRMError("the CRM store has no lead with a known outcome to send as demo traffic")
+    records = []
+    for row in frame.to_dict("records"):
+        record = {column: _json_value(row.get(column)) for column in INPUT_COLUMNS}
+        attributes = row.get("attributes")
+        if isinstance(attributes, dict):  # custom columns, not the import's bookkeeping (_field_errors)
+            custom = {
+                str(k): _json_value(v)
+                for k, v in attributes.items()
+                if not str(k).startswith("_") and isinstance(v, str | int | float | bool)
+            }
+            record["attributes"] = {k: v for k, v in custom.items() if v is not None}
+        records.append({k: v for k, v in record.items() if v is not None and v != {}})
+    return records
+
+
+def _json_value(value: Any) -> Any:
+    """A CRM value as JSON: whole numbers as int, NaN/NA as None."""
+    if value is None or (not isinstance(value, str | dict | list) and bool(pd.isna(value))):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) or hasattr(value, "item"):
+        number = value.item() if hasattr(value, "item") else value
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        return number
+    return value
+
+
+def _demo_lead(rng: random.Random, leads: list[dict[str, Any]]) -> dict[str, Any]:
+    """A lead drawn from the training data, sent under a new id (so that each gets one outcome)."""
+    return {"lead_id": f"demo-{uuid.uuid4().hex[:16]}", **rng.choice(leads)}
 
 
 @contextmanager
 def demo_pacing() -> Iterator[dict[str, str]]:
     """The demo's clock: the same platform, with its waits shortened so that the story fits in a few
     minutes (model poll 1 s, a bake check every 2 s, live accuracy over the last minute instead of
-    the last week). A variable already set in the environment wins. Restores the environment."""
+    the last week). A variable already set in the environment wins. Restores the environment.
+
+    This sets environment variables on purpose, not the settings object: they are inherited by the
+    processes the demo starts (``airflow dags test``, ``bentoml serve``), which read them through
+    their own ``get_settings()``; this process re-reads them through ``reset_settings()``. The only
+    NEURACRM_* reads here are of what the caller already set, so that it wins."""
     pacing = {
         "NEURACRM_MODEL_POLL_SECONDS": "1",
         "NEURACRM_BAKE_POKE_SECONDS": "2",
@@ -235,26 +283,44 @@ def _version_line(client: Any, name: str) -> str:
     return f"{name} v{version.version} ({version.tags.get('semver')}) {version.tags.get('status')}{holdout}"
 
 
-def _wait_until_below_floor(engine: sa.Engine, version: str, traffic: DemoTraffic, say: Say) -> float:
-    from neuracrm_mlops.live_stats import version_stats
+def _wait_until_below_floor(engine: sa.Engine, version: str, traffic: DemoTraffic, say: Say) -> None:
+    """Wait until ``version``'s live accuracy, measured as the monitor measures it (its moving window,
+    ``monitoring.live_accuracy``), is clearly below the floor on enough outcomes to be judged."""
+    from neuracrm_mlops.monitoring import live_accuracy
 
     settings = get_settings()
-    window = dt.timedelta(hours=settings.monitor_window_hours)
+    say(
+        f"      waiting until v{version}'s live accuracy in the monitor's window (the last "
+        f"{settings.monitor_window_hours * 3600:.0f} s) is below the floor {settings.accuracy_floor:.2f}"
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         traffic.check()
-        # the monitor's own window: the last monitor_window_hours, moving with the clock
-        since = dt.datetime.now(dt.UTC) - window
-        stats = version_stats(engine, "lead_scoring", [version], since=since)[version]
-        if stats.accuracy is not None and stats.accuracy < settings.accuracy_floor - 0.03:
-            say(
-                f"      v{version}'s live accuracy is now {stats.accuracy:.3f} over {stats.outcomes} "
-                f"outcomes in the monitor's window, the last {window.total_seconds():.0f} s "
-                f"(floor {settings.accuracy_floor:.2f})"
-            )
-            return float(stats.accuracy)
+        live = live_accuracy(engine, "lead_scoring", version)
+        if (
+            live.accuracy is not None
+            and live.outcomes >= rollout.min_outcomes_for("lead_scoring")
+            and live.accuracy < settings.accuracy_floor - 0.03
+        ):
+            return
         time.sleep(2)
     raise NeuraCRMError(f"v{version}'s accuracy did not fall below the floor within 5 minutes")
+
+
+def say_wrapped(say: Say, text: str, *, first: str, rest: str | None = None, width: int = WRAP_WIDTH) -> None:
+    """``text`` in full, wrapped at word boundaries: the first line after ``first``, the others
+    after ``rest`` (spaces as wide as ``first`` by default). Nothing is cut."""
+    indent = rest if rest is not None else " " * len(first)
+    lines = textwrap.wrap(
+        " ".join(text.split()),
+        width=width,
+        initial_indent=first,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    for line in lines or [first.rstrip()]:
+        say(line)
 
 
 def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MONTHS) -> DemoResult:
@@ -305,18 +371,24 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
             if family == "sales_forecast":
                 forecasts = sum(1 for _ in registry.models_with_prefix(client))
                 detail = f"{forecasts} per-organization forecast models registered"
+                # told here, as it stays open: some organizations' best forecast is below the floor
+                from neuracrm_mlops.alerts import list_alerts
+
+                for alert in list_alerts(engine, open_only=True):
+                    if alert.kind == "below_floor" and (alert.model_name or "").startswith("sales_forecast"):
+                        detail += f"; warning alert #{alert.id} (below_floor): {alert.title}"
             else:
                 detail = _version_line(client, family)
-            say(f"      {dag_id}: {run.state} in {run.seconds:.0f} s: {detail}")
+            say_wrapped(say, f"{dag_id}: {run.state} in {run.seconds:.0f} s: {detail}", first="      ")
 
-        run = local_stack.run_dag("rollout_model", airflow_env)
+        run = local_stack.run_dag(ROLLOUT_DAG, airflow_env)
         v1 = rollout.model_state("lead_scoring")["champion"]
         if v1 is None:
             raise NeuraCRMError(
                 "the first lead model did not pass its gates, so there is no champion to roll out from "
                 f"(see {run.log}); the demo needs more data: try --orgs 50 --months 48"
             )
-        step(f"5/9 rollout_model ({run.seconds:.0f} s): lead_scoring v{v1}, the first version, is champion")
+        step(f"5/9 {ROLLOUT_DAG} ({run.seconds:.0f} s): lead_scoring v{v1}, the first version, is champion")
 
         port = 3000 if local_stack.port_is_free(3000) else local_stack.free_port()
         service = local_stack.start_prediction_service(port)
@@ -362,14 +434,15 @@ def _canary_and_rollback(
     from neuracrm_mlops.ledger import latest_entries
 
     api_key = _first_api_key(engine)
+    leads = demo_leads(engine)  # the traffic: leads from the data the models were trained on
     step(f"6/9 prediction service up at {url} (bentoml serve), {LEADS_PER_REQUEST} leads a request")
     v2 = _retrain(say, "the nightly retrain")
-    with DemoTraffic(url, api_key, engine) as traffic:
-        run = local_stack.run_dag("rollout_model", airflow_env)
+    with DemoTraffic(url, api_key, engine, leads=leads) as traffic:
+        run = local_stack.run_dag(ROLLOUT_DAG, airflow_env)
     traffic.check()
     champion = rollout.model_state("lead_scoring")["champion"]
     say(
-        f"      rollout_model ({run.seconds:.0f} s) while {sum(traffic.statuses.values())} requests were "
+        f"      {ROLLOUT_DAG} ({run.seconds:.0f} s) while {sum(traffic.statuses.values())} requests were "
         f"answered (all 200): v{v2} went "
         + " -> ".join(f"{w:.0%}" for w in get_settings().rollout_steps)
         + f", judged on live outcomes at each step; champion now v{champion}"
@@ -379,48 +452,67 @@ def _canary_and_rollback(
 
     step("7/9 the next retrain is worse in the field (simulated: 55% of its predictions turn out right)")
     v3 = _retrain(say, "another retrain")
-    with DemoTraffic(url, api_key, engine, degrade=(v3,)) as traffic:
-        run = local_stack.run_dag("rollout_model", airflow_env)
+    with DemoTraffic(url, api_key, engine, degrade=(v3,), leads=leads) as traffic:
+        run = local_stack.run_dag(ROLLOUT_DAG, airflow_env)
     traffic.check()
     state = rollout.model_state("lead_scoring")
     rejected = client.get_model_version("lead_scoring", v3)
     say(
-        f"      rollout_model ({run.seconds:.0f} s): v{v3} {rejected.tags.get('status')} at the first step, "
+        f"      {ROLLOUT_DAG} ({run.seconds:.0f} s): v{v3} {rejected.tags.get('status')} at the first step, "
         f"weight {state['canary_weight']:.0%}; champion still v{state['champion']}"
     )
-    say(f"      reason: {_cut(rejected.tags.get('reason', ''), 150)}")
+    say_wrapped(say, rejected.tags.get("reason", ""), first="      reason: ")
     if rejected.tags.get("status") != "rejected" or state["champion"] != v2:
         raise NeuraCRMError(f"expected v{v3}'s canary to fail with v{v2} still champion; got {state}")
 
     step(f"8/9 now the champion v{v2} degrades in the field (its live outcomes: 55% right)")
     # the traffic goes on while the monitor runs, as it would in production: the monitor judges the
     # last window of live outcomes, which must not have gone quiet by the time its task starts
-    with DemoTraffic(url, api_key, engine, degrade=(v2,)) as traffic:
+    with DemoTraffic(url, api_key, engine, degrade=(v2,), leads=leads) as traffic:
         _wait_until_below_floor(engine, v2, traffic, say)
         run = local_stack.run_dag("monitor_models", airflow_env)
     traffic.check()
     champion = rollout.model_state("lead_scoring")["champion"]
     retrained = run.ran("retrain_lead_scoring")
+    alerts = [
+        a
+        for a in list_alerts(engine, open_only=True)
+        if a.kind == "accuracy_below_floor" and a.model_version == v2
+    ]
+    if alerts:
+        # the monitor's own measurement, as its alert states it: one figure, its count and its window
+        say_wrapped(say, f"monitor_models measured v{v2}'s {alerts[0].message}", first="      ")
     say(
         f"      monitor_models ({run.seconds:.0f} s): champion is now v{champion}; "
-        + ("train_lead_scoring was triggered" if retrained else "no retraining was triggered")
+        + (f"retraining requested (asset {RETRAIN_ASSET})" if retrained else "no retraining was requested")
     )
-    served = _served_version(url, api_key)
+    served = _served_version(url, api_key, leads)
     say(f"      the prediction service answers with v{served} (it polls the registry every second)")
     if champion != v1 or served != v1 or not retrained:
         said = [a.action_taken for a in list_alerts(engine, open_only=True) if a.model_version == v2]
         raise NeuraCRMError(
             f"expected a rollback to v{v1} and a retrain; champion v{champion}, served v{served}, "
-            f"retrain triggered: {retrained}; the monitor's alerts on v{v2}: {said or 'none'}"
+            f"retraining requested: {retrained}; the monitor's alerts on v{v2}: {said or 'none'}"
         )
-
-    alerts = [a for a in list_alerts(engine, open_only=True) if a.kind == "accuracy_below_floor"]
     if not alerts:
         raise NeuraCRMError("the rollback raised no accuracy_below_floor alert")
     say("")
     say("      The alert on-call received (also sent to NEURACRM_ALERT_WEBHOOK_URL when set):")
     for line in render_text(alerts[0]).splitlines():
-        say(f"      | {line}")
+        say_wrapped(say, line, first="      | ", rest="      |     ")
+    say("")
+    still_open = list_alerts(engine, open_only=True)
+    say(
+        f"      open alerts now ({len(still_open)}; `neuracrm-mlops alerts --open`): what the story told, "
+        "each about what was done; conditions of versions that no longer serve are resolved"
+    )
+    for alert in still_open:
+        say_wrapped(
+            say,
+            f"#{alert.id} {alert.kind} ({alert.severity}) {alert.model_name} v{alert.model_version}: "
+            f"{alert.title}",
+            first="        - ",
+        )
     say("")
     entries = list(reversed(latest_entries(engine, model_name="lead_scoring", limit=50)))
     step("9/9 the promotion ledger of lead_scoring (oldest first; `neuracrm-mlops status` shows it too):")
@@ -430,8 +522,16 @@ def _canary_and_rollback(
         move = f"v{entry.from_version or '-'} -> v{entry.to_version or '-'}"
         weight = f" at {entry.weight:.0%}" if entry.action == "canary" and entry.weight is not None else ""
         actor = entry.actor.split("/")[0]  # dag:<dag_id>/<run_id>: the run id is in the ledger
-        say(f"      {entry.action:<9} {move:<12}{weight:<8} {actor:<20} {_cut(entry.reason, 100)}")
-    return {"v1": v1, "v2": v2, "v3": v3, "alert_id": alerts[0].id, "ledger": [e.action for e in entries]}
+        head = f"      {entry.action:<9} {move:<12}{weight:<8} {actor:<22} "
+        say_wrapped(say, entry.reason, first=head, width=max(WRAP_WIDTH, len(head) + 40))
+    return {
+        "v1": v1,
+        "v2": v2,
+        "v3": v3,
+        "alert_id": alerts[0].id,
+        "ledger": [e.action for e in entries],
+        "open_alerts": [(a.kind, a.model_version) for a in still_open],
+    }
 
 
 def _retrain(say: Say, what: str) -> str:
@@ -458,17 +558,12 @@ def _first_api_key(engine: sa.Engine) -> str:
     raise NeuraCRMError("the seed wrote no API key of an organization with AI switched on")
 
 
-def _served_version(url: str, api_key: str) -> str:
+def _served_version(url: str, api_key: str, leads: list[dict[str, Any]]) -> str:
     response = httpx.post(
         f"{url}/score",
-        json={"lead": _demo_lead(random.Random(0))},
+        json={"lead": _demo_lead(random.Random(0), leads)},
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=30,
     )
     response.raise_for_status()
     return str(response.json()["results"][0]["model"]["version"])
-
-
-def _cut(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

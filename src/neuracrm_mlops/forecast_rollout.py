@@ -14,6 +14,11 @@ own (weight 0, tagged rejected, one warning alert per organization); the others 
 moves to the next step once every organization in the cohort passed; one still short of actuals
 holds it (an alert once the step's deadline passed). At 100%, every organization that passed is
 promoted (its old champion keeps ``previous``). An organization with no champion is promoted at once.
+
+Every move is per organization model and atomic (``rollout_state``): under that model's lock, its
+ledger row is committed ``pending`` before the registry calls and marked ``done`` after them; a crash
+part-way leaves the row pending for ``rollout_state.reconcile_pending`` (a cohort weight move is
+reverted to the organization's earlier weight, a promotion or rejection is finished).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from neuracrm_mlops import ledger, registry, rollout
+from neuracrm_mlops import registry, rollout, rollout_state
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.schema import utcnow
 from neuracrm_mlops.live_stats import load_outcomes, load_predictions, stats_from, version_stats
@@ -85,33 +90,48 @@ def _cohort_times(tags: dict[str, str], now: dt.datetime) -> tuple[dt.datetime, 
     return entered, started, now >= deadline
 
 
-def _enter_cohorts(client: Any, weight: float) -> None:
-    """Set the weight on every organization model with a challenger; mark newcomers' entry time."""
-    now = utcnow().isoformat()
-    for org, name, _, tags in _models_with_challenger(client):
-        registry.set_canary_weight(client, name, weight)
-        if _in_cohort(org, weight) and not tags.get(COHORT_TAG):
-            client.set_registered_model_tag(name, COHORT_TAG, now)
-
-
-def _record_weight(
-    engine: sa.Engine, actor: str, models: list[tuple[int, str, dict[str, str]]], weight: float, reason: str
-) -> None:
-    """One ledger row per organization model: the family's new weight, and whether it is in the cohort."""
-    for org, name, aliases in models:
-        ledger.record_change(
+def _move_weight(
+    engine: sa.Engine,
+    client: Any,
+    actor: str,
+    name: str,
+    weight: float,
+    reason: str,
+    *,
+    now: str,
+    start: bool = False,
+    new_step: bool = True,
+) -> bool:
+    """One organization model's part of a family weight move, atomic with its ledger row (under its
+    lock): ``start`` marks the rollout's start, ``new_step`` the step's; a model joining the cohort
+    gets its entry time. False when it has no challenger any more (promoted or rejected meanwhile)."""
+    org = _organization_of(name)
+    with rollout_state.locked_model(engine, name, actor=actor):
+        model = rollout.registered_model(client, name)
+        aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
+        if registry.CHALLENGER not in aliases:
+            return False
+        plan = rollout_state.RegistryPlan(client, name, "canary", model)
+        if start:
+            plan.model_tag(rollout.STARTED_TAG, now, "started_tag")
+        if new_step:
+            plan.model_tag(rollout.STEP_STARTED_TAG, now, "step_started_tag")
+        plan.weight(weight)
+        if _in_cohort(org, weight) and not dict(model.tags or {}).get(COHORT_TAG):
+            plan.model_tag(COHORT_TAG, now, "cohort_tag")
+        rollout_state.run_move(
             engine,
+            plan,
             actor=actor,
-            model_name=name,
-            organization_id=org,
-            action="canary",
+            reason=reason,
             alias=registry.CHALLENGER,
             from_version=aliases.get(registry.CHAMPION),
-            to_version=aliases.get(registry.CHALLENGER),
+            to_version=aliases[registry.CHALLENGER],
             weight=weight,
-            reason=reason,
             metrics={"in_cohort": _in_cohort(org, weight)},
+            organization_id=org,
         )
+    return True
 
 
 def start(*, actor: str, engine: sa.Engine) -> CohortResult:
@@ -143,16 +163,13 @@ def start(*, actor: str, engine: sa.Engine) -> CohortResult:
     weight = rollout.rollout_policy(FAMILY).steps[0]
     now = utcnow().isoformat()
     waiting = [(org, name, aliases) for org, name, aliases, _ in models if registry.CHAMPION in aliases]
-    for _, name, _ in waiting:
-        client.set_registered_model_tag(name, rollout.STARTED_TAG, now)
-        client.set_registered_model_tag(name, rollout.STEP_STARTED_TAG, now)
-    _enter_cohorts(client, weight)
     cohort = [org for org, _, _ in waiting if _in_cohort(org, weight)]
     reason = (
         f"forecast canary started at {weight:.0%} of organizations: {len(cohort)} of {len(waiting)} "
         f"organizations with a challenger now forecast with it"
     )
-    _record_weight(engine, actor, waiting, weight, reason)
+    for _, name, _ in waiting:
+        _move_weight(engine, client, actor, name, weight, reason, now=now, start=True)
     return CohortResult("start", weight, reason, promoted=promoted)
 
 
@@ -254,16 +271,15 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
         result.reason = f"{len(result.promoted)} organization(s) promoted, {len(result.rejected)} rejected"
         return result
     now_iso = now.isoformat()
-    for _, name, _, _ in remaining:
-        client.set_registered_model_tag(name, rollout.STEP_STARTED_TAG, now_iso)
-    _enter_cohorts(client, next_weight)
     reason = (
         f"{len(result.passed)} organization(s) in the {weight:.0%} cohort passed, {len(result.rejected)} "
         f"rejected: moving to {next_weight:.0%} of organizations"
     )
-    _record_weight(
-        engine, actor, [(org, name, aliases) for org, name, aliases, _ in remaining], next_weight, reason
-    )
+    stepping = {name for _, name, _, _ in remaining}
+    # every organization model with a challenger takes the family's weight (one whose challenger
+    # arrived during the rollout joins it); only those judged in this rollout start a new step
+    for _, name, _, _ in _models_with_challenger(client):
+        _move_weight(engine, client, actor, name, next_weight, reason, now=now_iso, new_step=name in stepping)
     result.action, result.weight, result.reason = "next_step", next_weight, reason
     return result
 

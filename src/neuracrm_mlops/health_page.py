@@ -62,7 +62,16 @@ from neuracrm_mlops.monitoring import MONITORED_MODELS
 SERVED_MODELS = MONITORED_MODELS  # lead_scoring, sentiment: one model for every organization
 FORECAST_FAMILY = "sales_forecast"  # one registered model per organization
 ACTOR_PREFIX = "airflow-ui"
-ROLLBACK_DAG_ID = "rollout_model"  # rolling back needs the right to edit this DAG (the plugin checks)
+# the rollout DAG of each family: viewing the page needs read access to one of them, rolling a model
+# back needs edit access to its family's (the plugin asks Airflow's auth manager)
+ROLLOUT_DAG_IDS = tuple(f"rollout_{family}" for family in (*SERVED_MODELS, FORECAST_FAMILY))
+
+
+def rollout_dag_id(model_name: str) -> str:
+    """The rollout DAG of ``model_name``'s family (``sales_forecast_org_7`` -> ``rollout_sales_forecast``)."""
+    return f"rollout_{family_of(model_name)}"
+
+
 DRIFT_KINDS = frozenset({"data_drift"})  # the kinds ``monitoring`` raises
 BIAS_KINDS = frozenset({"bias"})
 LEDGER_LINES_PER_ROW = 3
@@ -287,6 +296,7 @@ def _ledger_of(
                 table.c.alias == ledger.CHAMPION_ALIAS,
                 table.c.action.in_(ledger.CHAMPION_ACTIONS),
                 table.c.to_version.is_not(None),
+                table.c.state == ledger.DONE,  # a pending or reverted move is not alias history
             ),
             1,
         ),

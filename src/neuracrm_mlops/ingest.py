@@ -929,6 +929,7 @@ class ImportSummary:
     field_errors: dict[str, FieldErrorCount] = field(default_factory=dict)
     seconds: float = 0.0
     quarantine_notes: list[QuarantineNote] = field(default_factory=list)
+    file_sha256: str = ""  # of the file's bytes (also in import_batches), e.g. for the asset event
 
     MAX_NOTES = 20
 
@@ -1128,7 +1129,9 @@ def import_file(
             .returning(ImportBatch.id)
         )
         assert batch_id is not None
-        summary = ImportSummary(dataset, org.id, org.name, file_name, source.kind, batch_id)
+        summary = ImportSummary(
+            dataset, org.id, org.name, file_name, source.kind, batch_id, file_sha256=sha256
+        )
         importer = _Importer(conn, spec, org.id, source, sha256, summary)
         chunk: list[SourceRow] = []
         for row in source.rows:

@@ -3,7 +3,14 @@
 MLflow keeps no alias history, so the ledger is where "who moved what, from which version to which,
 why, on which numbers" lives, and where a rollback finds "the previous champion": the ``promote``
 and ``rollback`` rows of alias ``champion`` are the alias history, whoever moved it. The table refuses
-UPDATE and DELETE (database triggers, see migration 0001): rows are only ever appended.
+UPDATE and DELETE (database triggers, see migrations 0001 and 0007): rows are only ever appended,
+and the one change a row may see is its ``state`` finishing.
+
+States: an alias or weight move (``neuracrm_mlops.rollout_state``) writes its row ``pending`` and
+commits it before its registry calls, then marks it ``done``; a crash in between leaves the row
+``pending`` and ``rollout_state.reconcile_pending`` finishes the move (``done``) or undoes it
+(``reverted``). Only ``done`` rows are alias history (``champion_moves``); every read here shows the
+state (``LedgerEntry.state``). Rows that change nothing in the registry are written ``done`` at once.
 
 Write a row in the same transaction as the change it records by passing an open connection::
 
@@ -36,6 +43,8 @@ ACTIONS = ("register", "canary", "promote", "reject", "rollback", "abort", "hold
 # the actions that change which version holds the ``champion`` alias
 CHAMPION_ALIAS = "champion"
 CHAMPION_ACTIONS = ("promote", "rollback")
+PENDING, DONE, REVERTED = "pending", "done", "reverted"
+STATES = (PENDING, DONE, REVERTED)
 
 _ACTOR_MAX = 200  # PromotionLedgerEntry.actor is VARCHAR(200)
 _VERSION_MAX = 32
@@ -57,6 +66,8 @@ class LedgerEntry:
     weight: float | None
     reason: str
     metrics: dict[str, Any]
+    state: str = DONE  # pending | done | reverted
+    registry_plan: list[dict[str, Any]] | None = None  # the move's registry calls (rollout_state)
 
 
 def json_safe(value: Any) -> Any:
@@ -110,14 +121,20 @@ def record_change(
     to_version: str | int | None = None,
     weight: float | None = None,
     metrics: Mapping[str, Any] | None = None,
+    state: str = DONE,
+    registry_plan: Sequence[Mapping[str, Any]] | None = None,
 ) -> int:
     """Append one ledger row and return its id.
 
     With an ``sa.Connection`` the row joins the caller's transaction (it is committed, or rolled back,
     with the change it records); with an ``sa.Engine`` it is written in a transaction of its own.
     ``weight`` is the challenger's traffic share (0..1). ``metrics`` is stored as plain JSON
-    (numpy values become numbers, NaN and infinities None). Raises ValueError on a bad argument.
+    (numpy values become numbers, NaN and infinities None). ``state`` ``pending`` writes the row
+    before the move it records (then :func:`finish_change`); ``registry_plan`` is that move's
+    registry calls. Raises ValueError on a bad argument.
     """
+    if state not in (PENDING, DONE):
+        raise ValueError(f"a new ledger row is {PENDING} or {DONE}, got {state!r}")
     if action not in ACTIONS:
         raise ValueError(f"ledger action must be one of {', '.join(ACTIONS)}, got {action!r}")
     if not actor or not actor.strip():
@@ -144,6 +161,8 @@ def record_change(
         "weight": weight,
         "reason": reason.strip(),
         "metrics": json_safe(dict(metrics or {})),
+        "state": state,
+        "registry_plan": None if registry_plan is None else json_safe([dict(c) for c in registry_plan]),
     }
     statement = sa.insert(PromotionLedgerEntry).values(**values).returning(PromotionLedgerEntry.id)
     if isinstance(conn_or_engine, sa.Engine):
@@ -153,6 +172,39 @@ def record_change(
         entry_id = conn_or_engine.scalar(statement)
     assert entry_id is not None
     return int(entry_id)
+
+
+def finish_change(engine: sa.Engine | sa.Connection, entry_id: int, state: str = DONE) -> bool:
+    """Mark the pending row ``entry_id`` ``done`` or ``reverted`` (the one UPDATE the ledger's
+    triggers allow); False when it was not pending (already finished: nothing changes)."""
+    if state not in (DONE, REVERTED):
+        raise ValueError(f"a pending ledger row finishes {DONE} or {REVERTED}, got {state!r}")
+    statement = (
+        sa.update(PromotionLedgerEntry)
+        .where(PromotionLedgerEntry.id == entry_id, PromotionLedgerEntry.state == PENDING)
+        .values(state=state)
+    )
+    if isinstance(engine, sa.Engine):
+        with engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+    return engine.execute(statement).rowcount == 1
+
+
+def pending_entries(engine: sa.Engine | sa.Connection, *, model_name: str | None = None) -> list[LedgerEntry]:
+    """The ``pending`` rows (of ``model_name``, or of every model), oldest first."""
+    table = PromotionLedgerEntry.__table__
+    query = sa.select(table).where(table.c.state == PENDING).order_by(table.c.id)
+    if model_name is not None:
+        query = query.where(table.c.model_name == model_name)
+    rows = _read(engine, query)
+    return [entry_from_row(row) for row in rows]
+
+
+def _read(engine: sa.Engine | sa.Connection, query: sa.Executable) -> Sequence[sa.Row[Any]]:
+    if isinstance(engine, sa.Engine):
+        with engine.connect() as conn:
+            return conn.execute(query).all()
+    return engine.execute(query).all()
 
 
 def entry_from_row(row: sa.Row[Any]) -> LedgerEntry:
@@ -169,6 +221,8 @@ def entry_from_row(row: sa.Row[Any]) -> LedgerEntry:
         weight=row.weight,
         reason=row.reason,
         metrics=dict(row.metrics or {}),
+        state=row.state,
+        registry_plan=list(row.registry_plan) if row.registry_plan is not None else None,
     )
 
 
@@ -181,19 +235,16 @@ def latest_entries(
     query = sa.select(PromotionLedgerEntry.__table__).order_by(PromotionLedgerEntry.id.desc()).limit(limit)
     if model_name is not None:
         query = query.where(PromotionLedgerEntry.model_name == model_name)
-    if isinstance(engine, sa.Engine):
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-    else:
-        rows = engine.execute(query).all()
+    rows = _read(engine, query)
     return [entry_from_row(row) for row in rows]
 
 
 def champion_moves(engine: sa.Engine | sa.Connection, model_name: str) -> list[ChampionMove]:
     """Every move of ``model_name``'s ``champion`` alias, oldest first: (action, from_version,
     to_version) of its ``promote`` and ``rollback`` rows, whoever made them (a rollout, the monitor,
-    the CLI's ``rollback`` and ``rollback --to``, the health page). On a connection, rows written
-    earlier in its transaction are included."""
+    the CLI's ``rollback`` and ``rollback --to``, the health page). Only ``done`` rows: a pending
+    move (under way, or cut short by a crash) and a reverted one are not history. On a connection,
+    rows written earlier in its transaction are included."""
     query = (
         sa.select(
             PromotionLedgerEntry.action, PromotionLedgerEntry.from_version, PromotionLedgerEntry.to_version
@@ -203,15 +254,12 @@ def champion_moves(engine: sa.Engine | sa.Connection, model_name: str) -> list[C
             PromotionLedgerEntry.alias == CHAMPION_ALIAS,
             PromotionLedgerEntry.action.in_(CHAMPION_ACTIONS),
             PromotionLedgerEntry.to_version.is_not(None),
+            PromotionLedgerEntry.state == DONE,
         )
         .order_by(PromotionLedgerEntry.id)
     )
-    if isinstance(engine, sa.Engine):
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-    else:
-        rows = engine.execute(query).all()
-    return [(row[0], row[1], row[2]) for row in rows]
+    rows = _read(engine, query)
+    return [(str(row.action), row.from_version, str(row.to_version)) for row in rows]
 
 
 def champion_history(

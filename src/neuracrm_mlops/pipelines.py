@@ -12,7 +12,6 @@ from typing import Any
 from neuracrm_mlops.training import Lineage, TrainingOutcome
 
 FAMILY_DATASETS = {"lead_scoring": "leads", "sales_forecast": "sales", "sentiment": "interactions"}
-FAMILY_DATASETS = {"lead_scoring": "leads", "sales_forecast": "sales", "sentiment": "interactions"}
 VALIDATION_SUMMARY_KEYS = (
     "dataset",
     "organization_id",
@@ -87,7 +86,7 @@ def summarize_forecast_chunks(results: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-# -- rollout (the rollout_model DAG; forecasts roll out by cohorts of organizations) -------------
+# -- rollout (the rollout_<family> DAGs; forecasts roll out by cohorts of organizations) ----------
 
 
 def start_canary(model: str, *, actor: str) -> dict[str, Any]:

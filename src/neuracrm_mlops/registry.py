@@ -87,9 +87,13 @@ def ensure_registered_model(client: Any, name: str, description: str) -> None:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The code version: NEURACRM_GIT_COMMIT, else the checkout's HEAD, else "unknown"."""
-    if os.environ.get("NEURACRM_GIT_COMMIT"):
-        return os.environ["NEURACRM_GIT_COMMIT"]
+    """The code version: NEURACRM_GIT_COMMIT (config.Settings.git_commit), else the checkout's HEAD,
+    else "unknown"."""
+    from neuracrm_mlops.config import get_settings
+
+    configured = get_settings().git_commit
+    if configured:
+        return configured
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -203,14 +207,20 @@ def canary_weight_of(tags: dict[str, str]) -> float:
     return min(max(weight, 0.0), 1.0)
 
 
+def canary_weight_value(weight: float) -> str:
+    """The ``canary_weight`` tag's text for a traffic share (0..1); ValueError outside it."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"canary weight must be between 0 and 1, got {weight}")
+    return repr(float(weight))
+
+
 def set_canary_weight(client: Any, name: str, weight: float) -> None:
     """Set the challenger's traffic share (0..1); serving picks it up at its next poll.
 
-    Callers record the change in the promotion ledger; this only moves the number.
+    Only for models nothing rolls out (tests, seeding): rollout moves set the weight through
+    ``rollout_state.RegistryPlan`` so that the ledger records it first and a crash is repaired.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"canary weight must be between 0 and 1, got {weight}")
-    client.set_registered_model_tag(name, CANARY_WEIGHT_TAG, repr(float(weight)))
+    client.set_registered_model_tag(name, CANARY_WEIGHT_TAG, canary_weight_value(weight))
 
 
 def load_version_object(name: str, version: str) -> Any:

@@ -3,7 +3,10 @@
 State lives where serving reads it: the MLflow aliases (``champion``, ``challenger``, ``previous``)
 and registered-model tags (``canary_weight``, ``canary_started_at`` for the rollout,
 ``canary_step_started_at`` for the current step). Every alias or weight change is written to the
-promotion ledger with the actor, the reason and the numbers behind it.
+promotion ledger with the actor, the reason and the numbers behind it, atomically: each move runs
+under the per-model lock, commits its ledger row ``pending`` before its registry calls and marks it
+``done`` after them; a move a crash cut short is finished or reverted by
+``rollout_state.reconcile_pending`` (``rollout_state`` has the rules).
 
 - ``start_rollout``: the challenger gets the first step's weight (10% by default). A model with no
   champion yet has nothing to compare with: its challenger is promoted at once (ledger says so).
@@ -14,8 +17,8 @@ promotion ledger with the actor, the reason and the numbers behind it.
   the decision out: next weight, promote, reject (weight 0, ``status=rejected`` with the reason,
   an alert), or hold (an alert once the deadline passed; an inconclusive rollout never promotes).
 - ``promote`` / ``abort`` / ``rollback``: the same moves for the CLI and the monitor. ``rollback``
-  runs under a per-model lock and only moves the champion if it is still the version the caller
-  judged, so two monitors at once cannot both roll back. Its target is read from the champion
+  only moves the champion if it is still the version the caller judged (read under the lock), so two
+  monitors at once cannot both roll back. Its target is read from the champion
   alias history in the ledger (``plan_rollback``; the rules are in ``rollout_decisions``).
 - Alert texts (``runbook_*``) name the versions and give the exact command for this model
   (``rollback_command``, ``train_command``): an alert never says something happened that did not.
@@ -23,17 +26,15 @@ promotion ledger with the actor, the reason and the numbers behind it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from neuracrm_mlops import ledger, registry
+from neuracrm_mlops import ledger, registry, rollout_state
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.schema import utcnow
 from neuracrm_mlops.errors import NeuraCRMError
@@ -57,7 +58,7 @@ RUNBOOK_CANARY_FAILED = (
     "The challenger was taken out of traffic and tagged rejected; the champion serves everything. "
     "Read the reason and the numbers, fix the model or the data, retrain; nothing else to undo."
 )
-MONITOR_DAG_ACTOR = "dag:monitor_models/"  # monitor passes whose DAG triggers retraining after a rollback
+MONITOR_DAG_ACTOR = "dag:monitor_models/"  # monitor passes whose DAG requests retraining after a rollback
 
 
 def cli_model_args(name: str) -> str:
@@ -83,22 +84,26 @@ def runbook_canary_hold(name: str) -> str:
         return (
             "Not enough actuals to judge the organizations in the cohort before the deadline, so the "
             "cohort holds at its weight and nothing is promoted. Check that monthly sales are imported "
-            "for the organizations listed, then re-run the rollout_model DAG (model sales_forecast) or "
+            "for the organizations listed, then re-run the rollout_sales_forecast DAG or "
             "`neuracrm-mlops rollout sales_forecast step`."
         )
     return (
         "Not enough labelled outcomes to judge the canary before the deadline, so it holds at its "
         "weight and nothing is promoted. Check that outcomes flow (simulate or import them), then "
-        f"re-run the rollout_model DAG or `neuracrm-mlops rollout {name} step`; to drop the "
+        f"re-run the rollout_{family_of(name)} DAG or `neuracrm-mlops rollout {name} step`; to drop the "
         f"challenger instead: `neuracrm-mlops rollout {name} abort`."
     )
 
 
 def retraining_line(name: str, actor: str) -> str:
-    """Whether a rollback by ``actor`` starts retraining: only the monitor_models DAG triggers it."""
+    """Whether a rollback by ``actor`` starts retraining: only the monitor_models DAG requests it, with
+    the asset event ``neuracrm://monitor/<family>/retrain`` that the family's training DAG is scheduled on."""
     if actor.startswith(MONITOR_DAG_ACTOR):
-        dag = f"train_{family_of(name)}"
-        return f"retraining is triggered by this monitor_models run (DAG {dag})"
+        family = family_of(name)
+        return (
+            f"retraining is requested by this monitor_models run "
+            f"(asset neuracrm://monitor/{family}/retrain starts DAG train_{family})"
+        )
     return f"retraining was not started (not run by the monitor_models DAG): `{train_command(name)}`"
 
 
@@ -227,15 +232,20 @@ class RolloutState:
     step_started_at: dt.datetime | None
 
 
-def registered_state(client: Any, name: str) -> RolloutState:
-    """The rollout state of ``name`` (one registry request); RolloutError when it is not registered."""
+def registered_model(client: Any, name: str) -> Any:
+    """The registered model ``name`` (one registry request, retried); RolloutError when it is not
+    registered."""
     from mlflow.exceptions import MlflowException
 
     try:
-        model = client.get_registered_model(name)
+        return rollout_state.retry_registry(lambda: client.get_registered_model(name), what=f"read {name}")
     except MlflowException as exc:
         raise RolloutError(f"no registered model {name!r} in MLflow: train it first") from exc
-    return state_of(model)
+
+
+def registered_state(client: Any, name: str) -> RolloutState:
+    """The rollout state of ``name`` (one registry request); RolloutError when it is not registered."""
+    return state_of(registered_model(client, name))
 
 
 def state_of(model: Any) -> RolloutState:
@@ -252,44 +262,71 @@ def state_of(model: Any) -> RolloutState:
     )
 
 
-def _record_canary(
+def _record_hold(
     engine: sa.Engine,
     actor: str,
     name: str,
     state: RolloutState,
-    action: str,
-    weight: float,
     reason: str,
     *,
     metrics: dict[str, Any] | None = None,
 ) -> None:
-    """A ledger row about the challenger's traffic (canary weight set, or held), champion -> challenger."""
+    """A ledger row about a canary held at its weight (nothing moves in the registry)."""
     ledger.record_change(
         engine,
         actor=actor,
         model_name=name,
         organization_id=organization_of(name),
-        action=action,
+        action="hold",
         alias=registry.CHALLENGER,
         from_version=state.champion,
         to_version=state.challenger,
-        weight=weight,
+        weight=state.weight,
         reason=reason,
         metrics=metrics or {},
     )
 
 
-def _set_weight(client: Any, name: str, weight: float, *, new_step: bool) -> None:
-    registry.set_canary_weight(client, name, weight)
-    if new_step:
-        client.set_registered_model_tag(name, STEP_STARTED_TAG, _now_iso())
+def _move_canary(
+    engine: sa.Engine,
+    actor: str,
+    plan: rollout_state.RegistryPlan,
+    state: RolloutState,
+    weight: float,
+    reason: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Carry out a canary weight move (``plan``) with its ledger row, champion -> challenger."""
+    rollout_state.run_move(
+        engine,
+        plan,
+        actor=actor,
+        reason=reason,
+        alias=registry.CHALLENGER,
+        from_version=state.champion,
+        to_version=state.challenger,
+        weight=weight,
+        metrics=metrics,
+        organization_id=organization_of(plan.name),
+    )
 
 
-def _clear_canary(client: Any, name: str) -> None:
-    registry.set_canary_weight(client, name, 0.0)
-    for tag in (STARTED_TAG, STEP_STARTED_TAG, COHORT_TAG):
-        with contextlib.suppress(Exception):
-            client.delete_registered_model_tag(name, tag)
+def _plan_step(plan: rollout_state.RegistryPlan, weight: float) -> None:
+    """A new canary step: the weight, and the step's start time."""
+    plan.weight(weight)
+    plan.model_tag(STEP_STARTED_TAG, _now_iso(), "step_started_tag")
+
+
+def _clear_canary(plan: rollout_state.RegistryPlan) -> None:
+    """The challenger out of traffic: weight 0, the rollout's times removed."""
+    plan.weight(0.0)
+    for tag, label in (
+        (STARTED_TAG, "started_tag"),
+        (STEP_STARTED_TAG, "step_started_tag"),
+        (COHORT_TAG, "cohort_tag"),
+    ):
+        plan.model_tag(tag, None, label)
 
 
 def model_state(name: str) -> dict[str, Any]:
@@ -311,35 +348,39 @@ def start_rollout(name: str, *, actor: str, engine: sa.Engine | None = None) -> 
     """Give the challenger the first step's weight (or promote it when there is no champion yet)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = registered_state(client, name)
-    if state.challenger is None:
-        raise RolloutError(f"{name} has no challenger to roll out: train a version that passes the gates")
-    try:
-        require_servable(client, name, state.challenger)
-    except RolloutError as exc:  # the alias comes off through abort, so the ledger records it
-        abort(name, actor=actor, reason=str(exc), engine=engine, reject=True)
-        raise
-    if state.champion is None:
-        return promote(name, actor=actor, reason="first version: no champion to compare with", engine=engine)
-    if state.weight > 0 and state.started_at is not None:
-        return RolloutResult(
-            name,
-            "noop",
-            state.champion,
-            state.challenger,
-            state.weight,
-            f"a rollout of v{state.challenger} is already running at {state.weight:.0%}",
+    with rollout_state.locked_model(engine, name, actor=actor):
+        model = registered_model(client, name)
+        state = state_of(model)
+        if state.challenger is None:
+            raise RolloutError(f"{name} has no challenger to roll out: train a version that passes the gates")
+        try:
+            require_servable(client, name, state.challenger)
+        except RolloutError as exc:  # the alias comes off through abort, so the ledger records it
+            abort(name, actor=actor, reason=str(exc), engine=engine, reject=True)
+            raise
+        if state.champion is None:
+            return promote(
+                name, actor=actor, reason="first version: no champion to compare with", engine=engine
+            )
+        if state.weight > 0 and state.started_at is not None:
+            return RolloutResult(
+                name,
+                "noop",
+                state.champion,
+                state.challenger,
+                state.weight,
+                f"a rollout of v{state.challenger} is already running at {state.weight:.0%}",
+            )
+        policy = rollout_policy(name)
+        weight = policy.steps[0]
+        plan = rollout_state.RegistryPlan(client, name, "canary", model)
+        plan.model_tag(STARTED_TAG, _now_iso(), "started_tag")
+        _plan_step(plan, weight)
+        reason = (
+            f"canary started: v{state.challenger} gets {weight:.0%} of traffic against champion "
+            f"v{state.champion}"
         )
-    policy = rollout_policy(name)
-    weight = policy.steps[0]
-    client.set_registered_model_tag(name, STARTED_TAG, _now_iso())
-    _set_weight(client, name, weight, new_step=True)
-    reason = (
-        f"canary started: v{state.challenger} gets {weight:.0%} of traffic against champion v{state.champion}"
-    )
-    _record_canary(
-        engine, actor, name, state, "canary", weight, reason, metrics={"steps": list(policy.steps)}
-    )
+        _move_canary(engine, actor, plan, state, weight, reason, metrics={"steps": list(policy.steps)})
     return RolloutResult(name, "start", state.champion, state.challenger, weight, reason)
 
 
@@ -426,42 +467,48 @@ def judge_step(name: str, *, actor: str, engine: sa.Engine | None = None) -> Rol
     ``raise_to_final_step`` or ``abort``)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = registered_state(client, name)
-    if state.challenger is None or state.weight <= 0:
-        return RolloutResult(
-            name, "noop", state.champion, state.challenger, state.weight, f"{name} has no canary running"
+    with rollout_state.locked_model(engine, name, actor=actor):
+        model = registered_model(client, name)
+        state = state_of(model)
+        if state.challenger is None or state.weight <= 0:
+            return RolloutResult(
+                name, "noop", state.champion, state.challenger, state.weight, f"{name} has no canary running"
+            )
+        challenger_version = state.challenger
+        version = rollout_state.retry_registry(
+            lambda: client.get_model_version(name, challenger_version),
+            what=f"read {name} v{challenger_version}",
         )
-    below_floor = client.get_model_version(name, state.challenger).tags.get("below_floor") == "true"
-    policy = rollout_policy(name, below_floor=below_floor)
-    champion, challenger = _live(engine, name, state)
-    deadline = _deadline(state.step_started_at)
-    decision = decide_rollout_step(
-        policy,
-        state.weight,
-        champion,
-        challenger,
-        deadline_passed=deadline is not None and utcnow() >= deadline,
-    )
-    return _carry_out(engine, client, name, state, decision, actor)
+        policy = rollout_policy(name, below_floor=version.tags.get("below_floor") == "true")
+        champion, challenger = _live(engine, name, state)
+        deadline = _deadline(state.step_started_at)
+        decision = decide_rollout_step(
+            policy,
+            state.weight,
+            champion,
+            challenger,
+            deadline_passed=deadline is not None and utcnow() >= deadline,
+        )
+        return _carry_out(engine, client, model, state, decision, actor)
 
 
 def _carry_out(
-    engine: sa.Engine, client: Any, name: str, state: RolloutState, decision: RolloutDecision, actor: str
+    engine: sa.Engine, client: Any, model: Any, state: RolloutState, decision: RolloutDecision, actor: str
 ) -> RolloutResult:
+    name = str(model.name)
     metrics = dict(decision.metrics)
     final = rollout_policy(name).steps[-1]
     if decision.action == "next_step" and decision.next_weight == final and approval_required(name):
         reason = f"{decision.reason}; awaiting a reviewer's approval before {final:.0%}"
-        _record_canary(engine, actor, name, state, "hold", state.weight, reason, metrics=metrics)
+        _record_hold(engine, actor, name, state, reason, metrics=metrics)
         return RolloutResult(
             name, "awaiting_approval", state.champion, state.challenger, state.weight, reason, metrics
         )
     if decision.action == "next_step":
         assert decision.next_weight is not None
-        _set_weight(client, name, decision.next_weight, new_step=True)
-        _record_canary(
-            engine, actor, name, state, "canary", decision.next_weight, decision.reason, metrics=metrics
-        )
+        plan = rollout_state.RegistryPlan(client, name, "canary", model)
+        _plan_step(plan, decision.next_weight)
+        _move_canary(engine, actor, plan, state, decision.next_weight, decision.reason, metrics=metrics)
         return RolloutResult(
             name,
             "next_step",
@@ -489,7 +536,7 @@ def _carry_out(
         return RolloutResult(**{**result.as_dict(), "action": "rollback", "alert_id": failed_alert})
     # hold
     alert_id: int | None = None
-    _record_canary(engine, actor, name, state, "hold", state.weight, decision.reason, metrics=metrics)
+    _record_hold(engine, actor, name, state, decision.reason, metrics=metrics)
     if decision.alert:
         alert_id = _canary_alert(
             engine,
@@ -547,33 +594,37 @@ def promote(
     metrics: dict[str, Any] | None = None,
     engine: sa.Engine | None = None,
 ) -> RolloutResult:
-    """The challenger becomes champion; the old champion keeps alias ``previous``."""
+    """The challenger becomes champion; the old champion keeps alias ``previous``.
+
+    A crash part-way is finished by ``rollout_state.reconcile_pending`` (the canary passed)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = registered_state(client, name)
-    if state.challenger is None:
-        raise RolloutError(f"{name} has no challenger to promote")
-    new, old = state.challenger, state.champion
-    client.set_registered_model_alias(name, registry.CHAMPION, new)
-    if old is not None and old != new:
-        client.set_registered_model_alias(name, registry.PREVIOUS, old)
-        client.set_model_version_tag(name, old, "status", registry.PREVIOUS)
-    client.delete_registered_model_alias(name, registry.CHALLENGER)
-    client.set_model_version_tag(name, new, "status", registry.CHAMPION)
-    _clear_canary(client, name)
-    ledger.record_change(
-        engine,
-        actor=actor,
-        model_name=name,
-        organization_id=organization_of(name),
-        action="promote",
-        alias=registry.CHAMPION,
-        from_version=old,
-        to_version=new,
-        weight=0.0,
-        reason=reason,
-        metrics=metrics or {},
-    )
+    with rollout_state.locked_model(engine, name, actor=actor):
+        model = registered_model(client, name)
+        state = state_of(model)
+        if state.challenger is None:
+            raise RolloutError(f"{name} has no challenger to promote")
+        new, old = state.challenger, state.champion
+        plan = rollout_state.RegistryPlan(client, name, "promote", model)
+        plan.alias(registry.CHAMPION, new, "champion_alias")
+        if old is not None and old != new:
+            plan.alias(registry.PREVIOUS, old, "previous_alias")
+            plan.version_tag(old, "status", registry.PREVIOUS, "old_champion_status")
+        plan.alias(registry.CHALLENGER, None, "challenger_alias")
+        plan.version_tag(new, "status", registry.CHAMPION, "champion_status")
+        _clear_canary(plan)
+        rollout_state.run_move(
+            engine,
+            plan,
+            actor=actor,
+            reason=reason,
+            alias=registry.CHAMPION,
+            from_version=old,
+            to_version=new,
+            weight=0.0,
+            metrics=metrics,
+            organization_id=organization_of(name),
+        )
     return RolloutResult(name, "promote", new, None, 0.0, reason, metrics or {})
 
 
@@ -586,30 +637,35 @@ def abort(
     engine: sa.Engine | None = None,
     reject: bool = False,
 ) -> RolloutResult:
-    """Take the challenger out of traffic (weight 0, alias removed); ``reject`` tags it rejected."""
+    """Take the challenger out of traffic (weight 0, alias removed); ``reject`` tags it rejected.
+
+    A crash part-way is finished by ``rollout_state.reconcile_pending`` (out of traffic is safe)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = registered_state(client, name)
-    if state.challenger is None:
-        raise RolloutError(f"{name} has no challenger to abort")
-    _clear_canary(client, name)
-    client.delete_registered_model_alias(name, registry.CHALLENGER)
-    if reject:
-        client.set_model_version_tag(name, state.challenger, "status", "rejected")
-        client.set_model_version_tag(name, state.challenger, "reason", reason[:5000])
-    ledger.record_change(
-        engine,
-        actor=actor,
-        model_name=name,
-        organization_id=organization_of(name),
-        action="reject" if reject else "abort",
-        alias=registry.CHALLENGER,
-        from_version=state.challenger,
-        to_version=None,
-        weight=0.0,
-        reason=reason,
-        metrics=metrics or {},
-    )
+    action = "reject" if reject else "abort"
+    with rollout_state.locked_model(engine, name, actor=actor):
+        model = registered_model(client, name)
+        state = state_of(model)
+        if state.challenger is None:
+            raise RolloutError(f"{name} has no challenger to abort")
+        plan = rollout_state.RegistryPlan(client, name, action, model)
+        _clear_canary(plan)
+        plan.alias(registry.CHALLENGER, None, "challenger_alias")
+        if reject:
+            plan.version_tag(state.challenger, "status", "rejected", "rejected_status")
+            plan.version_tag(state.challenger, "reason", reason[:5000], "reason_tag")
+        rollout_state.run_move(
+            engine,
+            plan,
+            actor=actor,
+            reason=reason,
+            alias=registry.CHALLENGER,
+            from_version=state.challenger,
+            to_version=None,
+            weight=0.0,
+            metrics=metrics,
+            organization_id=organization_of(name),
+        )
     return RolloutResult(name, "abort", state.champion, None, 0.0, reason, metrics or {})
 
 
@@ -666,26 +722,6 @@ def rollback_target(name: str, champion: str, *, engine: sa.Engine | None = None
     return None if plan.rolled_back_before else plan.version
 
 
-@contextlib.contextmanager
-def model_lock(engine: sa.Engine, name: str) -> Iterator[sa.Connection]:
-    """A transaction holding an exclusive per-model lock (PostgreSQL advisory lock; SQLite's write
-    lock, BEGIN IMMEDIATE). Writes made on the yielded connection commit with it."""
-    if engine.dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-        with engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-            yield conn
-        return
-    with engine.connect() as conn:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
-
-
 def rollback(
     name: str,
     *,
@@ -707,12 +743,14 @@ def rollback(
 
     Afterwards the ``previous`` alias names the new champion's own rollback target (or is removed),
     the left version is tagged ``rolled_back`` (``previous`` when the move undid a rollback), and
-    the ledger row records the move in the same transaction as the lock.
+    the ledger row (pending before the registry calls, done after) records the move. All of it runs
+    under the per-model lock; a crash part-way is finished by ``rollout_state.reconcile_pending``.
     """
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    with model_lock(engine, name) as conn:
-        state = registered_state(client, name)
+    with rollout_state.locked_model(engine, name, actor=actor):
+        model = registered_model(client, name)
+        state = state_of(model)
         if state.champion is None:
             raise RolloutError(f"{name} has no champion to roll back")
         if expected_champion is not None and state.champion != expected_champion:
@@ -725,7 +763,7 @@ def rollback(
                 f"champion is already v{state.champion}, not v{expected_champion}: nothing to roll back",
             )
         bad = state.champion
-        moves = ledger.champion_moves(conn, name)
+        moves = ledger.champion_moves(engine, name)
         if to_version is not None:
             target = _named_target(client, name, bad, str(to_version).strip())
         else:
@@ -745,30 +783,27 @@ def rollback(
         history = champion_history(after, target)
         left_rolled_back = any(e.version == bad and e.rolled_back for e in history.earlier)
         earlier = choose_rollback_target(history, registry_refusal(client, name))
-        client.set_registered_model_alias(name, registry.CHAMPION, target)
-        client.set_model_version_tag(name, target, "status", registry.CHAMPION)
+        calls = rollout_state.RegistryPlan(client, name, "rollback", model)
+        calls.alias(registry.CHAMPION, target, "champion_alias")
+        calls.version_tag(target, "status", registry.CHAMPION, "champion_status")
         if left_rolled_back:
-            client.set_model_version_tag(name, bad, "status", "rolled_back")
-            client.set_model_version_tag(name, bad, "reason", reason[:5000])
+            calls.version_tag(bad, "status", "rolled_back", "left_status")
+            calls.version_tag(bad, "reason", reason[:5000], "reason_tag")
         else:  # the move undid a rollback: the version left is an earlier champion in good standing
-            client.set_model_version_tag(name, bad, "status", registry.PREVIOUS)
-        if earlier.version is not None and not earlier.rolled_back_before:
-            client.set_registered_model_alias(name, registry.PREVIOUS, earlier.version)
-        else:
-            with contextlib.suppress(Exception):
-                client.delete_registered_model_alias(name, registry.PREVIOUS)
-        ledger.record_change(
-            conn,
+            calls.version_tag(bad, "status", registry.PREVIOUS, "left_status")
+        keep_previous = earlier.version is not None and not earlier.rolled_back_before
+        calls.alias(registry.PREVIOUS, earlier.version if keep_previous else None, "previous_alias")
+        rollout_state.run_move(
+            engine,
+            calls,
             actor=actor,
-            model_name=name,
-            organization_id=organization_of(name),
-            action="rollback",
+            reason=reason,
             alias=registry.CHAMPION,
             from_version=bad,
             to_version=target,
             weight=state.weight,
-            reason=reason,
-            metrics=metrics or {},
+            metrics=metrics,
+            organization_id=organization_of(name),
         )
     log.warning("%s: champion rolled back from v%s to v%s (%s)", name, bad, target, reason)
     done = f"{reason} (champion v{bad} -> v{target}; to undo: `{rollback_command(name, bad)}`)"
@@ -799,10 +834,13 @@ def raise_to_final_step(
     """After a reviewer approved: the challenger gets the final step's weight (100% by default)."""
     engine = _engine(engine)
     client = registry.configure_mlflow()
-    state = registered_state(client, name)
-    if state.challenger is None or state.weight <= 0:
-        raise RolloutError(f"{name} has no canary running to raise")
-    final = rollout_policy(name).steps[-1]
-    _set_weight(client, name, final, new_step=True)
-    _record_canary(engine, actor, name, state, "canary", final, reason)
+    with rollout_state.locked_model(engine, name, actor=actor):
+        model = registered_model(client, name)
+        state = state_of(model)
+        if state.challenger is None or state.weight <= 0:
+            raise RolloutError(f"{name} has no canary running to raise")
+        final = rollout_policy(name).steps[-1]
+        plan = rollout_state.RegistryPlan(client, name, "canary", model)
+        _plan_step(plan, final)
+        _move_canary(engine, actor, plan, state, final, reason)
     return RolloutResult(name, "next_step", state.champion, state.challenger, final, reason)

@@ -327,14 +327,20 @@ def decide_rollout_step(
     accuracy = challenger.accuracy
     assert accuracy is not None  # _missing_data guarantees it
     failures = []
+    # every figure names its count and window: the challenger's since its step began, the champion's
+    # since the rollout began
+    measured = f"over {challenger.outcomes:,} outcomes since this step began"
     if accuracy < policy.accuracy_floor - _EPS:
-        failures.append(f"accuracy {accuracy:.3f} is below the floor {policy.accuracy_floor:.2f}")
+        failures.append(
+            f"accuracy {accuracy:.3f} is below the floor {policy.accuracy_floor:.2f} ({measured})"
+        )
     if champion is not None:
         assert champion.accuracy is not None
         if accuracy < champion.accuracy - policy.accuracy_tolerance - _EPS:
             failures.append(
                 f"accuracy {accuracy:.3f} is worse than the champion's {champion.accuracy:.3f} "
-                f"by more than the tolerance {policy.accuracy_tolerance:.3f}"
+                f"by more than the tolerance {policy.accuracy_tolerance:.3f} ({measured}; the champion's "
+                f"over {champion.outcomes:,} since the rollout began)"
             )
         failures.extend(_operational_failures(policy, champion, challenger))
     if failures:

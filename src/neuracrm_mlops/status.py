@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -192,3 +193,143 @@ def served_answers(
             why = "never trained" if org.id in with_history else "no history: no sales months imported"
             answers.append(ServedAnswer("sales_forecast", org.id, "fallback", None, why))
     return answers
+
+
+# -- served models, the ledger, open alerts, and the whole report as one JSON document -------------
+
+SERVED_MODELS = ("lead_scoring", "sentiment")
+# `status --json`: bumped when a key is removed or changes meaning (adding keys keeps the version)
+STATUS_FORMAT_VERSION = 1
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """A timestamp as full ISO-8601 in UTC, to the second (``2026-12-05T07:01:02+00:00``); a naive one
+    is taken as UTC (the platform stores UTC)."""
+    if value is None:
+        return None
+    aware = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return aware.isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ModelRollout:
+    """The aliases and canary weight of one served model (registered False: not in MLflow yet)."""
+
+    name: str
+    registered: bool
+    champion: str | None = None
+    challenger: str | None = None
+    previous: str | None = None
+    canary_weight: float = 0.0
+    canary_started_at: str | None = None
+
+
+def served_models(names: tuple[str, ...] = SERVED_MODELS) -> list[ModelRollout]:
+    from neuracrm_mlops.rollout import RolloutError, model_state
+
+    models = []
+    for name in names:
+        try:
+            state = model_state(name)
+        except RolloutError:
+            models.append(ModelRollout(name, registered=False))
+            continue
+        started = state["canary_started_at"]
+        models.append(
+            ModelRollout(
+                name,
+                registered=True,
+                champion=state["champion"],
+                challenger=state["challenger"],
+                previous=state["previous"],
+                canary_weight=float(state["canary_weight"] or 0.0),
+                canary_started_at=iso(dt.datetime.fromisoformat(started)) if started else None,
+            )
+        )
+    return models
+
+
+def open_alert_count(engine: sa.Engine) -> int:
+    """Alerts not resolved yet (open or acknowledged)."""
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(sa.select(sa.func.count()).select_from(Alert).where(Alert.status != "resolved")) or 0
+        )
+
+
+def ledger_state(entry: Any) -> str:
+    """A ledger entry's state: pending, done or reverted (entries written before states were kept: done)."""
+    return str(getattr(entry, "state", None) or "done")
+
+
+def ledger_record(entry: Any) -> dict[str, Any]:
+    """One promotion ledger entry (ledger.LedgerEntry) as plain JSON, its time as full ISO-8601."""
+    return {
+        "id": entry.id,
+        "created_at": iso(entry.created_at),
+        "model_name": entry.model_name,
+        "organization_id": entry.organization_id,
+        "action": entry.action,
+        "state": ledger_state(entry),
+        "alias": entry.alias,
+        "from_version": entry.from_version,
+        "to_version": entry.to_version,
+        "weight": entry.weight,
+        "actor": entry.actor,
+        "reason": entry.reason,
+    }
+
+
+def alert_record(alert: Any) -> dict[str, Any]:
+    """One stored alert (alerts.AlertRow) as plain JSON, its times as full ISO-8601."""
+    return {
+        "id": alert.id,
+        "severity": alert.severity,
+        "status": alert.status,
+        "kind": alert.kind,
+        "title": alert.title,
+        "message": alert.message,
+        "model_name": alert.model_name,
+        "model_version": alert.model_version,
+        "organization_id": alert.organization_id,
+        "occurrences": alert.occurrences,
+        "first_seen_at": iso(alert.first_seen_at),
+        "last_seen_at": iso(alert.last_seen_at),
+        "acked_at": iso(alert.acked_at),
+        "acked_by": alert.acked_by,
+        "resolved_at": iso(alert.resolved_at),
+        "action_taken": alert.action_taken,
+    }
+
+
+def status_document(
+    engine: sa.Engine,
+    *,
+    database: str,
+    schema_revision: str | None,
+    ledger_limit: int = 10,
+    alert_limit: int = 50,
+) -> dict[str, Any]:
+    """Everything `neuracrm-mlops status` shows, as one JSON-ready document (`status --json`; the keys
+    are listed in the README, "Status for scripts")."""
+    from neuracrm_mlops.alerts import list_alerts
+    from neuracrm_mlops.ledger import latest_entries
+
+    crm = crm_status(engine)
+    return {
+        "format_version": STATUS_FORMAT_VERSION,
+        "generated_at": iso(dt.datetime.now(dt.UTC)),
+        "database": {"url": database, "schema_revision": schema_revision},
+        "crm": {
+            "table_counts": crm.table_counts,
+            "organization_count": crm.organization_count,
+            "organizations": [asdict(row) for row in crm.organizations],
+        },
+        "models": [asdict(model) for model in served_models()],
+        "served_answers": [asdict(answer) for answer in served_answers(engine)],
+        "ledger": [ledger_record(entry) for entry in latest_entries(engine, limit=ledger_limit)],
+        "alerts": {
+            "open_count": open_alert_count(engine),
+            "open": [alert_record(a) for a in list_alerts(engine, open_only=True, limit=alert_limit)],
+        },
+    }

@@ -828,6 +828,10 @@ def train_sentiment(
         ),
         extra_tags={"model_kind": candidate.kind},
         reason_note="" if can_train else f" (VADER baseline: {why})",
+        # what the service logs per text (predictor._text_features): its length, for the drift check
+        reference=reference_profile(
+            pd.DataFrame({"chars": train_part["text"].astype(str).str.len()}), ["chars"], []
+        ),
         verify=lambda version: servability.verify(
             registry.SENTIMENT_MODEL, version, servability.sentiment_answers(texts), expected
         ),

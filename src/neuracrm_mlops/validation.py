@@ -537,8 +537,10 @@ def _value_token(value: Any) -> str:
 
 def gx_context_root() -> Path:
     """The GX file context: ``NEURACRM_GX_ROOT``, else the repository's ``expectations/`` folder."""
-    raw = os.environ.get(GX_ROOT_ENV, "").strip()
-    root = Path(raw).expanduser().resolve() if raw else DEFAULT_GX_ROOT
+    from neuracrm_mlops.config import gx_root_from_environment
+
+    # read on each call (not from the cached settings): a task may point it elsewhere while it runs
+    root = gx_root_from_environment() or DEFAULT_GX_ROOT
     if not (root / "great_expectations.yml").is_file():
         raise ConfigurationError(
             f"no Great Expectations context at {root} (great_expectations.yml is missing): "

@@ -40,6 +40,15 @@ COMPONENTS = {
     "scheduler": ["scheduler"],
     "dag-processor": ["dag-processor"],
 }
+# The rollout settings of the DAG processor (it shapes the rollout DAGs: two steps) and of the tasks
+# (the scheduler's LocalExecutor workers): quick bakes, sentiment behind a reviewer's approval. The
+# api-server and the test process keep the defaults (the health page's tests assume them).
+ROLLOUT_ENV = {
+    "NEURACRM_ROLLOUT_STEPS": "0.5,1.0",
+    "NEURACRM_MIN_OUTCOMES": "5",
+    "NEURACRM_BAKE_POKE_SECONDS": "1",
+    "NEURACRM_ROLLOUT_APPROVAL": "sentiment",
+}
 
 
 @dataclass
@@ -168,8 +177,13 @@ def airflow_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirfl
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
-        # only runs the tests trigger: no scheduled run of any DAG competes for the two cores
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        # The scheduler must create runs (use_job_schedule=False would stop asset-triggered runs too:
+        # the scheduler then skips _create_dagruns_for_dags), yet no cron run may compete for the two
+        # cores: every DAG is paused until a test unpauses it, and no time-based run is due before
+        # the DAGs' start date, set in the future (asset-triggered runs have no logical date: they run)
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "NEURACRM_DAG_START_DATE": "2100-01-01",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "NEURACRM_RETRY_DELAY_SECONDS": "1",
         "OMP_NUM_THREADS": "1",
@@ -192,7 +206,7 @@ def airflow_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirfl
             with log_path.open("wb") as out:
                 stack.processes[name] = subprocess.Popen(
                     [str(AIRFLOW), *(a.format(port=port) for a in args)],
-                    env=env,
+                    env=env if name == "api-server" else {**env, **ROLLOUT_ENV},
                     cwd=root,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -55,8 +55,12 @@ def test_a_dag_triggered_over_the_api_runs_through_the_scheduler_and_registers_a
     assert {t["task_id"] for t in tasks["task_instances"]} == {
         "validate_interactions",
         "train_and_register_sentiment_model",
+        "challenger_registered",
+        "announce_challenger",  # skipped unless a challenger was registered (checked below)
     }
     for task in tasks["task_instances"]:
+        if task["task_id"] == "announce_challenger":
+            continue
         assert task["state"] == "success", task
         assert task["queued_when"] and task["start_date"] and task["end_date"], task
         assert task["hostname"] and task["pid"], task
@@ -77,4 +81,6 @@ def test_a_dag_triggered_over_the_api_runs_through_the_scheduler_and_registers_a
     tags = versions[0].tags
     assert tags["run_key"].startswith(f"{DAG_ID}/")
     assert tags["status"] in ("challenger", "rejected") and tags["reason"]
+    announced = next(t for t in tasks["task_instances"] if t["task_id"] == "announce_challenger")
+    assert announced["state"] == ("success" if tags["status"] == "challenger" else "skipped"), announced
     assert tags["validation_run_id"] and tags["data_snapshot_hash"] and tags["gx_report"].endswith(".html")

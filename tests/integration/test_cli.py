@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -238,3 +239,219 @@ def test_the_readme_recipe_reads_a_seeded_api_key_without_a_carriage_return(
     with get_engine().connect() as conn:
         organization = organization_for_api_key(conn, key)
     assert organization is not None and organization.id == 1  # line 2: the first organization's key
+
+
+# --- settings errors: one line, no traceback -------------------------------------------------------
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable_and_a_bad_log_level_falls_back(
+    neuracrm_home: Path,
+) -> None:
+    env = {**os.environ, "NEURACRM_HOME": str(neuracrm_home), "NEURACRM_MIN_OUTCOMES": "abc"}
+    bad = subprocess.run([str(BIN), "status"], capture_output=True, text=True, check=False, env=env)
+    assert bad.returncode == 1
+    assert bad.stdout == ""
+    assert bad.stderr.splitlines() == [
+        "error: NEURACRM_MIN_OUTCOMES='abc' is not a whole number "
+        "(accepted: a whole number between 1 and 10000000)"
+    ]
+    env = {**os.environ, "NEURACRM_HOME": str(neuracrm_home), "NEURACRM_LOG_LEVEL": "loud"}
+    upgraded = subprocess.run(
+        [str(BIN), "db", "upgrade"], capture_output=True, text=True, check=False, env=env
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stderr.splitlines()[0] == (
+        "warning: NEURACRM_LOG_LEVEL='loud' is not a log level "
+        "(accepted: DEBUG, INFO, WARNING, ERROR, CRITICAL); using WARNING"
+    )
+    assert "Traceback" not in upgraded.stderr and "migrated" in upgraded.stdout
+
+
+# --- status and alerts: readable when piped, and as JSON ------------------------------------------
+
+LONG_REASON = (
+    "challenger v2 beat the champion on 412 labelled outcomes: accuracy 0.874 against 0.812 over the "
+    "last 168 hours, no input drift, and no bias gap above the limit in any region (emea, na, apac, latam)"
+)
+LONG_MESSAGE = (
+    "live accuracy 0.612 over 240 labelled outcomes in the window 2026-11-28T07:01:02+00:00 to "
+    "2026-12-05T07:01:02+00:00 is below the floor 0.80; the champion was rolled back to v1"
+)
+ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00"
+
+
+def _ledger_and_alert(engine: sa.Engine) -> None:
+    from neuracrm_mlops.alerts import raise_alert
+    from neuracrm_mlops.ledger import record_change
+
+    record_change(
+        engine, actor="cli:test", model_name="lead_scoring", action="promote", reason=LONG_REASON,
+        from_version=1, to_version=2, weight=1.0,
+    )  # fmt: skip
+    raise_alert(
+        engine, kind="accuracy_below_floor", severity="critical", dedup_key="test:accuracy",
+        title="lead_scoring v2 live accuracy 0.612 below the floor 0.80 (rolled back to v1)",
+        message=LONG_MESSAGE, model_name="lead_scoring", model_version="2",
+        action_taken="rolled back to v1; retraining needed", deliver=False,
+    )  # fmt: skip
+
+
+def _block_lines(output: str, title: str) -> list[str]:
+    """The lines of the listing under ``title:`` up to the blank line that ends it."""
+    lines = output.splitlines()
+    start = lines.index(f"{title}:")
+    end = lines.index("", start)
+    return lines[start + 1 : end]
+
+
+def test_status_piped_prints_one_record_per_block_with_whole_reasons_and_iso_dates(
+    engine: sa.Engine,
+) -> None:
+    from neuracrm_mlops import cli
+
+    assert not cli.out.is_terminal  # CliRunner: like a pipe
+    runner = CliRunner()
+    runner.invoke(main, ["org", "create", "Acme"])
+    _ledger_and_alert(engine)
+
+    result = runner.invoke(main, ["status"])
+
+    assert result.exit_code == 0, result.output
+    ledger = _block_lines(result.stdout, "ledger (newest first)")
+    assert re.fullmatch(rf"- when: {ISO}", ledger[0]), ledger
+    assert f"  reason: {LONG_REASON}" in ledger  # whole, on one line
+    assert "  model: lead_scoring" in ledger and "  actor: cli:test" in ledger
+    assert not any(line.startswith("  state:") for line in ledger)  # a done move says nothing more
+    assert "  organization: Acme" in _block_lines(result.stdout, "organizations (1; first 1 shown)")
+    assert "open alerts: 1 (`neuracrm-mlops alerts --open`)" in result.stdout
+    assert "│" not in result.stdout and "┃" not in result.stdout  # no table when piped
+
+    listed = runner.invoke(main, ["alerts", "--open"])
+
+    assert listed.exit_code == 0, listed.output
+    alert = _block_lines(listed.stdout, "alerts (newest first)")
+    assert alert[0] == "- id: 1"
+    assert "  title: lead_scoring v2 live accuracy 0.612 below the floor 0.80 (rolled back to v1)" in alert
+    assert f"  message: {LONG_MESSAGE}" in alert
+    assert {"  severity: critical", "  status: open", "  count: 1", "  model: lead_scoring v2"} <= set(alert)
+    assert any(re.fullmatch(rf"  created: {ISO}", line) for line in alert), alert
+    assert any(re.fullmatch(rf"  last seen: {ISO}", line) for line in alert), alert
+    assert "  action taken: rolled back to v1; retraining needed" in alert
+
+
+def test_status_shows_a_ledger_move_that_is_not_done(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+    import types
+
+    from neuracrm_mlops import ledger
+
+    pending = types.SimpleNamespace(
+        id=7, created_at=dt.datetime(2026, 12, 5, 7, 1, 2, tzinfo=dt.UTC), actor="dag:rollout",
+        model_name="sentiment", organization_id=None, action="promote", alias="champion",
+        from_version="3", to_version="4", weight=1.0, reason="promoting", metrics={}, state="pending",
+    )  # fmt: skip
+    monkeypatch.setattr(ledger, "latest_entries", lambda *args, **kwargs: [pending])
+
+    result = CliRunner().invoke(main, ["status"])
+
+    assert result.exit_code == 0, result.output
+    block = _block_lines(result.stdout, "ledger (newest first)")
+    assert block[:4] == [
+        "- when: 2026-12-05T07:01:02+00:00",
+        "  model: sentiment",
+        "  action: promote",
+        "  state: pending",
+    ]
+    document = json.loads(CliRunner().invoke(main, ["status", "--json"]).stdout)
+    assert document["ledger"][0]["state"] == "pending"
+
+
+STATUS_JSON_KEYS = {
+    "format_version",
+    "generated_at",
+    "database",
+    "crm",
+    "models",
+    "served_answers",
+    "ledger",
+    "alerts",
+}
+
+
+def test_status_json_is_one_document_with_the_documented_keys(engine: sa.Engine) -> None:
+    runner = CliRunner()
+    runner.invoke(main, ["org", "create", "Acme"])
+    _ledger_and_alert(engine)
+
+    result = runner.invoke(main, ["status", "--json"])
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert set(document) == STATUS_JSON_KEYS
+    assert document["format_version"] == 1
+    assert re.fullmatch(ISO, document["generated_at"])
+    assert set(document["database"]) == {"url", "schema_revision"}
+    assert document["database"]["schema_revision"] == head_revision()
+    assert set(document["crm"]) == {"table_counts", "organization_count", "organizations"}
+    assert document["crm"]["table_counts"]["organizations"] == 1 == document["crm"]["organization_count"]
+    assert document["crm"]["organizations"][0] == {
+        "id": 1, "name": "Acme", "ai_enabled": True, "leads": 0, "sales_months": 0, "interactions": 0,
+        "quarantined": 0,
+    }  # fmt: skip
+    assert [m["name"] for m in document["models"]] == ["lead_scoring", "sentiment"]
+    assert set(document["models"][0]) == {
+        "name", "registered", "champion", "challenger", "previous", "canary_weight", "canary_started_at",
+    }  # fmt: skip
+    assert {(a["family"], a["organization_id"]) for a in document["served_answers"]} == {
+        ("lead_scoring", None),
+        ("sentiment", None),
+        ("sales_forecast", 1),
+    }
+    assert set(document["served_answers"][0]) == {
+        "family",
+        "organization_id",
+        "answered_by",
+        "version",
+        "why",
+    }
+    (entry,) = document["ledger"]
+    assert re.fullmatch(ISO, entry["created_at"])
+    assert entry["reason"] == LONG_REASON and entry["state"] == "done"
+    assert (entry["action"], entry["from_version"], entry["to_version"], entry["weight"]) == (
+        "promote",
+        "1",
+        "2",
+        1.0,
+    )
+    assert set(document["alerts"]) == {"open_count", "open"}
+    assert document["alerts"]["open_count"] == 1
+    (alert,) = document["alerts"]["open"]
+    assert alert["message"] == LONG_MESSAGE and alert["severity"] == "critical"
+    assert re.fullmatch(ISO, alert["first_seen_at"]) and re.fullmatch(ISO, alert["last_seen_at"])
+
+
+def test_a_wide_terminal_gets_tables_that_never_cut_a_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from neuracrm_mlops import cli
+
+    fields = [cli._Field("when", "date"), cli._Field("model"), cli._Field("reason", "long")]
+    rows = [["2026-12-05T07:01:02+00:00", "lead_scoring", LONG_REASON]]
+    for width, tabular in ((140, True), (60, False)):
+        buffer = io.StringIO()
+        console = Console(file=buffer, force_terminal=True, width=width, soft_wrap=True, markup=False)
+        monkeypatch.setattr(cli, "out", console)
+        cli._show_records("ledger", fields, rows, empty="empty")
+        text = re.sub(r"\x1b\[[0-9;]*m", "", buffer.getvalue())
+        assert "2026-12-05T07:01:02+00:00" in text, text  # the date whole, on one line
+        if tabular:
+            assert "┃" in text and max(len(line) for line in text.splitlines()) <= width
+            # the reason wraps at word boundaries only: every word of it is whole in some cell
+            cells = " ".join(part.strip() for line in text.splitlines() for part in line.split("│")[3:4])
+            assert cells.split() == LONG_REASON.split(), text
+        else:
+            assert f"  reason: {LONG_REASON}" in text.splitlines(), text

@@ -465,7 +465,9 @@ def test_a_flood_of_unknown_keys_gets_401_then_429_and_valid_traffic_beside_it_g
     payer.join()
     assert set(flood) <= {401, 429}, flood
     assert flood[429] > 0 and sum(flood.values()) == 240, flood
-    assert min(held) >= 0.1  # each 429 of the flood was held before it went out
+    # each 429 of the flood was held before it went out (the event loop's timer may wake a few
+    # microseconds early: 0.099995 s was seen)
+    assert min(held) >= 0.099, held
     # looked up (401): at most the address's budget of unknown keys, the default burst plus its refill
     defaults = Settings.__dataclass_fields__
     budget = defaults["auth_failure_burst"].default + elapsed * defaults["auth_failures_per_second"].default

@@ -192,12 +192,14 @@ def environment_reads(source: str) -> set[str]:
 
 
 def platform_environment_variables() -> set[str]:
-    """What the platform reads: Settings.from_environment (config.ENVIRONMENT_VARIABLES) and the few
-    variables read elsewhere (NEURACRM_SERVING_WORKERS, NEURACRM_GX_ROOT, NEURACRM_GIT_COMMIT, ...)."""
+    """What the platform reads: Settings.from_environment (config.ENVIRONMENT_VARIABLES; no NEURACRM_
+    variable is read anywhere else, tests/unit/test_config.py checks that) and the other variables
+    the platform's code reads (PATH, OMP_NUM_THREADS, ...)."""
     names = set(ENVIRONMENT_VARIABLES)
     for folder in PLATFORM_SOURCES:
         for path in sorted((REPO / folder).rglob("*.py")):
-            names |= environment_reads(path.read_text())
+            read = environment_reads(path.read_text())
+            names |= {name for name in read if not name.startswith("NEURACRM_")}
     return names
 
 

@@ -504,3 +504,26 @@ def test_profile_refuses_unknown_features_and_formats() -> None:
         frame_from_profile({**profile, "format": 99})
     with pytest.raises(ValueError, match="different lengths"):
         frame_from_profile({**profile, "columns": {"amount": [1.0], "industry": ["a", "b"]}})
+
+
+def test_a_sample_of_the_training_leads_as_the_service_logs_them_does_not_drift() -> None:
+    """The monitor's path end to end on the lead model's own features: the reference profile of the
+    training rows against a sample of those rows as the service logs them (JSON records, missing
+    fields left out, whole numbers as ints): no feature drifts, every one is tested."""
+    import json
+
+    from neuracrm_mlops.drift import drift_against_profile, reference_profile
+    from neuracrm_mlops.models.lead_scoring_model import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
+    from neuracrm_mlops.synthetic import generate_crm
+
+    leads = generate_crm(20, 24, 11, leads_per_org=200).leads
+    profile = json.loads(json.dumps(reference_profile(leads, NUMERIC_COLUMNS, CATEGORICAL_COLUMNS)))
+    sample = leads.sample(800, random_state=3)
+    logged = [
+        {k: v for k, v in record.items() if v is not None}
+        for record in json.loads(sample[[*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS]].to_json(orient="records"))
+    ]
+    report = drift_against_profile(profile, pd.DataFrame(logged))
+    assert report.drifted_features == [], report.summary()
+    assert set(report.with_status("ok")) == {*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS}
+    assert max(row.psi or 0.0 for row in report.features) < 0.1, report.summary()

@@ -526,3 +526,14 @@ def test_the_reads_do_not_grow_with_the_number_of_organizations(
     # the shared models' states, one search for every forecast model and one for their versions (who
     # answers users: a model or the fallback, and why)
     assert few[1] == 4
+
+
+def test_each_model_is_guarded_by_its_familys_rollout_dag() -> None:
+    assert health_page.ROLLOUT_DAG_IDS == (
+        "rollout_lead_scoring",
+        "rollout_sentiment",
+        "rollout_sales_forecast",
+    )
+    assert health_page.rollout_dag_id("lead_scoring") == "rollout_lead_scoring"
+    assert health_page.rollout_dag_id("sentiment") == "rollout_sentiment"
+    assert health_page.rollout_dag_id("sales_forecast_org_7") == "rollout_sales_forecast"

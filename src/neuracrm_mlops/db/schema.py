@@ -8,7 +8,8 @@ Conventions:
 - CRM rows carry their natural key (organization + external id, or organization + month), an
   ``attributes`` JSON for columns the platform does not know, and a ``content_hash`` so that a
   re-import can tell "unchanged" from "updated";
-- the promotion ledger is append-only: triggers refuse UPDATE and DELETE on both databases.
+- the promotion ledger is append-only: triggers refuse UPDATE and DELETE on both databases (the one
+  UPDATE allowed finishes a pending row: ``state`` pending -> done or reverted, nothing else).
 """
 
 from __future__ import annotations
@@ -274,6 +275,7 @@ class Alert(Base):
     escalated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[str | None] = mapped_column(sa.String(128))
+    resolution_note: Mapped[str | None] = mapped_column(sa.Text)  # why it was resolved (alerts.resolve*)
     # webhook delivery (neuracrm_mlops.alerts.deliver): pending | delivered | failed | log_only
     delivery_status: Mapped[str] = mapped_column(sa.String(16), default="pending", server_default="pending")
     delivery_attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")  # all, ever
@@ -282,10 +284,19 @@ class Alert(Base):
 
 
 class PromotionLedgerEntry(Base):
-    """Append-only record of every alias or traffic-weight change (UPDATE/DELETE are refused)."""
+    """Append-only record of every alias or traffic-weight change (UPDATE/DELETE are refused, but for
+    ``state`` going from ``pending`` to ``done`` or ``reverted``: migration 0007)."""
 
     __tablename__ = "promotion_ledger"
-    __table_args__ = (sa.Index("ix_promotion_ledger_model_created", "model_name", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_promotion_ledger_model_created", "model_name", "created_at"),
+        sa.Index(  # what reconcile looks for (neuracrm_mlops.rollout_state)
+            "ix_promotion_ledger_pending",
+            "model_name",
+            sqlite_where=sa.text("state = 'pending'"),
+            postgresql_where=sa.text("state = 'pending'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -301,6 +312,12 @@ class PromotionLedgerEntry(Base):
     weight: Mapped[float | None] = mapped_column(sa.Float)
     reason: Mapped[str] = mapped_column(sa.Text)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # pending (written before the move's registry calls) | done | reverted (undone by reconcile);
+    # only ``done`` rows are alias history
+    state: Mapped[str] = mapped_column(sa.String(16), default="done", server_default="done")
+    # the move's registry calls, each with the value it replaced (rollout_state.RegistryCall);
+    # NULL when the row moved nothing in the registry
+    registry_plan: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class ImportBatch(Base):
