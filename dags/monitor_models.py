@@ -18,8 +18,10 @@ from typing import Any
 from airflow.sdk import Asset, dag, task
 
 from neuracrm_mlops.dag_support import RETRAIN_ASSETS, START_DATE, default_args
+from neuracrm_mlops.families import FAMILIES
 
-MODELS = ("lead_scoring", "sentiment")
+# a monitoring pass per shared model; per-organization families (forecasts) get one task below
+MODELS = tuple(f.registered_name() for f in FAMILIES.values() if not f.checks.per_organization)
 
 
 def retrain_task(family: str, reason: str) -> Any:

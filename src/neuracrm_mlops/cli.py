@@ -37,6 +37,7 @@ from rich.table import Table
 
 from neuracrm_mlops import __version__
 from neuracrm_mlops.errors import DatabaseUnavailableError, NeuraCRMError
+from neuracrm_mlops.families import FAMILIES, TrainRequest, families_with, get_family
 
 if TYPE_CHECKING:
     from neuracrm_mlops.ingest import ImportProgress
@@ -349,7 +350,7 @@ def validate(dataset: str, organization: str | None) -> None:
 
 
 @main.command()
-@click.argument("family", type=click.Choice(["lead_scoring", "sales_forecast", "sentiment"]))
+@click.argument("family", type=click.Choice(sorted(FAMILIES)))
 @click.option(
     "--org",
     "organization",
@@ -369,22 +370,26 @@ def train(family: str, organization: str | None, workers: int | None) -> None:
     The same functions the training DAGs run; a failed critical expectation stops before training.
     Forecasts are fitted by WORKERS processes while this one registers each chunk as it is done.
     """
-    from neuracrm_mlops.pipelines import FAMILY_DATASETS, train_family, validate_for_training
+    from neuracrm_mlops.pipelines import train_family, validate_for_training
     from neuracrm_mlops.training import Lineage
 
-    if family != "sales_forecast" and (organization is not None or workers is not None):
+    trained = get_family(family)
+    options = trained.cli_train
+    if (organization is not None and not options.organization_option) or (
+        workers is not None and not options.workers_option
+    ):
+        per_organization = ", ".join(f.name for f in FAMILIES.values() if f.cli_train.organization_option)
         raise click.UsageError(
             f"{family} trains one model across all organizations (their floors may differ: "
-            "NEURACRM_ACCURACY_FLOORS); --org and --workers apply to sales_forecast, "
+            f"NEURACRM_ACCURACY_FLOORS); --org and --workers apply to {per_organization}, "
             "one model per organization"
         )
-    err.print(f"[dim]… validating {FAMILY_DATASETS[family]}[/]", markup=True)
-    validation = validate_for_training(FAMILY_DATASETS[family], run_id="cli")
+    err.print(f"[dim]… validating {trained.dataset}[/]", markup=True)
+    validation = validate_for_training(trained.dataset, run_id="cli")
     lineage = Lineage(run_key=Lineage.for_cli(family).run_key, dag_run_id="cli", validation=validation)
     err.print(f"[dim]… training {family}[/]", markup=True)
-    if family == "sales_forecast":
-        from neuracrm_mlops.forecast_training import train_forecasts_for
-
+    unit = options.progress_unit
+    if unit is not None:  # per-organization families: a progress bar over the organizations
         with Progress(
             TextColumn("[progress.description]{task.description}", markup=True),
             BarColumn(),
@@ -394,18 +399,22 @@ def train(family: str, organization: str | None, workers: int | None) -> None:
             transient=True,
             disable=not err.is_terminal,
         ) as progress:
-            task = progress.add_task("organizations", total=None)
+            task = progress.add_task(unit, total=None)
             started = time.monotonic()
 
             def report(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
                 if not err.is_terminal:  # logs get a line per chunk instead of the bar
-                    err.print(f"… {done}/{total} organizations ({time.monotonic() - started:.0f} s)")
+                    err.print(f"… {done}/{total} {unit} ({time.monotonic() - started:.0f} s)")
 
-            summary = train_forecasts_for(
-                organization, lineage, workers=workers or os.cpu_count() or 1, progress=report
+            outcome = trained.train(
+                TrainRequest(
+                    lineage,
+                    organization=organization,
+                    workers=workers or os.cpu_count() or 1,
+                    progress=report,
+                )
             )
-        outcome = summary.as_dict()
     else:
         outcome = train_family(family, run_key=lineage.run_key, dag_run_id="cli", validation=validation)
     out.print(_describe_outcome(outcome), markup=False)
@@ -592,15 +601,19 @@ def _print_served_answers(engine: sa.Engine, *, listed: int = 20) -> None:
 
     answers = served_answers(engine)
     rows: list[list[str | None]] = []
-    forecasts = [a for a in answers if a.family == "sales_forecast"]
+    # per-organization families (forecasts): one row per answer and reason, counting organizations
+    per_organization = [f.name for f in families_with(naming="per_organization")]
+    forecasts = [a for a in answers if a.family in per_organization]
     for answer in answers:
-        if answer.family == "sales_forecast":
+        if answer.family in per_organization:
             continue
         who = f"model v{answer.version}" if answer.answered_by == "model" else FALLBACK_OF[answer.family]
         rows.append([answer.family, who, answer.why, "all"])
-    for (answered_by, why), count in sorted(Counter((a.answered_by, a.short_why) for a in forecasts).items()):
-        who = "model" if answered_by == "model" else FALLBACK_OF["sales_forecast"]
-        rows.append(["sales_forecast", who, why, f"{count:,} of {len(forecasts):,}"])
+    for family in per_organization:
+        mine = [a for a in forecasts if a.family == family]
+        for (answered_by, why), count in sorted(Counter((a.answered_by, a.short_why) for a in mine).items()):
+            who = "model" if answered_by == "model" else FALLBACK_OF[family]
+            rows.append([family, who, why, f"{count:,} of {len(mine):,}"])
     _show_records(
         "what users get",
         [_Field("family"), _Field("answered by"), _Field("why", "long"), _Field("organizations")],
@@ -668,7 +681,10 @@ def _print_models_and_ledger(engine: sa.Engine) -> None:
 
 # --- rollout, rollback, monitoring, alerts ---------------------------------------------------------
 
-SERVED_MODELS = ("lead_scoring", "sentiment")
+# one registered model for every organization (a family's name); ``ALL_FAMILIES`` adds the
+# per-organization ones (forecasts), named on the command line by family plus ``--org``
+SERVED_MODELS = tuple(f.name for f in families_with(naming="shared"))
+ALL_FAMILIES = tuple(FAMILIES)
 
 
 def _print_rollout(result: Any) -> None:
@@ -682,7 +698,7 @@ def _print_rollout(result: Any) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Choice([*SERVED_MODELS, "sales_forecast"]))
+@click.argument("model", type=click.Choice(ALL_FAMILIES))
 @click.argument("action", type=click.Choice(["start", "step", "promote", "abort"]))
 @click.option("--reason", default=None, help="promote / abort: why (written to the promotion ledger).")
 def rollout(model: str, action: str, reason: str | None) -> None:
@@ -694,13 +710,13 @@ def rollout(model: str, action: str, reason: str | None) -> None:
     from neuracrm_mlops.ledger import actor_for_cli
 
     actor = actor_for_cli()
-    if model == "sales_forecast":
+    if get_family(model).rollout_strategy == "organization_cohort":
         from neuracrm_mlops.pipelines import judge_canary, start_canary
 
         if action not in ("start", "step"):
-            raise click.UsageError("sales_forecast rolls out by cohorts: use start or step")
+            raise click.UsageError(f"{model} rolls out by cohorts: use start or step")
         done = start_canary(model, actor=actor) if action == "start" else judge_canary(model, actor=actor)
-        out.print(f"sales_forecast: {done['action']} at {done.get('weight', 0):.0%}: {done['reason']}")
+        out.print(f"{model}: {done['action']} at {done.get('weight', 0):.0%}: {done['reason']}")
         for key in ("promoted", "rejected", "holding"):
             if done.get(key):
                 out.print(f"  {key}: organizations {', '.join(map(str, done[key]))}")
@@ -717,7 +733,7 @@ def rollout(model: str, action: str, reason: str | None) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Choice([*SERVED_MODELS, "sales_forecast"]))
+@click.argument("model", type=click.Choice(ALL_FAMILIES))
 @click.option("--org", "organization", type=int, default=None, help="sales_forecast: the organization id.")
 @click.option("--to", "to_version", default=None, help="Version to restore (default: the previous champion).")
 @click.option("--reason", default="rolled back by hand from the CLI", show_default=True)
@@ -725,17 +741,18 @@ def rollback(model: str, organization: int | None, to_version: str | None, reaso
     """Put MODEL's previous champion (from the promotion ledger) or --to VERSION back as champion.
 
     Forecasts are one model per organization: ``rollback sales_forecast --org ID``."""
-    from neuracrm_mlops import registry
     from neuracrm_mlops import rollout as rollouts
     from neuracrm_mlops.ledger import actor_for_cli
 
-    name = model
-    if model == "sales_forecast":
+    family = get_family(model)
+    if family.naming == "per_organization":
         if organization is None:
-            raise click.UsageError("sales_forecast is one model per organization: give --org ID")
-        name = registry.forecast_model_name(organization)
+            raise click.UsageError(f"{model} is one model per organization: give --org ID")
+        name = family.registered_name(organization)
     elif organization is not None:
         raise click.UsageError(f"{model} is one model for every organization: drop --org")
+    else:
+        name = family.registered_name()
     _print_rollout(rollouts.rollback(name, actor=actor_for_cli(), reason=reason, to_version=to_version))
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, task
 
+from neuracrm_mlops.families import FAMILIES as FAMILY_REGISTRY
+
 
 def dag_start_date() -> dt.datetime:
     """Every DAG's ``start_date``: NEURACRM_DAG_START_DATE (an ISO date or time, UTC unless it says
@@ -31,9 +33,10 @@ def dag_start_date() -> dt.datetime:
 START_DATE = dag_start_date()
 OWNER = "ml-platform"
 
-FAMILIES = ("lead_scoring", "sentiment", "sales_forecast")
+# the model families, from the family registry (``neuracrm_mlops.families``): a DAG per family
+FAMILIES = tuple(FAMILY_REGISTRY)
 # the CRM dataset each family trains on (`neuracrm-mlops import DATASET ...`)
-FAMILY_DATASETS = {"lead_scoring": "leads", "sentiment": "interactions", "sales_forecast": "sales"}
+FAMILY_DATASETS = {name: family.dataset for name, family in FAMILY_REGISTRY.items()}
 
 # An import (or any producer) that emits one of these asset events triggers the matching training.
 CRM_ASSETS = {

@@ -32,6 +32,7 @@ from neuracrm_mlops.db.engine import dispose_engines, get_engine, redact_url
 from neuracrm_mlops.db.migrate import upgrade
 from neuracrm_mlops.db.schema import Organization
 from neuracrm_mlops.errors import NeuraCRMError
+from neuracrm_mlops.families import get_family
 from neuracrm_mlops.ingest import ImportSummary, import_file
 from neuracrm_mlops.orgs import ai_enabled, create_organization
 from neuracrm_mlops.seeding import SeedSummary, seed_database
@@ -368,14 +369,14 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
         client = registry.configure_mlflow()
         for dag_id, family in TRAINING_DAGS:
             run = local_stack.run_dag(dag_id, airflow_env)
-            if family == "sales_forecast":
+            if get_family(family).naming == "per_organization":
                 forecasts = sum(1 for _ in registry.models_with_prefix(client))
                 detail = f"{forecasts} per-organization forecast models registered"
                 # told here, as it stays open: some organizations' best forecast is below the floor
                 from neuracrm_mlops.alerts import list_alerts
 
                 for alert in list_alerts(engine, open_only=True):
-                    if alert.kind == "below_floor" and (alert.model_name or "").startswith("sales_forecast"):
+                    if alert.kind == "below_floor" and get_family(family).owns(alert.model_name or ""):
                         detail += f"; warning alert #{alert.id} (below_floor): {alert.title}"
             else:
                 detail = _version_line(client, family)

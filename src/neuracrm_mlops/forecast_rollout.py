@@ -9,7 +9,9 @@ organizations to the cohort, never moves one back.
 Each organization in the cohort is judged on its own new actuals: its challenger's accuracy
 (``max(0, 1 - WAPE)``) over the months it forecast since the organization entered the cohort,
 against its champion's over the monitoring window before, with ``decide_rollout_step`` and
-NEURACRM_FORECAST_MIN_OUTCOMES (3) months. An organization whose challenger fails is rejected on its
+NEURACRM_FORECAST_MIN_OUTCOMES (3) months; the family's verdict is the pure
+``rollout_decisions.decide_cohort_step``, and this module only gathers its numbers and carries it
+out. An organization whose challenger fails is rejected on its
 own (weight 0, tagged rejected, one warning alert per organization); the others go on. The family
 moves to the next step once every organization in the cohort passed; one still short of actuals
 holds it (an alert once the step's deadline passed). At 100%, every organization that passed is
@@ -33,13 +35,16 @@ import sqlalchemy as sa
 from neuracrm_mlops import registry, rollout, rollout_state
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.schema import utcnow
+from neuracrm_mlops.families import families_with, find_family, get_family
 from neuracrm_mlops.live_stats import load_outcomes, load_predictions, stats_from, version_stats
-from neuracrm_mlops.rollout_decisions import decide_rollout_step
+from neuracrm_mlops.rollout_decisions import CohortMember, RolloutDecision, decide_cohort_step
 from neuracrm_mlops.routing import bucket
 
 log = logging.getLogger(__name__)
 
-FAMILY = "sales_forecast"
+# the default cohort family (the registry's first family that rolls out by organization cohorts:
+# sales_forecast); ``start``, ``judge`` and ``bake_ready`` take any cohort family's name
+FAMILY = families_with(rollout_strategy="organization_cohort")[0].name
 COHORT_TAG = rollout.COHORT_TAG
 
 
@@ -58,10 +63,13 @@ class CohortResult:
         return dict(self.__dict__)
 
 
-def _models_with_challenger(client: Any) -> list[tuple[int, str, dict[str, str], dict[str, str]]]:
-    """(organization, name, aliases, tags) of every forecast model with a challenger."""
+def _models_with_challenger(
+    client: Any, family: str = FAMILY
+) -> list[tuple[int, str, dict[str, str], dict[str, str]]]:
+    """(organization, name, aliases, tags) of every organization model of ``family`` with a challenger."""
+    prefix = get_family(family).model_prefix
     found = []
-    for model in registry.models_with_prefix(client):
+    for model in registry.models_with_prefix(client, prefix):
         aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
         if registry.CHALLENGER in aliases:
             found.append((_organization_of(model.name), model.name, aliases, dict(model.tags or {})))
@@ -69,9 +77,10 @@ def _models_with_challenger(client: Any) -> list[tuple[int, str, dict[str, str],
 
 
 def _organization_of(name: str) -> int:
-    organization = rollout.organization_of(name)
-    assert organization is not None, name
-    return organization
+    """The organization of a per-organization model (``sales_forecast_org_7`` -> 7)."""
+    family = find_family(name)
+    assert family is not None and family.naming == "per_organization", name
+    return int(name[len(family.model_prefix) :])
 
 
 def _in_cohort(organization: int, weight: float) -> bool:
@@ -134,10 +143,10 @@ def _move_weight(
     return True
 
 
-def start(*, actor: str, engine: sa.Engine) -> CohortResult:
+def start(*, actor: str, engine: sa.Engine, family: str = FAMILY) -> CohortResult:
     """Promote first versions; give the rest the first step's weight (the first cohort)."""
     client = registry.configure_mlflow()
-    models = _models_with_challenger(client)
+    models = _models_with_challenger(client, family)
     if not models:
         raise rollout.RolloutError("no forecast model has a challenger: train forecasts first")
     promoted = []
@@ -160,7 +169,7 @@ def start(*, actor: str, engine: sa.Engine) -> CohortResult:
                 name, actor=actor, reason="first version: no champion to compare with", engine=engine
             )
             promoted.append(org)
-    weight = rollout.rollout_policy(FAMILY).steps[0]
+    weight = rollout.rollout_policy(family).steps[0]
     now = utcnow().isoformat()
     waiting = [(org, name, aliases) for org, name, aliases, _ in models if registry.CHAMPION in aliases]
     cohort = [org for org, _, _ in waiting if _in_cohort(org, weight)]
@@ -173,19 +182,23 @@ def start(*, actor: str, engine: sa.Engine) -> CohortResult:
     return CohortResult("start", weight, reason, promoted=promoted)
 
 
-def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> CohortResult:
-    """Judge every organization in the cohort; reject failures, then advance, promote or hold."""
+def judge(
+    *, actor: str, engine: sa.Engine, now: dt.datetime | None = None, family: str = FAMILY
+) -> CohortResult:
+    """Judge every organization in the cohort; reject failures, then advance, promote or hold.
+
+    The verdict is ``rollout_decisions.decide_cohort_step``'s; this function gathers its numbers and
+    carries it out (rejections with their alerts, the inconclusive alert, promotions, weight moves)."""
     from neuracrm_mlops.config import get_settings
 
     settings = get_settings()
     now = now or utcnow()
     client = registry.configure_mlflow()
-    models = [m for m in _models_with_challenger(client) if registry.canary_weight_of(m[3]) > 0]
+    models = [m for m in _models_with_challenger(client, family) if registry.canary_weight_of(m[3]) > 0]
     if not models:
         return CohortResult("noop", 0.0, "no forecast canary is running")
     weight = max(registry.canary_weight_of(m[3]) for m in models)
-    policy = rollout.rollout_policy(FAMILY)
-    result = CohortResult("hold", weight, "")
+    cohort: list[CohortMember] = []
     deadline_passed = False
     for org, name, aliases, tags in models:
         if not _in_cohort(org, weight):
@@ -202,96 +215,112 @@ def judge(*, actor: str, engine: sa.Engine, now: dt.datetime | None = None) -> C
         champion = stats_from(name, [champion_version], predictions, outcomes)[champion_version]
         since_entry = predictions[predictions["created_at"] >= entered]
         challenger = stats_from(name, [challenger_version], since_entry, outcomes)[challenger_version]
-        decision = decide_rollout_step(
-            rollout.rollout_policy(name), weight, champion, challenger, deadline_passed=False
-        )
-        if decision.action == "rollback":
-            rollout.abort(
-                name,
-                actor=actor,
-                reason=decision.reason,
-                metrics=dict(decision.metrics),
-                engine=engine,
-                reject=True,
-            )
-            alert = raise_alert(
-                engine,
-                kind="canary_failed",
-                severity="warning",
-                title=f"{name}: forecast canary v{challenger_version} failed for organization {org}",
-                message=decision.reason,
-                dedup_key=f"canary_failed:{name}:{challenger_version}",
-                model_name=name,
-                model_version=challenger_version,
-                organization_id=org,
-                metrics=dict(decision.metrics),
-                action_taken=f"organization {org} back on champion v{champion_version}; challenger rejected",
-                runbook=rollout.RUNBOOK_CANARY_FAILED,
-                links=registry.version_links(name, challenger_version),
-            )
-            result.rejected.append(org)
-            result.alert_ids.append(alert.id)
-        elif decision.action == "hold":
-            result.holding.append(org)
-        else:
-            result.passed.append(org)
-    remaining = [m for m in models if m[0] not in result.rejected]
-    if result.holding:
-        result.reason = (
-            f"{len(result.holding)} organization(s) in the {weight:.0%} cohort lack actuals "
-            f"({policy.min_outcomes} months needed): holding"
-        )
-        if deadline_passed:
-            result.reason = "deadline passed with no verdict: " + result.reason + " (never promotes)"
+        cohort.append(CohortMember(org, champion, challenger, rollout.rollout_policy(name)))
+    decision = decide_cohort_step(
+        rollout.rollout_policy(family),
+        weight,
+        cohort,
+        running=[m[0] for m in models],
+        deadline_passed=deadline_passed,
+    )
+    result = CohortResult(
+        "hold",
+        weight,
+        decision.reason,
+        passed=list(decision.passed),
+        holding=list(decision.holding),
+    )
+    by_org = {org: (name, aliases) for org, name, aliases, _ in models}
+    for org in decision.rejected:
+        _reject(engine, actor, org, *by_org[org], decision.verdicts[org], result)
+    if decision.action == "hold":
+        if decision.alert:
             alert = raise_alert(
                 engine,
                 kind="canary_inconclusive",
                 severity="warning",
-                title=f"sales_forecast: cohort canary inconclusive at {weight:.0%}",
-                message=result.reason,
-                dedup_key=f"canary_inconclusive:{FAMILY}:{weight}",
-                model_name=FAMILY,
-                metrics={"holding": result.holding[:50], "passed": len(result.passed)},
+                title=f"{family}: cohort canary inconclusive at {weight:.0%}",
+                message=decision.reason,
+                dedup_key=f"canary_inconclusive:{family}:{weight}",
+                model_name=family,
+                metrics={"holding": list(decision.holding[:50]), "passed": len(decision.passed)},
                 action_taken=f"held at {weight:.0%} of organizations; nothing promoted",
-                runbook=rollout.runbook_canary_hold(FAMILY),
+                runbook=rollout.runbook_canary_hold(family),
             )
             result.alert_ids.append(alert.id)
         return result
-    next_weight = policy.next_weight(weight)
-    if next_weight is None:
-        for org, name, _, _ in remaining:
+    if decision.action == "promote":
+        for org in decision.promote:
             rollout.promote(
-                name,
+                by_org[org][0],
                 actor=actor,
                 reason=f"forecast canary passed at 100% of organizations on organization {org}'s actuals",
                 engine=engine,
             )
             result.promoted.append(org)
         result.action = "promote"
-        result.reason = f"{len(result.promoted)} organization(s) promoted, {len(result.rejected)} rejected"
         return result
+    assert decision.next_weight is not None
     now_iso = now.isoformat()
-    reason = (
-        f"{len(result.passed)} organization(s) in the {weight:.0%} cohort passed, {len(result.rejected)} "
-        f"rejected: moving to {next_weight:.0%} of organizations"
-    )
-    stepping = {name for _, name, _, _ in remaining}
+    stepping = {by_org[org][0] for org in by_org if org not in decision.rejected}
     # every organization model with a challenger takes the family's weight (one whose challenger
     # arrived during the rollout joins it); only those judged in this rollout start a new step
-    for _, name, _, _ in _models_with_challenger(client):
-        _move_weight(engine, client, actor, name, next_weight, reason, now=now_iso, new_step=name in stepping)
-    result.action, result.weight, result.reason = "next_step", next_weight, reason
+    for _, name, _, _ in _models_with_challenger(client, family):
+        _move_weight(
+            engine,
+            client,
+            actor,
+            name,
+            decision.next_weight,
+            decision.reason,
+            now=now_iso,
+            new_step=name in stepping,
+        )
+    result.action, result.weight = "next_step", decision.next_weight
     return result
 
 
-def bake_ready(*, engine: sa.Engine) -> tuple[bool, str]:
+def _reject(
+    engine: sa.Engine,
+    actor: str,
+    org: int,
+    name: str,
+    aliases: dict[str, str],
+    verdict: RolloutDecision,
+    result: CohortResult,
+) -> None:
+    """Reject one organization's failed challenger (its champion serves it again), with its alert."""
+    champion_version, challenger_version = aliases[registry.CHAMPION], aliases[registry.CHALLENGER]
+    rollout.abort(
+        name, actor=actor, reason=verdict.reason, metrics=dict(verdict.metrics), engine=engine, reject=True
+    )
+    alert = raise_alert(
+        engine,
+        kind="canary_failed",
+        severity="warning",
+        title=f"{name}: forecast canary v{challenger_version} failed for organization {org}",
+        message=verdict.reason,
+        dedup_key=f"canary_failed:{name}:{challenger_version}",
+        model_name=name,
+        model_version=challenger_version,
+        organization_id=org,
+        metrics=dict(verdict.metrics),
+        action_taken=f"organization {org} back on champion v{champion_version}; challenger rejected",
+        runbook=rollout.RUNBOOK_CANARY_FAILED,
+        links=registry.version_links(name, challenger_version),
+    )
+    result.rejected.append(org)
+    result.alert_ids.append(alert.id)
+
+
+def bake_ready(*, engine: sa.Engine, family: str = FAMILY) -> tuple[bool, str]:
     """For the sensor: every cohort organization has enough actuals, or a step deadline passed."""
     client = registry.configure_mlflow()
-    models = [m for m in _models_with_challenger(client) if registry.canary_weight_of(m[3]) > 0]
+    models = [m for m in _models_with_challenger(client, family) if registry.canary_weight_of(m[3]) > 0]
     if not models:
         return True, "no forecast canary is running"
     weight = max(registry.canary_weight_of(m[3]) for m in models)
-    minimum = rollout.min_outcomes_for(FAMILY)
+    minimum = rollout.min_outcomes_for(family)
     short = []
     for org, name, aliases, tags in models:
         if not _in_cohort(org, weight):

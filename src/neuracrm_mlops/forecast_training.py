@@ -156,6 +156,7 @@ def fit_organizations(
     import joblib
     import mlflow.pyfunc
 
+    from neuracrm_mlops import model_packaging
     from neuracrm_mlops.models import forecasting_model
     from neuracrm_mlops.models.pyfunc_wrappers import ForecastPyfunc
 
@@ -163,6 +164,8 @@ def fit_organizations(
     config = config or forecasting_model.ForecastConfig()
     chunk = FittedChunk()
     requirements = pip_requirements()
+    signature = model_packaging.forecast_signature()
+    example = model_packaging.forecast_input_example()
     with engine.connect() as conn, _without_uv_project_files():
         for organization_id in organization_ids:
             started = time.perf_counter()
@@ -179,6 +182,8 @@ def fit_organizations(
                 python_model=ForecastPyfunc(),
                 artifacts={"model": str(state)},
                 pip_requirements=requirements,
+                signature=signature,
+                input_example=example,
             )
             state.unlink()
             if plots:
@@ -370,6 +375,48 @@ def fallback_backtest_accuracy(backtest: Any) -> tuple[str | None, float | None]
     return None, None
 
 
+FORECAST_ENVIRONMENT = "environment"  # the chunk run's shared files: uv.lock, pyproject.toml, the wheel
+
+
+def _log_forecast_model(
+    client: Any, run_id: str, model_dir: Path, organization_id: int, tags: dict[str, str]
+) -> str:
+    """The staged pyfunc of one organization as a LoggedModel of the chunk's run; its model id."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models import Model
+
+    model = mlflow.initialize_logged_model(
+        name=f"org_{organization_id}", source_run_id=run_id, tags=tags, model_type="sales_forecast"
+    )
+    try:
+        metadata = Model.load(str(model_dir / "MLmodel"))
+        metadata.model_id = model.model_id
+        metadata.save(str(model_dir / "MLmodel"))
+        client.log_model_artifacts(model.model_id, str(model_dir))
+    except BaseException:
+        mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return str(model.model_id)
+
+
+def _log_chunk_training_data(trained: list[tuple[OrganizationForecastOutcome, Any, dict[str, str]]]) -> None:
+    """``mlflow.log_input`` of the chunk's sales histories: one row per organization with its
+    snapshot hash (the versions' ``data_snapshot_hash``); the digest is the hash of those."""
+    from neuracrm_mlops.model_packaging import log_training_data
+
+    frame = pd.DataFrame(
+        {
+            "organization_id": [outcome.organization_id for outcome, *_ in trained],
+            "data_snapshot_hash": [tags["data_snapshot_hash"] for *_, tags in trained],
+            "months_filled_with_zero": [int(tags["months_filled_with_zero"]) for *_, tags in trained],
+        }
+    )
+    first, last = trained[0][0].organization_id, trained[-1][0].organization_id
+    log_training_data(frame, f"monthly_sales_orgs_{first}-{last}", snapshot_hash(frame["data_snapshot_hash"]))
+
+
 def _register_chunk(
     client: Any,
     trained: list[tuple[OrganizationForecastOutcome, Any, dict[str, str]]],
@@ -377,8 +424,12 @@ def _register_chunk(
     lineage: Lineage,
     config: Any,
 ) -> None:
-    """One MLflow run for the chunk; a model version (and the challenger alias if it passed) per org."""
+    """One MLflow run for the chunk; per organization a LoggedModel (``models:/m-...``) and a model
+    version registered from it (with the challenger alias if it passed). The project's wheel is
+    logged once per run (``environment/``), each version names it in its ``code_wheel`` tag."""
     import mlflow
+
+    from neuracrm_mlops import model_packaging
 
     mlflow.set_experiment(experiment_id=registry.ensure_experiment(EXPERIMENT))
     first, last = trained[0][0].organization_id, trained[-1][0].organization_id
@@ -396,10 +447,13 @@ def _register_chunk(
         mlflow.log_metrics(metrics)
         mlflow.log_dict(lineage.validation or {}, "validation/gx_result.json")
         mlflow.set_tags({k: v for k, v in lineage_tags(lineage, "").items() if k != "data_snapshot_hash"})
-        mlflow.log_artifacts(str(staging), "forecasts")  # org_<id>/ for each organization
+        _log_chunk_training_data(trained)
         for project_file in ("uv.lock", "pyproject.toml"):  # once per run, not in every model
             if (Path.cwd() / project_file).is_file():
-                mlflow.log_artifact(str(Path.cwd() / project_file), "environment")
+                mlflow.log_artifact(str(Path.cwd() / project_file), FORECAST_ENVIRONMENT)
+        wheel = model_packaging.project_wheel()
+        mlflow.log_artifact(str(wheel), FORECAST_ENVIRONMENT)
+        wheel_uri = f"runs:/{run.info.run_id}/{FORECAST_ENVIRONMENT}/{wheel.name}"
         versions = registry.versions_by_name(client, [outcome.model_name for outcome, *_ in trained])
         for outcome, fitted, tags in trained:
             if not versions[outcome.model_name]:  # else registered already
@@ -409,10 +463,18 @@ def _register_chunk(
                     f"Monthly revenue forecast of organization {outcome.organization_id}.",
                 )
             semver = registry.semantic_version_after(versions[outcome.model_name], schema_hash, params_hash)
+            model_id = _log_forecast_model(
+                client,
+                run.info.run_id,
+                staging / f"org_{outcome.organization_id}",
+                outcome.organization_id,
+                {"organization_id": str(outcome.organization_id), model_packaging.WHEEL_ARTIFACT: wheel_uri},
+            )
             version = client.create_model_version(
                 outcome.model_name,
-                f"{run.info.artifact_uri}/forecasts/org_{outcome.organization_id}",
+                f"models:/{model_id}",
                 run_id=run.info.run_id,
+                model_id=model_id,
                 tags={
                     **tags,
                     "status": "checking" if outcome.status == registry.CHALLENGER else outcome.status,
@@ -420,6 +482,7 @@ def _register_chunk(
                     "semver": semver,
                     "schema_hash": schema_hash,
                     "params_hash": params_hash,
+                    model_packaging.WHEEL_ARTIFACT: wheel_uri,
                 },
             )
             outcome.version = str(version.version)

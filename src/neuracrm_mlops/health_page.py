@@ -55,16 +55,16 @@ from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.db.schema import Outcome, Prediction, PromotionLedgerEntry, utcnow
 from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.evaluation import forecast_accuracy
+from neuracrm_mlops.families import FAMILIES, find_family
 from neuracrm_mlops.ledger import LedgerEntry
 from neuracrm_mlops.live_stats import SERVED_ROUTES, family_of, forecast_actuals, version_stats
 from neuracrm_mlops.monitoring import MONITORED_MODELS
 
 SERVED_MODELS = MONITORED_MODELS  # lead_scoring, sentiment: one model for every organization
-FORECAST_FAMILY = "sales_forecast"  # one registered model per organization
 ACTOR_PREFIX = "airflow-ui"
 # the rollout DAG of each family: viewing the page needs read access to one of them, rolling a model
 # back needs edit access to its family's (the plugin asks Airflow's auth manager)
-ROLLOUT_DAG_IDS = tuple(f"rollout_{family}" for family in (*SERVED_MODELS, FORECAST_FAMILY))
+ROLLOUT_DAG_IDS = tuple(f"rollout_{family}" for family in FAMILIES)
 
 
 def rollout_dag_id(model_name: str) -> str:
@@ -334,7 +334,8 @@ def _live_accuracy(
         versions = [v for v in (state.champion, state.challenger) if v] if state else []
         if not versions:
             continue
-        if family_of(name) == FORECAST_FAMILY:
+        family = find_family(name)
+        if family is not None and family.naming == "per_organization":  # read together, in chunks
             forecasts.append(name)
             continue
         live = version_stats(engine, name, versions, since=since)
@@ -432,15 +433,16 @@ def rows_to_list(
 def model_name_for(family: str, organization_id: str | int | None) -> str:
     """The registered model a form names: a served family, or a forecast with its organization."""
     org_text = str(organization_id).strip() if organization_id is not None else ""
-    if family in SERVED_MODELS:
+    named = FAMILIES.get(family)
+    if named is None:
+        raise HealthPageError(f"unknown model {family!r}: one of {', '.join(FAMILIES)}")
+    if named.naming == "shared":
         if org_text:
             raise HealthPageError(f"{family} is one model for every organization: no organization")
-        return family
-    if family == FORECAST_FAMILY:
-        if not org_text.isdigit():
-            raise HealthPageError("sales_forecast is one model per organization: give its organization id")
-        return registry.forecast_model_name(int(org_text))
-    raise HealthPageError(f"unknown model {family!r}: one of {', '.join([*SERVED_MODELS, FORECAST_FAMILY])}")
+        return named.registered_name()
+    if not org_text.isdigit():
+        raise HealthPageError(f"{family} is one model per organization: give its organization id")
+    return named.registered_name(int(org_text))
 
 
 def rollback_from_page(

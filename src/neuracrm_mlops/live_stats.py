@@ -26,29 +26,25 @@ import pandas as pd
 import sqlalchemy as sa
 
 from neuracrm_mlops.db.schema import Outcome, Prediction
-from neuracrm_mlops.evaluation import CLASSIFICATION_FAMILIES, forecast_accuracy
+from neuracrm_mlops.evaluation import forecast_accuracy
+from neuracrm_mlops.families import find_family, lead_scoring
 from neuracrm_mlops.rollout_decisions import VersionLiveStats
 
-CONVERTED, NOT_CONVERTED = "converted", "not_converted"
+CONVERTED, NOT_CONVERTED = lead_scoring.CONVERTED, lead_scoring.NOT_CONVERTED
 SERVED_ROUTES = ("champion", "challenger", "shadow")
 
 
 def family_of(model_name: str) -> str:
-    return "sales_forecast" if model_name.startswith("sales_forecast") else model_name
+    """The family name of a registered model (``sales_forecast_org_7`` -> ``sales_forecast``); a model
+    of no registered family is its own name. A thin alias of ``families.find_family``."""
+    family = find_family(model_name)
+    return family.name if family is not None else model_name
 
 
 def predicted_label(model_name: str, output: dict[str, Any]) -> str | None:
-    """The label a logged output stands for (None when it has none)."""
-    family = family_of(model_name)
-    if family == "lead_scoring":
-        probability = output.get("probability")
-        if probability is None:
-            return None
-        return CONVERTED if float(probability) >= 0.5 else NOT_CONVERTED
-    if family == "sentiment":
-        label = output.get("label")
-        return str(label) if label is not None else None
-    return None
+    """The label a logged output stands for (None when it has none): the family's ``predicted_label``."""
+    family = find_family(model_name)
+    return family.predicted_label(output) if family is not None else None
 
 
 def load_predictions(
@@ -157,11 +153,12 @@ def stats_from(
     model_name: str, versions: list[str], predictions: pd.DataFrame, outcomes: pd.DataFrame
 ) -> dict[str, VersionLiveStats]:
     """``version_stats`` over frames already loaded (``load_predictions``, ``load_outcomes``)."""
-    if family_of(model_name) == "sales_forecast":
+    family = find_family(model_name)
+    if family is None:
+        raise ValueError(f"no live accuracy for {model_name!r}: not a served model family")
+    if family.accuracy_measure == "one_minus_wape":
         months = forecast_actuals(predictions, outcomes)
         return {v: _forecast_stats_for(v, predictions, months) for v in versions}
-    if family_of(model_name) not in CLASSIFICATION_FAMILIES:
-        raise ValueError(f"no live accuracy for {model_name!r}: not a served model family")
     joined = labelled(predictions, outcomes, model_name)
     return {v: _stats_for(v, predictions, joined) for v in versions}
 

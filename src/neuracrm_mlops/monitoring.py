@@ -47,6 +47,7 @@ import sqlalchemy as sa
 from neuracrm_mlops import registry, rollout
 from neuracrm_mlops.alerts import raise_alert, resolve_cleared, resolve_not_serving
 from neuracrm_mlops.db.schema import utcnow
+from neuracrm_mlops.families import FAMILIES, MonitoringChecks, find_family
 from neuracrm_mlops.live_stats import (
     labelled,
     load_outcomes,
@@ -63,7 +64,9 @@ from neuracrm_mlops.rollout_decisions import (
 
 log = logging.getLogger(__name__)
 
-MONITORED_MODELS = (registry.LEAD_MODEL, registry.SENTIMENT_MODEL)
+# the shared models (one per family, for every organization): a monitoring pass each; the families
+# whose checks run per organization get ``monitor_forecasts`` (one pass per organization's champion)
+MONITORED_MODELS = tuple(f.registered_name() for f in FAMILIES.values() if not f.checks.per_organization)
 BIAS_THRESHOLD = 0.10
 P95_LIMIT_MS = 250.0
 ERROR_RATE_LIMIT = 0.05
@@ -242,6 +245,12 @@ def monitor_model(
     return report
 
 
+def checks_for(name: str) -> MonitoringChecks:
+    """The monitoring checks of ``name``'s family (health and drift for a model of no registered family)."""
+    family = find_family(name)
+    return family.checks if family is not None else MonitoringChecks(bias=False)
+
+
 def _check_serving_champion(
     engine: sa.Engine,
     report: MonitorReport,
@@ -254,74 +263,80 @@ def _check_serving_champion(
     """Health, drift and bias of the champion that serves: a warning per breach, ``check_failed`` per
     check that could not run, and the open alerts whose condition has cleared resolved."""
     name, champion = report.model_name, str(champion_version.version)
-    report.health = _health(predictions, champion)
-    _warn(engine, report, links)
+    checks = checks_for(name)
+    if checks.health:
+        report.health = _health(predictions, champion)
+        _warn(engine, report, links)
 
-    drift_result = _drift(predictions, champion_version, name)
-    report.drift = drift_result.report
-    if drift_result.error is not None:
-        _check_failed(engine, report, DRIFT_CHECK, drift_result.error, links)
-    elif drift_result.report is not None:
-        _check_ran(engine, report, DRIFT_CHECK)
-        drifted = drift_result.report["drifted_features"]
-        if drifted:
-            tested = drift_result.report["tested_features"]
-            _warning_alert(
-                engine,
-                report,
-                kind="data_drift",
-                title=(
-                    f"{name} v{champion}: input drift in {len(drifted)} of {tested} tested features "
-                    f"({', '.join(drifted)})"
-                ),
-                message=drift_result.report.get("summary", "features drifted from the training reference"),
-                metrics={
-                    "drifted_features": drifted,
-                    "tested_features": tested,
-                    "served_rows": drift_result.report["served_rows"],
-                    **drift_result.report["window"],
-                },
-                runbook=RUNBOOK_DRIFT,
-                links=links,
-            )
-        elif drift_result.report["tested_features"]:
-            _cleared(
-                engine,
-                report,
-                f"data_drift:{name}:{champion}",
-                f"the next drift check of v{champion} found no drift in "
-                f"{drift_result.report['tested_features']} tested features over "
-                f"{drift_result.report['served_rows']:,} served rows",
-            )
+    if checks.drift:
+        drift_result = _drift(predictions, champion_version, name)
+        report.drift = drift_result.report
+        if drift_result.error is not None:
+            _check_failed(engine, report, DRIFT_CHECK, drift_result.error, links)
+        elif drift_result.report is not None:
+            _check_ran(engine, report, DRIFT_CHECK)
+            drifted = drift_result.report["drifted_features"]
+            if drifted:
+                tested = drift_result.report["tested_features"]
+                _warning_alert(
+                    engine,
+                    report,
+                    kind="data_drift",
+                    title=(
+                        f"{name} v{champion}: input drift in {len(drifted)} of {tested} tested features "
+                        f"({', '.join(drifted)})"
+                    ),
+                    message=drift_result.report.get(
+                        "summary", "features drifted from the training reference"
+                    ),
+                    metrics={
+                        "drifted_features": drifted,
+                        "tested_features": tested,
+                        "served_rows": drift_result.report["served_rows"],
+                        **drift_result.report["window"],
+                    },
+                    runbook=RUNBOOK_DRIFT,
+                    links=links,
+                )
+            elif drift_result.report["tested_features"]:
+                _cleared(
+                    engine,
+                    report,
+                    f"data_drift:{name}:{champion}",
+                    f"the next drift check of v{champion} found no drift in "
+                    f"{drift_result.report['tested_features']} tested features over "
+                    f"{drift_result.report['served_rows']:,} served rows",
+                )
 
-    bias_result = _bias(predictions, outcomes, name, champion, settings.bias_attribute)
-    report.bias = bias_result.report
-    if bias_result.error is not None:
-        _check_failed(engine, report, BIAS_CHECK, bias_result.error, links)
-    elif bias_result.report is not None:
-        _check_ran(engine, report, BIAS_CHECK)
-        if bias_result.report.get("breaches"):
-            _warning_alert(
-                engine,
-                report,
-                kind="bias",
-                title=f"{name} v{champion}: fairness breach across {bias_result.report['attribute']}",
-                message="; ".join(bias_result.report["breaches"]),
-                metrics={k: v for k, v in bias_result.report.items() if k != "groups"},
-                runbook=RUNBOOK_BIAS,
-                links=links,
-            )
-        elif (
-            bias_result.report.get("demographic_parity_difference") is not None
-            or bias_result.report.get("equal_opportunity_difference") is not None
-        ):
-            _cleared(
-                engine,
-                report,
-                f"bias:{name}:{champion}",
-                f"the next bias check of v{champion} across {bias_result.report['attribute']} found "
-                f"no difference above {BIAS_THRESHOLD:.2f}",
-            )
+    if checks.bias:
+        bias_result = _bias(predictions, outcomes, name, champion, settings.bias_attribute)
+        report.bias = bias_result.report
+        if bias_result.error is not None:
+            _check_failed(engine, report, BIAS_CHECK, bias_result.error, links)
+        elif bias_result.report is not None:
+            _check_ran(engine, report, BIAS_CHECK)
+            if bias_result.report.get("breaches"):
+                _warning_alert(
+                    engine,
+                    report,
+                    kind="bias",
+                    title=f"{name} v{champion}: fairness breach across {bias_result.report['attribute']}",
+                    message="; ".join(bias_result.report["breaches"]),
+                    metrics={k: v for k, v in bias_result.report.items() if k != "groups"},
+                    runbook=RUNBOOK_BIAS,
+                    links=links,
+                )
+            elif (
+                bias_result.report.get("demographic_parity_difference") is not None
+                or bias_result.report.get("equal_opportunity_difference") is not None
+            ):
+                _cleared(
+                    engine,
+                    report,
+                    f"bias:{name}:{champion}",
+                    f"the next bias check of v{champion} across {bias_result.report['attribute']} found "
+                    f"no difference above {BIAS_THRESHOLD:.2f}",
+                )
 
 
 def _cleared(engine: sa.Engine, report: MonitorReport, dedup_key: str, note: str) -> None:
@@ -667,13 +682,11 @@ def _served_window(served: pd.DataFrame) -> dict[str, Any]:
 
 
 def _drift(predictions: pd.DataFrame, champion_version: Any, name: str) -> CheckResult:
-    """Drift of the champion's served features against its training reference profile (forecast
-    models take no input features to compare: not checked)."""
+    """Drift of the champion's served features against its training reference profile (only for the
+    families whose ``checks.drift`` is on: forecast models take no input features to compare)."""
     from neuracrm_mlops import drift
     from neuracrm_mlops.training import REFERENCE_ARTIFACT
 
-    if name.startswith(registry.FORECAST_MODEL_PREFIX):
-        return CheckResult()
     version = str(champion_version.version)
     served = _served_by(predictions, version)
     if served.empty:
@@ -715,11 +728,10 @@ def _short(exc: Exception, limit: int = 500) -> str:
 def _bias(
     predictions: pd.DataFrame, outcomes: pd.DataFrame, name: str, champion: str, attribute: str
 ) -> CheckResult:
-    """Demographic parity and equal opportunity of the lead model across ``attribute``."""
+    """Demographic parity and equal opportunity of a model whose outputs are a converted / not converted
+    label (the families whose ``checks.bias`` is on: lead scoring) across ``attribute``."""
     from neuracrm_mlops import drift
 
-    if name != registry.LEAD_MODEL:
-        return CheckResult()
     served = _served_by(predictions, champion)
     if served.empty:
         return CheckResult()

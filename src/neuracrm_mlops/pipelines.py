@@ -6,12 +6,13 @@ functions, so nothing here needs Airflow.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from neuracrm_mlops.training import Lineage, TrainingOutcome
+from neuracrm_mlops.families import FAMILIES, TrainRequest, get_family
+from neuracrm_mlops.training import Lineage
 
-FAMILY_DATASETS = {"lead_scoring": "leads", "sales_forecast": "sales", "sentiment": "interactions"}
+# the CRM dataset each family trains on, from the family registry
+FAMILY_DATASETS = {name: family.dataset for name, family in FAMILIES.items()}
 VALIDATION_SUMMARY_KEYS = (
     "dataset",
     "organization_id",
@@ -47,23 +48,11 @@ def train_family(
     validation: dict[str, Any],
     organization: str | int | None = None,
 ) -> dict[str, Any]:
-    """Train, gate and register one model family (for forecasts: every organization, or one)."""
-    from neuracrm_mlops import training
-
+    """Train, gate and register one model family (per-organization families: every organization, or
+    ``organization``) with the family's trainer (``families``)."""
+    trained = get_family(family)  # UnknownFamilyError (a ValueError) names the registered families
     lineage = Lineage(run_key=run_key, dag_run_id=dag_run_id, validation=validation)
-    if family == "sales_forecast":
-        from neuracrm_mlops.forecast_training import train_forecasts_for
-
-        forecasts: dict[str, Any] = train_forecasts_for(organization, lineage).as_dict()
-        return forecasts
-    trainers: dict[str, Callable[[Lineage], TrainingOutcome]] = {
-        "lead_scoring": training.train_lead_scoring,
-        "sentiment": training.train_sentiment,
-    }
-    if family not in trainers:
-        raise ValueError(f"unknown model family {family!r}: use one of {', '.join(trainers)}")
-    outcome: TrainingOutcome = trainers[family](lineage)
-    return outcome.as_dict()
+    return trained.train(TrainRequest(lineage, organization=organization))
 
 
 def train_forecast_chunk(
@@ -89,15 +78,22 @@ def summarize_forecast_chunks(results: list[dict[str, Any]]) -> dict[str, int]:
 # -- rollout (the rollout_<family> DAGs; forecasts roll out by cohorts of organizations) ----------
 
 
+def _by_cohort(model: str) -> bool:
+    """Whether ``model`` names a family that rolls out by organization cohorts (``forecast_rollout``);
+    anything else rolls out by traffic share (``rollout``)."""
+    family = FAMILIES.get(model)
+    return family is not None and family.rollout_strategy == "organization_cohort"
+
+
 def start_canary(model: str, *, actor: str) -> dict[str, Any]:
-    """Start the canary of ``model`` (lead_scoring, sentiment or sales_forecast); ``running`` says
+    """Start the canary of ``model`` (a family, e.g. lead_scoring or sales_forecast); ``running`` says
     whether there is a canary to bake (False: nothing to roll out, or promoted at once)."""
     from neuracrm_mlops import forecast_rollout, rollout
     from neuracrm_mlops.db.engine import get_engine
 
     try:
-        if model == forecast_rollout.FAMILY:
-            cohort = forecast_rollout.start(actor=actor, engine=get_engine())
+        if _by_cohort(model):
+            cohort = forecast_rollout.start(actor=actor, engine=get_engine(), family=model)
             return {**cohort.as_dict(), "running": cohort.weight > 0}
         result = rollout.start_rollout(model, actor=actor)
     except rollout.RolloutError as exc:
@@ -110,8 +106,8 @@ def canary_baked(model: str) -> tuple[bool, str]:
     from neuracrm_mlops import forecast_rollout, rollout
     from neuracrm_mlops.db.engine import get_engine
 
-    if model == forecast_rollout.FAMILY:
-        return forecast_rollout.bake_ready(engine=get_engine())
+    if _by_cohort(model):
+        return forecast_rollout.bake_ready(engine=get_engine(), family=model)
     status = rollout.bake_status(model)
     return status.ready, status.detail
 
@@ -121,8 +117,8 @@ def judge_canary(model: str, *, actor: str) -> dict[str, Any]:
     from neuracrm_mlops import forecast_rollout, rollout
     from neuracrm_mlops.db.engine import get_engine
 
-    if model == forecast_rollout.FAMILY:
-        return forecast_rollout.judge(actor=actor, engine=get_engine()).as_dict()
+    if _by_cohort(model):
+        return forecast_rollout.judge(actor=actor, engine=get_engine(), family=model).as_dict()
     return rollout.judge_step(model, actor=actor).as_dict()
 
 

@@ -38,6 +38,7 @@ from neuracrm_mlops import ledger, registry, rollout_state
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.db.schema import utcnow
 from neuracrm_mlops.errors import NeuraCRMError
+from neuracrm_mlops.families import families_with, find_family
 from neuracrm_mlops.live_stats import family_of, version_stats
 from neuracrm_mlops.rollout_decisions import (
     ChampionMove,
@@ -79,13 +80,14 @@ def train_command(name: str) -> str:
 
 def runbook_canary_hold(name: str) -> str:
     """What to do about a canary held past its deadline, with the command that exists for ``name``
-    (forecast cohorts have no CLI abort: they hold until the actuals arrive)."""
-    if family_of(name) == "sales_forecast":
+    (cohort rollouts have no CLI abort: they hold until the actuals arrive)."""
+    family = find_family(name)
+    if family is not None and family.rollout_strategy == "organization_cohort":
         return (
             "Not enough actuals to judge the organizations in the cohort before the deadline, so the "
             "cohort holds at its weight and nothing is promoted. Check that monthly sales are imported "
-            "for the organizations listed, then re-run the rollout_sales_forecast DAG or "
-            "`neuracrm-mlops rollout sales_forecast step`."
+            f"for the organizations listed, then re-run the rollout_{family.name} DAG or "
+            f"`neuracrm-mlops rollout {family.name} step`."
         )
     return (
         "Not enough labelled outcomes to judge the canary before the deadline, so it holds at its "
@@ -163,8 +165,9 @@ class BakeStatus:
 
 def organization_of(name: str) -> int | None:
     """The organization of a per-organization model (forecasts), None for shared models."""
-    if name.startswith(registry.FORECAST_MODEL_PREFIX):
-        return int(name[len(registry.FORECAST_MODEL_PREFIX) :])
+    for family in families_with(naming="per_organization"):
+        if name.startswith(family.model_prefix):
+            return int(name[len(family.model_prefix) :])
     return None
 
 
@@ -174,7 +177,8 @@ def min_outcomes_for(name: str) -> int:
     from neuracrm_mlops.config import get_settings
 
     settings = get_settings()
-    if family_of(name) == "sales_forecast":
+    family = find_family(name)
+    if family is not None and family.accuracy_measure == "one_minus_wape":  # outcomes are months
         return settings.forecast_min_outcomes
     return settings.min_outcomes
 

@@ -36,6 +36,13 @@ Windows: pass each version's numbers over the same window, typically since the r
 At weight 1.0 the champion serves no new traffic, so its numbers must come from the window in which
 it last served (the cumulative window does that); a champion with no outcomes holds the rollout.
 
+**Cohort step** (:func:`decide_cohort_step`, the forecasts' strategy: the weight is a share of
+organizations): each organization in the cohort is judged on its own numbers with
+:func:`decide_rollout_step` and its own policy; a rollback rejects that organization's challenger
+alone. Any organization still short of actuals holds the family (an alert once the step's deadline
+passed; never promotes); otherwise the family moves to the next step, or at the last step promotes
+every running organization that was not rejected.
+
 **Live accuracy** (:func:`decide_live_accuracy`, the monitor's 80% rule): ``insufficient_data``
 with fewer than ``min_outcomes`` outcomes or no accuracy, ``below_floor`` when accuracy < floor,
 otherwise ``ok`` (exactly at the floor is ok).
@@ -368,6 +375,123 @@ def decide_rollout_step(
         "next_step",
         following,
         f"raise {subject} from weight {current_weight:.2f} to {following:.2f}: {summary}",
+    )
+
+
+CohortAction = Literal["next_step", "promote", "hold"]
+
+
+@dataclass(frozen=True)
+class CohortMember:
+    """One organization in a cohort rollout (forecasts): its champion's and challenger's live numbers
+    and its own policy (its floor may differ from the family's; None: the family's policy)."""
+
+    organization_id: int
+    champion: VersionLiveStats
+    challenger: VersionLiveStats
+    policy: RolloutPolicy | None = None
+
+
+@dataclass(frozen=True)
+class CohortDecision:
+    """The verdict on one step of a cohort rollout.
+
+    ``verdicts`` holds each cohort organization's own :func:`decide_rollout_step` decision;
+    ``rejected`` (their challengers fail: reject them, whatever the family does), ``holding`` (short
+    of actuals) and ``passed`` split the cohort in its order. ``next_weight`` is the share of
+    organizations to set on ``next_step``, the current one on ``hold`` and None on ``promote``, where
+    ``promote`` lists every running organization not rejected. ``alert``: a hold past the deadline.
+    """
+
+    action: CohortAction
+    weight: float
+    next_weight: float | None
+    reason: str
+    verdicts: dict[int, RolloutDecision] = field(default_factory=dict)
+    passed: tuple[int, ...] = ()
+    rejected: tuple[int, ...] = ()
+    holding: tuple[int, ...] = ()
+    promote: tuple[int, ...] = ()
+    deadline_passed: bool = False
+
+    @property
+    def alert(self) -> bool:
+        return self.action == "hold" and self.deadline_passed
+
+
+def decide_cohort_step(
+    policy: RolloutPolicy,
+    weight: float,
+    cohort: Sequence[CohortMember],
+    *,
+    running: Sequence[int] | None = None,
+    deadline_passed: bool = False,
+) -> CohortDecision:
+    """The cohort strategy's step (forecasts: the weight is a share of organizations).
+
+    Each organization in ``cohort`` is judged on its own numbers with :func:`decide_rollout_step`
+    (its own policy, never "deadline passed": an organization short of actuals holds, it is not
+    judged inconclusive on its own). A rollback rejects that organization's challenger only. Then,
+    for the family (``policy``):
+
+    - any organization still short of actuals -> ``hold`` at ``weight`` (``deadline_passed``, the
+      step's deadline for any cohort organization: the reason says so and :attr:`alert` is true;
+      it never promotes);
+    - else at the last step -> ``promote`` every organization of ``running`` (every organization
+      with a canary at a weight above 0; default: the cohort's) that was not rejected;
+    - else ``next_step`` to the policy's next step above ``weight``.
+    """
+    _check_unit_interval("weight", weight)
+    organizations = [member.organization_id for member in cohort]
+    if len(set(organizations)) != len(organizations):
+        raise ValueError(f"an organization appears twice in the cohort: {organizations}")
+    verdicts: dict[int, RolloutDecision] = {}
+    passed: list[int] = []
+    rejected: list[int] = []
+    holding: list[int] = []
+    for member in cohort:
+        verdict = decide_rollout_step(
+            member.policy or policy, weight, member.champion, member.challenger, deadline_passed=False
+        )
+        verdicts[member.organization_id] = verdict
+        if verdict.action == "rollback":
+            rejected.append(member.organization_id)
+        elif verdict.action == "hold":
+            holding.append(member.organization_id)
+        else:
+            passed.append(member.organization_id)
+    lists = {"passed": tuple(passed), "rejected": tuple(rejected), "holding": tuple(holding)}
+    if holding:
+        reason = (
+            f"{len(holding)} organization(s) in the {weight:.0%} cohort lack actuals "
+            f"({policy.min_outcomes} months needed): holding"
+        )
+        if deadline_passed:
+            reason = "deadline passed with no verdict: " + reason + " (never promotes)"
+        return CohortDecision(
+            "hold", weight, weight, reason, verdicts, **lists, deadline_passed=deadline_passed
+        )
+    following = policy.next_weight(weight)
+    if following is None:
+        everyone = organizations if running is None else list(running)
+        promote = tuple(org for org in everyone if org not in rejected)
+        reason = f"{len(promote)} organization(s) promoted, {len(rejected)} rejected"
+        return CohortDecision(
+            "promote",
+            weight,
+            None,
+            reason,
+            verdicts,
+            **lists,
+            promote=promote,
+            deadline_passed=deadline_passed,
+        )
+    reason = (
+        f"{len(passed)} organization(s) in the {weight:.0%} cohort passed, {len(rejected)} "
+        f"rejected: moving to {following:.0%} of organizations"
+    )
+    return CohortDecision(
+        "next_step", weight, following, reason, verdicts, **lists, deadline_passed=deadline_passed
     )
 
 

@@ -20,6 +20,7 @@ from neuracrm_mlops.db.schema import (
     PromotionLedgerEntry,
     QuarantinedRow,
 )
+from neuracrm_mlops.families import FAMILIES, families_with
 
 COUNTED_TABLES = (
     Organization,
@@ -95,11 +96,7 @@ def crm_status(engine: sa.Engine, *, max_organizations: int = 20) -> CRMStatus:
 
 # -- what users get: a model or a fallback, and why ---------------------------------------------
 
-FALLBACK_OF = {
-    "lead_scoring": "rule fallback (lead_scoring_rules)",
-    "sentiment": "VADER",
-    "sales_forecast": "seasonal naive",
-}
+FALLBACK_OF = {name: family.fallback for name, family in FAMILIES.items()}  # who answers without a model
 
 
 @dataclass(frozen=True)
@@ -174,7 +171,7 @@ def served_answers(
 
     answers = [
         _served(family, None, champion_of(name), versions.get(name, []))
-        for family, name in (("lead_scoring", registry.LEAD_MODEL), ("sentiment", registry.SENTIMENT_MODEL))
+        for family, name in ((f.name, f.registered_name()) for f in families_with(naming="shared"))
     ]
     with engine.connect() as conn:
         orgs = conn.execute(
@@ -197,7 +194,7 @@ def served_answers(
 
 # -- served models, the ledger, open alerts, and the whole report as one JSON document -------------
 
-SERVED_MODELS = ("lead_scoring", "sentiment")
+SERVED_MODELS = tuple(f.registered_name() for f in families_with(naming="shared"))  # one for every org
 # `status --json`: bumped when a key is removed or changes meaning (adding keys keeps the version)
 STATUS_FORMAT_VERSION = 1
 

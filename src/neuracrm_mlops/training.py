@@ -224,9 +224,10 @@ def save_plot(path: Path, draw: Callable[[Any], None]) -> Path:
 
 
 def pip_requirements() -> list[str]:
-    from importlib.metadata import version
+    """The packages the pyfuncs import, pinned (``model_packaging.base_pip_requirements``)."""
+    from neuracrm_mlops.model_packaging import base_pip_requirements
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "pandas", "numpy", "joblib")]
+    return base_pip_requirements()
 
 
 @dataclass(frozen=True)
@@ -237,17 +238,43 @@ class RegisteredVersion:
     reason: str
 
 
-def _params_signature(params: dict[str, Any] | None) -> Any:
-    """A model signature that declares only the pyfunc's params (inputs are free-form records), so
-    that MLflow passes them to ``predict`` instead of ignoring them."""
-    if not params:
-        return None
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec
+LEAD_PYFUNC_PARAMS: dict[str, Any] = {"explain": True}
 
-    kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
-    specs = [ParamSpec(name, kinds[type(value)], value) for name, value in params.items()]
-    return ModelSignature(inputs=None, params=ParamSchema(specs))
+
+@dataclass(frozen=True)
+class ModelInterface:
+    """What a logged pyfunc declares: its signature (with the params schema, so that MLflow passes
+    the params to ``predict``) and an input example (see ``model_packaging``)."""
+
+    signature: Any
+    input_example: Any
+
+    @classmethod
+    def lead(cls) -> ModelInterface:
+        from neuracrm_mlops import model_packaging
+
+        return cls(model_packaging.lead_signature(LEAD_PYFUNC_PARAMS), model_packaging.lead_input_example())
+
+    @classmethod
+    def sentiment(cls) -> ModelInterface:
+        from neuracrm_mlops import model_packaging
+
+        return cls(model_packaging.sentiment_signature(), model_packaging.sentiment_input_example())
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training data recorded with ``mlflow.log_input`` (its schema and size, not its rows)."""
+
+    frame: pd.DataFrame
+    name: str
+    snapshot_hash: str
+    targets: str | None = None
+
+    def log(self) -> bool:
+        from neuracrm_mlops.model_packaging import log_training_data
+
+        return log_training_data(self.frame, self.name, self.snapshot_hash, targets=self.targets)
 
 
 def _log_and_register(
@@ -261,10 +288,11 @@ def _log_and_register(
     semver_inputs: tuple[str, str],
     workdir: Path,
     verify: Callable[[str], None] | None = None,
-    params: dict[str, Any] | None = None,
+    interface: ModelInterface | None = None,
 ) -> RegisteredVersion:
-    """Log the pyfunc in the active run, register a version with its tags, check that it serves,
-    alias it ``challenger`` when it passed both the gate and the check.
+    """Log the pyfunc in the active run (a LoggedModel with its signature, input example and the
+    project's wheel: ``model_packaging``), register a version from its ``models:/m-...`` URI with its
+    tags, check that it serves, alias it ``challenger`` when it passed both the gate and the check.
 
     ``verify(version)`` loads the registered version the way the service does and compares its
     answers with the training-time predictions (``servability.verify``); a version that fails is
@@ -273,18 +301,21 @@ def _log_and_register(
     import joblib
     import mlflow
 
+    from neuracrm_mlops import model_packaging
     from neuracrm_mlops.servability import SERVABLE_TAG, NotServableError
 
     client = registry.configure_mlflow()
     registry.ensure_registered_model(client, model_name, description)
     artifact = workdir / "model.joblib"
     joblib.dump(family_object, artifact)
+    wheel = model_packaging.project_wheel()
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=pyfunc,
-        artifacts={"model": str(artifact)},
-        pip_requirements=pip_requirements(),
-        signature=_params_signature(params),
+        artifacts={"model": str(artifact), model_packaging.WHEEL_ARTIFACT: str(wheel)},
+        pip_requirements=model_packaging.shipped_pip_requirements(wheel),
+        signature=interface.signature if interface else None,
+        input_example=interface.input_example if interface else None,
     )
     semver = registry.next_semantic_version(client, model_name, *semver_inputs)
     version_tags = {
@@ -295,6 +326,7 @@ def _log_and_register(
         "semver": semver,
         "schema_hash": semver_inputs[0],
         "params_hash": semver_inputs[1],
+        model_packaging.WHEEL_ARTIFACT: model_packaging.wheel_requirement(wheel),
     }
     if decision.below_floor:
         version_tags["below_floor"] = "true"
@@ -342,7 +374,8 @@ class TrainingRecord:
     reference: dict[str, Any] | None = None
     # loads the registered version as the service does and compares its holdout answers
     verify: Callable[[str], None] | None = None
-    pyfunc_params: dict[str, Any] | None = None  # declared in the signature (e.g. explain)
+    interface: ModelInterface | None = None  # the pyfunc's signature and input example
+    training_data: TrainingData | None = None  # recorded with mlflow.log_input
     incumbent: Incumbent | None = None
     family: str = ""
     notes: list[str] = field(default_factory=list)  # logged to the run (e.g. dropped columns)
@@ -392,6 +425,8 @@ def record_and_register(record: TrainingRecord, started: float) -> TrainingOutco
         mlflow.set_tags(tags)
         if record.notes:
             mlflow.log_text("\n".join(record.notes) + "\n", "notes.txt")
+        if record.training_data is not None:
+            record.training_data.log()
         registered = _log_and_register(
             model_name=record.model_name,
             description=record.description,
@@ -402,7 +437,7 @@ def record_and_register(record: TrainingRecord, started: float) -> TrainingOutco
             semver_inputs=record.semver_inputs,
             workdir=workdir,
             verify=record.verify,
-            params=record.pyfunc_params,
+            interface=record.interface,
         )
     outcome = TrainingOutcome(
         model_name=record.model_name,
@@ -553,7 +588,7 @@ def ensure_rule_baseline() -> str:
             tags={"run_key": "rule-baseline", "git_commit": registry.git_commit()},
             semver_inputs=(registry.stable_hash(RULE_WEIGHTS), registry.stable_hash(RULE_WEIGHTS)),
             workdir=Path(tmp),
-            params={"explain": True},
+            interface=ModelInterface.lead(),
         )
     _make_fallback_champion(client, registered.version)
     return registered.version
@@ -607,6 +642,8 @@ def register_lead_fallback(
     mlflow.set_experiment(experiment_id=registry.ensure_experiment("lead_scoring"))
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"lead fallback {lineage.run_key}"):
         mlflow.log_params({"kind": scorer.kind, "train_rows": len(train_part), "holdout_rows": len(holdout)})
+        data_hash = snapshot_hash(train_part["content_hash"])
+        TrainingData(train_part, "leads_with_outcome_train", data_hash, targets="converted").log()
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         registered = _log_and_register(
             model_name=registry.LEAD_RULES_MODEL,
@@ -619,7 +656,7 @@ def register_lead_fallback(
                 f"{metrics['accuracy']:.3f}, ROC AUC {metrics.get('roc_auc', float('nan')):.3f}",
             ),
             tags={
-                **lineage_tags(lineage, snapshot_hash(train_part["content_hash"])),
+                **lineage_tags(lineage, data_hash),
                 "fallback_kind": scorer.kind,
                 "holdout_accuracy": f"{metrics['accuracy']:.6f}",
             },
@@ -628,7 +665,7 @@ def register_lead_fallback(
             verify=lambda version: servability.verify(
                 registry.LEAD_RULES_MODEL, version, servability.lead_answers(holdout), expected
             ),
-            params={"explain": True},
+            interface=ModelInterface.lead(),
         )
     if registered.status != registry.CHALLENGER:
         log.error("the fitted lead fallback is not servable (%s); the previous one stays", registered.reason)
@@ -729,7 +766,11 @@ def train_lead_scoring(
         verify=lambda version: servability.verify(
             registry.LEAD_MODEL, version, servability.lead_answers(holdout), expected
         ),
-        pyfunc_params={"explain": True},
+        interface=ModelInterface.lead(),
+        # the snapshot (training part and holdout, split by time), under the data_snapshot_hash tag
+        training_data=TrainingData(
+            leads, "leads_with_outcome", snapshot_hash(leads["content_hash"]), "converted"
+        ),
         incumbent=incumbent,
         family="lead_scoring",
         notes=list(getattr(model, "feature_notes", [])),
@@ -834,6 +875,10 @@ def train_sentiment(
         ),
         verify=lambda version: servability.verify(
             registry.SENTIMENT_MODEL, version, servability.sentiment_answers(texts), expected
+        ),
+        interface=ModelInterface.sentiment(),
+        training_data=TrainingData(
+            frame, "labelled_interactions", snapshot_hash(frame["content_hash"]), "sentiment_label"
         ),
         incumbent=incumbent,
         family="sentiment",

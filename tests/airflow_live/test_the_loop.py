@@ -260,6 +260,9 @@ def _weight() -> float:
     return rollout.registered_state(registry.configure_mlflow(), "sentiment").weight
 
 
+REVIEW_SETTLE_SECONDS = 5.0
+
+
 def _review(stack: LiveAirflow, run_id: str, answer: str) -> dict[str, Any]:
     """Wait for approve_final_step to ask, then answer it over the REST API as ``oncall``."""
     path = f"/api/v2/dags/rollout_sentiment/dagRuns/{run_id}/taskInstances/approve_final_step/-1/hitlDetails"
@@ -269,6 +272,10 @@ def _review(stack: LiveAirflow, run_id: str, answer: str) -> dict[str, Any]:
         stack,
         240,
     )
+    # a reviewer answers in minutes; an answer within a second of the question can reach the trigger
+    # before the asking worker's supervisor has reported the deferral, and Airflow 3.3 then puts the
+    # resumed task up_for_retry ("TI was not in the running state", seen here): let the deferral settle
+    time.sleep(REVIEW_SETTLE_SECONDS)
     asked = _ok(stack.api("GET", path))
     assert asked["options"] == ["Approve", "Reject"] and asked["response_received"] is False, asked
     assert asked["subject"] == "Promote sentiment's challenger to all traffic?"

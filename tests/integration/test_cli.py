@@ -132,9 +132,9 @@ def test_train_forecasts_in_worker_processes_registers_every_chunk(
     assert len({v.run_id for v in latest}) == 3  # one MLflow run per chunk
     assert sorted(v.tags["semver"] for v in versions[registry.forecast_model_name(2)]) == ["1.0.0", "1.0.1"]
     artifacts = neuracrm_home / "mlartifacts" / "sales_forecast"
-    model_dirs = list(artifacts.glob("*/artifacts/forecasts/org_*"))
+    model_dirs = list(artifacts.glob("models/m-*/artifacts"))  # one LoggedModel per organization
     assert len(model_dirs) == 6 and all((d / "backtest.svg").is_file() for d in model_dirs)
-    assert not list(artifacts.glob("*/artifacts/forecasts/org_*/uv.lock"))  # logged once per run instead
+    assert not list(artifacts.glob("models/m-*/artifacts/uv.lock"))  # logged once per run instead
     assert len(list(artifacts.glob("*/artifacts/environment/uv.lock"))) == 4  # the --org run and 3 chunks
 
 

@@ -84,6 +84,58 @@ def test_lead_model_is_registered_as_challenger_with_lineage_and_rerun_adds_no_v
 
 
 @pytest.mark.slow
+def test_versions_are_logged_models_with_signature_example_wheel_and_training_data(
+    seeded: sa.Engine,
+) -> None:
+    """Each version is registered from its LoggedModel (``models:/m-...``), declares its signature
+    (with the ``explain`` param for leads) and an input example, ships the project's wheel and has its
+    training data recorded with ``mlflow.log_input``; the lead signature lets partial leads through."""
+    import zipfile
+
+    import mlflow
+    import pandas as pd
+
+    from neuracrm_mlops import model_packaging
+    from neuracrm_mlops.training import train_sentiment
+
+    lead = train_lead_scoring(LINEAGE, engine=seeded)
+    sentiment = train_sentiment(Lineage(run_key="train_sentiment/1"), engine=seeded)
+    client = registry.configure_mlflow()
+    for name, outcome, dataset in (
+        ("lead_scoring", lead, "leads_with_outcome"),
+        ("sentiment", sentiment, "labelled_interactions"),
+    ):
+        assert outcome.version is not None, outcome.reason
+        version = client.get_model_version(name, outcome.version)
+        assert version.source.startswith("models:/m-"), version.source
+        wheel_path = version.tags[model_packaging.WHEEL_ARTIFACT]
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{outcome.version}"))
+        requirements = (local / "requirements.txt").read_text().splitlines()
+        assert wheel_path in requirements and (local / wheel_path).is_file()
+        names = zipfile.ZipFile(local / wheel_path).namelist()
+        assert "neuracrm_mlops/models/pyfunc_wrappers.py" in names
+        assert any(n.endswith(".dist-info/METADATA") for n in names)
+        info = mlflow.models.get_model_info(f"models:/{name}/{outcome.version}")
+        assert info.signature is not None and info.signature.inputs is not None
+        assert (local / "input_example.json").is_file()
+        run = client.get_run(outcome.run_id or "")
+        inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+        tags = dict(version.tags)
+        assert inputs[dataset].digest == tags["data_snapshot_hash"][:36]
+    lead_info = mlflow.models.get_model_info(f"models:/lead_scoring/{lead.version}")
+    assert lead_info.signature.params is not None
+    assert [p.name for p in lead_info.signature.params] == ["explain"]
+    assert all(not c.required for c in lead_info.signature.inputs.inputs)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/lead_scoring/{lead.version}")
+    # a partial lead with a column no lead model reads and a custom attribute: scored, not refused
+    partial = pd.DataFrame([{"industry": "software", "crm_specific": "x", "attributes": {"tier": "gold"}}])
+    answer = pyfunc.predict(partial, params={"explain": False})
+    assert 0.0 <= float(answer["probability"].iloc[0]) <= 1.0 and answer["factors"].iloc[0] == []
+    example = pyfunc.predict(model_packaging.lead_input_example())
+    assert len(example["factors"].iloc[0]) == 3
+
+
+@pytest.mark.slow
 def test_below_the_floor_only_a_candidate_that_beats_the_fallback_gets_an_alias(
     seeded: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,3 +94,42 @@ def test_nice_ticks_cover_the_range_with_round_steps() -> None:
     assert nice_ticks(5, 5) == [4, 6, 8, 10]  # a flat series still gets an axis
     with pytest.raises(ValueError, match="finite"):
         nice_ticks(0, float("nan"))
+
+
+@pytest.mark.slow
+def test_forecast_versions_are_logged_models_sharing_the_chunk_runs_wheel(engine: sa.Engine) -> None:
+    """Each organization's forecast is a LoggedModel of the chunk's run (registered from
+    ``models:/m-...``, with its signature and input example); the project's wheel is logged once in
+    the run's ``environment/`` and named by every version; the chunk's data is a run input."""
+    import mlflow
+
+    from neuracrm_mlops import model_packaging
+    from neuracrm_mlops.forecast_training import train_forecast_chunk
+    from neuracrm_mlops.training import Lineage
+
+    seed_database(2, 24, 3, engine=engine)
+    summary = train_forecast_chunk([1, 2], Lineage(run_key="forecast/1"), engine=engine, plots=False)
+
+    client = registry.configure_mlflow()
+    versions = [
+        client.get_model_version(o["model_name"], o["version"]) for o in summary.organizations if o["version"]
+    ]
+    assert len(versions) == 2 and len({v.run_id for v in versions}) == 1
+    run_id = versions[0].run_id
+    wheel_uri = versions[0].tags[model_packaging.WHEEL_ARTIFACT]
+    assert wheel_uri.startswith(f"runs:/{run_id}/environment/neuracrm_mlops-") and wheel_uri.endswith(".whl")
+    assert {v.tags[model_packaging.WHEEL_ARTIFACT] for v in versions} == {wheel_uri}
+    assert Path(mlflow.artifacts.download_artifacts(wheel_uri)).is_file()
+    for version in versions:
+        assert version.source.startswith("models:/m-"), version.source
+        model = client.get_logged_model(version.source.removeprefix("models:/"))
+        assert model.source_run_id == run_id and model.status.to_int() == 2  # READY
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
+        assert not list(local.rglob("*.whl"))  # the wheel is shared, not copied per organization
+        info = mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
+        assert info.signature is not None and info.signature.inputs.input_names() == ["months"]
+        assert info.model_id == model.model_id
+        served = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+        assert len(served.predict(model_packaging.forecast_input_example())) == 2
+    (dataset,) = client.get_run(run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "monthly_sales_orgs_1-2" and dataset.dataset.digest

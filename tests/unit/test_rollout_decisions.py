@@ -10,6 +10,8 @@ import pytest
 from neuracrm_mlops.rollout_decisions import (
     ChampionHistory,
     ChampionMove,
+    CohortDecision,
+    CohortMember,
     LiveVerdict,
     PreviousMeasurement,
     RolloutDecision,
@@ -17,6 +19,7 @@ from neuracrm_mlops.rollout_decisions import (
     VersionLiveStats,
     champion_history,
     choose_rollback_target,
+    decide_cohort_step,
     decide_live_accuracy,
     decide_rollback_target,
     decide_rollout_step,
@@ -554,3 +557,115 @@ def test_a_version_rolled_back_before_is_restored_only_on_the_same_live_outcomes
     verdict = decide_rollback_target(0.70, previous, min_outcomes=100)
     assert verdict.roll_back is roll_back
     assert says in verdict.reason
+
+
+# --- cohort step (forecasts: the weight is a share of organizations) -----------------------------------
+
+FORECAST_POLICY = RolloutPolicy(min_outcomes=3)
+
+
+def member(
+    org: int, *, accuracy: float | None = 0.9, outcomes: int = 6, policy: RolloutPolicy | None = None
+) -> CohortMember:
+    champion = stats("1", outcomes=6, accuracy=0.88, p95=None, requests=10)
+    challenger = stats("2", outcomes=outcomes, accuracy=accuracy, p95=None, requests=10)
+    return CohortMember(org, champion, challenger, policy)
+
+
+def cohort_step(
+    cohort: list[CohortMember],
+    *,
+    weight: float = 0.10,
+    running: list[int] | None = None,
+    deadline_passed: bool = False,
+) -> CohortDecision:
+    return decide_cohort_step(
+        FORECAST_POLICY, weight, cohort, running=running, deadline_passed=deadline_passed
+    )
+
+
+def test_cohort_that_passes_moves_to_the_next_share_of_organizations() -> None:
+    decision = cohort_step([member(3), member(8)])
+    assert decision.action == "next_step"
+    assert decision.next_weight == 0.50
+    assert decision.passed == (3, 8) and decision.rejected == () and decision.holding == ()
+    assert (
+        decision.reason
+        == "2 organization(s) in the 10% cohort passed, 0 rejected: moving to 50% of organizations"
+    )
+    assert not decision.alert
+    assert {org: v.action for org, v in decision.verdicts.items()} == {3: "next_step", 8: "next_step"}
+
+
+def test_an_organization_whose_challenger_fails_is_rejected_alone() -> None:
+    decision = cohort_step([member(3), member(5, accuracy=0.70), member(8)])
+    assert decision.rejected == (5,)
+    assert decision.verdicts[5].action == "rollback"
+    assert "below the floor 0.80" in decision.verdicts[5].reason
+    # the others go on
+    assert decision.action == "next_step" and decision.passed == (3, 8)
+    assert "2 organization(s) in the 10% cohort passed, 1 rejected" in decision.reason
+
+
+def test_an_organization_short_of_actuals_holds_the_family() -> None:
+    decision = cohort_step([member(3), member(4, outcomes=2, accuracy=0.95), member(6, accuracy=0.5)])
+    assert decision.action == "hold"
+    assert decision.next_weight == 0.10
+    assert decision.holding == (4,) and decision.passed == (3,) and decision.rejected == (6,)
+    assert decision.reason == "1 organization(s) in the 10% cohort lack actuals (3 months needed): holding"
+    assert not decision.alert
+    # each organization is judged without the deadline: short of actuals is a hold, never a verdict
+    assert not decision.verdicts[4].deadline_passed
+
+
+def test_a_hold_past_the_deadline_alerts_and_never_promotes() -> None:
+    decision = cohort_step(
+        [member(3), member(4, outcomes=0, accuracy=None)], weight=1.0, deadline_passed=True
+    )
+    assert decision.action == "hold"
+    assert decision.promote == ()
+    assert decision.alert
+    assert decision.reason.startswith("deadline passed with no verdict: 1 organization(s) in the 100% cohort")
+    assert decision.reason.endswith("(never promotes)")
+
+
+def test_a_deadline_without_anyone_holding_still_advances() -> None:
+    decision = cohort_step([member(3)], weight=0.5, deadline_passed=True)
+    assert decision.action == "next_step" and decision.next_weight == 1.0
+    assert not decision.alert
+
+
+def test_at_full_share_every_running_organization_not_rejected_is_promoted() -> None:
+    decision = cohort_step([member(3), member(5, accuracy=0.6), member(8)], weight=1.0, running=[3, 5, 8, 9])
+    assert decision.action == "promote"
+    assert decision.next_weight is None
+    assert decision.promote == (3, 8, 9)
+    assert decision.reason == "3 organization(s) promoted, 1 rejected"
+    # without ``running``: the cohort's organizations
+    assert cohort_step([member(3), member(8)], weight=1.0).promote == (3, 8)
+
+
+def test_each_organization_is_judged_with_its_own_policy() -> None:
+    strict = RolloutPolicy(min_outcomes=3, accuracy_floor=0.95)
+    decision = cohort_step([member(3), member(4, policy=strict)])
+    assert decision.rejected == (4,)
+    assert "below the floor 0.95" in decision.verdicts[4].reason
+    assert decision.passed == (3,)
+
+
+def test_an_empty_cohort_moves_on() -> None:
+    # no organization's bucket falls under the first share: nobody to judge, the share grows
+    decision = cohort_step([], weight=0.10)
+    assert decision.action == "next_step" and decision.next_weight == 0.50
+    assert decision.reason.startswith("0 organization(s) in the 10% cohort passed")
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_cohort_weight_outside_zero_to_one_is_refused(weight: float) -> None:
+    with pytest.raises(ValueError, match="weight"):
+        cohort_step([member(3)], weight=weight)
+
+
+def test_an_organization_twice_in_the_cohort_is_refused() -> None:
+    with pytest.raises(ValueError, match="appears twice"):
+        cohort_step([member(3), member(3)])
