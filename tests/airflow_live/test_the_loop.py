@@ -260,7 +260,22 @@ def _weight() -> float:
     return rollout.registered_state(registry.configure_mlflow(), "sentiment").weight
 
 
-REVIEW_SETTLE_SECONDS = 5.0
+def _scheduler_saw_the_worker_exit(stack: LiveAirflow, run_id: str) -> Callable[[], bool]:
+    """Whether the scheduler has processed the executor's event for the worker that asked the question.
+
+    On Airflow 3.3 an answer resumes the task at once (AWAITING_INPUT -> SCHEDULED -> QUEUED, same try
+    number); when the asking worker's exit reaches the scheduler only after that, the scheduler takes
+    the queued task for one "killed externally" (a "state mismatch" event), puts it up for retry and the
+    retry asks again: the answer is lost. A reviewer answers in minutes; a test answers in a second, so
+    it waits for the scheduler's own "TaskInstance Finished" line for this asking try first.
+    """
+    marker = f"TaskInstance Finished: dag_id=rollout_sentiment, task_id=approve_final_step, run_id={run_id},"
+
+    def seen() -> bool:
+        log = stack.logs["scheduler"].read_text(errors="replace")
+        return any(marker in line and "state=awaiting_input" in line for line in log.splitlines())
+
+    return seen
 
 
 def _review(stack: LiveAirflow, run_id: str, answer: str) -> dict[str, Any]:
@@ -272,10 +287,7 @@ def _review(stack: LiveAirflow, run_id: str, answer: str) -> dict[str, Any]:
         stack,
         240,
     )
-    # a reviewer answers in minutes; an answer within a second of the question can reach the trigger
-    # before the asking worker's supervisor has reported the deferral, and Airflow 3.3 then puts the
-    # resumed task up_for_retry ("TI was not in the running state", seen here): let the deferral settle
-    time.sleep(REVIEW_SETTLE_SECONDS)
+    _until(_scheduler_saw_the_worker_exit(stack, run_id), "the scheduler seeing the asker exit", stack, 120)
     asked = _ok(stack.api("GET", path))
     assert asked["options"] == ["Approve", "Reject"] and asked["response_received"] is False, asked
     assert asked["subject"] == "Promote sentiment's challenger to all traffic?"
@@ -310,7 +322,12 @@ def test_a_reviewer_approves_one_sentiment_challenger_and_rejects_the_next_over_
     _serve(stack, org, approved, "challenger", "a")
     answer = _review(stack, run["dag_run_id"], "Approve")
     assert answer["chosen_options"] == ["Approve"] and answer["responded_by"]["name"] == "oncall"
-    _until(lambda: _weight() == 1.0, "the final step after the approval", stack, 180)
+    try:
+        _until(lambda: _weight() == 1.0, "the final step after the approval", stack, 180)
+    except AssertionError as exc:
+        mismatches = stack.api("GET", "/api/v2/eventLogs", params={"event": "state mismatch"}).text
+        tasks = _tasks(stack, "rollout_sentiment", run["dag_run_id"])
+        raise AssertionError(f"{exc}; tasks {tasks}; state mismatch events: {mismatches}") from exc
     _serve(stack, org, approved, "challenger", "b")  # the final step bakes on its own outcomes
     _finished(stack, "rollout_sentiment", run["dag_run_id"], timeout=300)
     tasks = _tasks(stack, "rollout_sentiment", run["dag_run_id"])
