@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -137,10 +136,8 @@ def _stop_all(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 10.
 
 
 @pytest.fixture(scope="package")
-def airflow_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
+def airflow_live(tmp_path_factory: pytest.TempPathFactory, gx_root: Path) -> Iterator[LiveAirflow]:
     root = tmp_path_factory.mktemp("airflow-live")
-    gx_root = root / "expectations"
-    shutil.copytree(REPO / "expectations", gx_root, ignore=shutil.ignore_patterns("uncommitted"))
     passwords = {user: secrets.token_urlsafe(12) for user in USERS}
     passwords_file = root / "passwords.json"
     passwords_file.write_text(json.dumps(passwords))

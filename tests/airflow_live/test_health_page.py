@@ -27,7 +27,8 @@ from neuracrm_mlops.db.schema import Organization
 from neuracrm_mlops.outcomes import OutcomeIn, record_outcomes
 from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one real Airflow for the directory (tests/airflow_live/conftest.py): one worker runs it
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("airflow_live")]
 
 ARTIFACTS = REPO / "build" / "artifacts"
 SEED_ACTOR = "cli:oncall-drill"
@@ -36,7 +37,7 @@ APT_HINT = "apt-get install chromium chromium-driver"
 
 
 @dataclass(frozen=True)
-class Seeded:
+class PageState:
     lead_org: int
     forecast_org: int
     forecast_model: str
@@ -81,7 +82,7 @@ def _log_predictions(engine: sa.Engine, home: Path, org: int, version: str, rout
 
 
 @pytest.fixture(scope="module")
-def seeded(airflow_live: LiveAirflow) -> Seeded:
+def page_state(airflow_live: LiveAirflow) -> PageState:
     """lead_scoring: v1 then v2 promoted, v3 in a 10% canary; the champion v2 at 14/20 = 70% live
     (below the floor), the challenger at 9/10 = 90%; an open drift alert; one organization's
     forecast with v2 promoted over v1; an open validation alert of no model."""
@@ -131,7 +132,7 @@ def seeded(airflow_live: LiveAirflow) -> Seeded:
             message="critical expectation failed",
             dedup_key="validation_failed:leads:drill",
         )
-    return Seeded(lead_org, forecast_org, forecast_model)
+    return PageState(lead_org, forecast_org, forecast_model)
 
 
 def _start_chromium() -> Any:
@@ -204,7 +205,7 @@ def _csrf_token(html_text: str) -> str:
 
 
 def test_the_page_and_its_rollback_refuse_anonymous_users_viewers_and_foreign_origins(
-    airflow_live: LiveAirflow, seeded: Seeded
+    airflow_live: LiveAirflow, page_state: PageState
 ) -> None:
     url = airflow_live.url
     form = {"model": "lead_scoring", "organization": "", "expected_champion": "2", "reason": "drill"}
@@ -260,7 +261,7 @@ def test_the_page_and_its_rollback_refuse_anonymous_users_viewers_and_foreign_or
 
 
 def test_on_call_reads_versions_weight_live_accuracy_alerts_and_ledger_in_the_browser(
-    airflow_live: LiveAirflow, seeded: Seeded, chromium: Callable[[], Any]
+    airflow_live: LiveAirflow, page_state: PageState, chromium: Callable[[], Any]
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -294,8 +295,10 @@ def test_on_call_reads_versions_weight_live_accuracy_alerts_and_ledger_in_the_br
     assert f"promote v1 -> v2 by {SEED_ACTOR}: canary of v2 passed at 100%" in ledger_lines[1]
     assert row.find_element(By.CSS_SELECTOR, "button[type=submit]").text == "Roll back to v1"
 
-    forecast = browser.find_element(By.ID, f"row-{seeded.forecast_model}")
-    assert f"organization {seeded.forecast_org}" in forecast.find_element(By.CSS_SELECTOR, "td.model").text
+    forecast = browser.find_element(By.ID, f"row-{page_state.forecast_model}")
+    assert (
+        f"organization {page_state.forecast_org}" in forecast.find_element(By.CSS_SELECTOR, "td.model").text
+    )
     assert forecast.find_element(By.CSS_SELECTOR, "td.champion").text.split() == ["v2", "previous", "v1"]
     assert browser.find_element(By.ID, "row-sentiment")
     other = browser.find_element(By.ID, "other-alerts").text
@@ -304,7 +307,7 @@ def test_on_call_reads_versions_weight_live_accuracy_alerts_and_ledger_in_the_br
 
 
 def test_rollback_clicked_in_the_browser_restores_the_previous_champion_as_the_airflow_user(
-    airflow_live: LiveAirflow, seeded: Seeded, chromium: Callable[[], Any]
+    airflow_live: LiveAirflow, page_state: PageState, chromium: Callable[[], Any]
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -355,20 +358,20 @@ def test_rollback_clicked_in_the_browser_restores_the_previous_champion_as_the_a
     assert _champion("lead_scoring") == "1"
 
     # a forecast is rolled back for its organization
-    forecast = browser.find_element(By.ID, f"row-{seeded.forecast_model}")
+    forecast = browser.find_element(By.ID, f"row-{page_state.forecast_model}")
     forecast_reason = "drill: <b>one</b> organization's forecast & nothing else"
     forecast.find_element(By.NAME, "reason").send_keys(forecast_reason)
     forecast.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     WebDriverWait(browser, 30).until(
-        lambda chrome: f"rolled_back={seeded.forecast_model}" in chrome.current_url
+        lambda chrome: f"rolled_back={page_state.forecast_model}" in chrome.current_url
     )
-    assert _champion(seeded.forecast_model) == "1"
+    assert _champion(page_state.forecast_model) == "1"
     notice = browser.find_element(By.CSS_SELECTOR, ".notice.ok").text
     assert notice.endswith(f"by airflow-ui:oncall: {forecast_reason}")  # typed text shown as text
-    [entry] = ledger.latest_entries(engine, model_name=seeded.forecast_model, limit=1)
+    [entry] = ledger.latest_entries(engine, model_name=page_state.forecast_model, limit=1)
     assert (entry.action, entry.actor, entry.organization_id) == (
         "rollback",
         "airflow-ui:oncall",
-        seeded.forecast_org,
+        page_state.forecast_org,
     )
     engine.dispose()

@@ -11,7 +11,8 @@ import pytest
 from airflow_live.conftest import LiveAirflow
 from neuracrm_mlops import registry
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one real Airflow for the directory (tests/airflow_live/conftest.py): one worker runs it
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("airflow_live")]
 
 DAG_ID = "train_sentiment"  # the cheapest DAG with a real effect: validate, then train and register
 RUN_TIMEOUT_SECONDS = 240

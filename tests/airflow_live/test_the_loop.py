@@ -37,7 +37,7 @@ from neuracrm_mlops.db.schema import Organization
 from neuracrm_mlops.outcomes import OutcomeIn, record_outcomes
 from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("airflow_live")]
 
 CLI = Path(sys.executable).parent / "neuracrm-mlops"
 T = TypeVar("T")

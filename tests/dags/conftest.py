@@ -5,19 +5,17 @@ into the test process."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from airflow_harness import AIRFLOW, REPO, AirflowHarness
 
 
 @pytest.fixture(scope="session")
-def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowHarness]:
+def airflow(tmp_path_factory: pytest.TempPathFactory, gx_root: Path) -> Iterator[AirflowHarness]:
     home = tmp_path_factory.mktemp("airflow-home")
-    gx_root = tmp_path_factory.mktemp("gx") / "expectations"
-    shutil.copytree(REPO / "expectations", gx_root, ignore=shutil.ignore_patterns("uncommitted"))
     base_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "NEURACRM", "MLFLOW"))},
         "AIRFLOW_HOME": str(home),

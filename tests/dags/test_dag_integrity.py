@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from airflow_harness import REPO, AirflowHarness
 
+# the session's migrated Airflow metadata (tests/dags/conftest.py), made once: one worker
+pytestmark = pytest.mark.xdist_group("airflow_dags")
+
 FAMILIES = ("lead_scoring", "sentiment", "sales_forecast")
 ROLLOUT_DAGS = {f"rollout_{family}": "rollout_model" for family in FAMILIES}  # dag id -> file stem
 DAG_FILES = sorted(p.stem for p in (REPO / "dags").glob("*.py"))

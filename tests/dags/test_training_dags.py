@@ -11,18 +11,16 @@ from airflow_harness import AirflowHarness
 
 from neuracrm_mlops import registry
 from neuracrm_mlops.db.engine import get_engine
-from neuracrm_mlops.db.migrate import upgrade
 from neuracrm_mlops.db.schema import Alert, Lead
 from neuracrm_mlops.seeding import seed_database
 
-pytestmark = pytest.mark.slow
+# the session's migrated Airflow metadata (tests/dags/conftest.py), made once: one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("airflow_dags")]
 
 
 @pytest.fixture
-def seeded_home(neuracrm_home: Path) -> Path:
-    engine = get_engine()
-    upgrade(engine)
-    seed_database(25, 30, 9, engine=engine)
+def seeded_home(neuracrm_home: Path, home_engine: sa.Engine) -> Path:
+    seed_database(25, 30, 9, engine=home_engine)
     return neuracrm_home
 
 

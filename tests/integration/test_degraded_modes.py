@@ -30,7 +30,8 @@ import sqlalchemy as sa
 from pg_databases import create_pg_database, drop_pg_database
 from serving_support import ServerProcess, ServingStore, environment, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one stack (proxy, MLflow server, store) for the module: one worker
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("degraded_modes")]
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 POLL = "2"  # seconds between registry polls in the test servers (stale after 2 intervals)
@@ -146,6 +147,9 @@ class MlflowServer:
                 "--workers",
                 "1",
             ],
+            # the registry only: MLflow 3's job runner (a job runner and seven huey consumers) is not
+            # used here, and cost about two CPU-minutes over the module's five server starts
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

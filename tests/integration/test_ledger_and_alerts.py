@@ -9,7 +9,6 @@ import datetime as dt
 import getpass
 import json
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from serving_support import free_port
 
 from neuracrm_mlops.alert_notifier import NeuraCRMAlertNotifier, dag_failure_callback
 from neuracrm_mlops.alerts import (
@@ -102,10 +102,7 @@ def use_webhook(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}{WEBHOOK_SECRET_PATH}"
+    return f"http://127.0.0.1:{free_port()}{WEBHOOK_SECRET_PATH}"
 
 
 ACCURACY_ALERT: dict[str, Any] = {

@@ -19,7 +19,6 @@ from serving_support import REPO, free_port
 
 from neuracrm_mlops import model_packaging, registry
 from neuracrm_mlops.config import get_settings, reset_settings
-from neuracrm_mlops.seeding import seed_database
 from neuracrm_mlops.training import Lineage, train_lead_scoring
 
 INSTALL_BUDGET_SECONDS = 180.0
@@ -31,20 +30,12 @@ def _uv() -> str | None:
 
 
 @pytest.fixture
-def champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+def champion(seeded: sa.Engine) -> sa.Engine:
     """A small seeded CRM on SQLite with a trained lead model as ``lead_scoring@champion``."""
-    from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.db.migrate import upgrade
-
-    monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.70")
-    reset_settings()
-    engine = get_engine()
-    upgrade(engine)
-    seed_database(30, 36, 5, engine=engine)
-    outcome = train_lead_scoring(Lineage(run_key="portable/1"), engine=engine)
+    outcome = train_lead_scoring(Lineage(run_key="portable/1"), engine=seeded)
     assert outcome.version is not None and outcome.status == "challenger", outcome.reason
     registry.configure_mlflow().set_registered_model_alias(registry.LEAD_MODEL, "champion", outcome.version)
-    return engine
+    return seeded
 
 
 @pytest.fixture
@@ -216,8 +207,6 @@ def test_the_project_wheel_is_reproducible_complete_and_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import zipfile
-
-    from neuracrm_mlops.config import reset_settings
 
     monkeypatch.setenv("NEURACRM_HOME", str(tmp_path / "home"))
     reset_settings()

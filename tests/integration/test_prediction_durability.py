@@ -33,7 +33,8 @@ from serving_support import (
     process_alive,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one store for the module, servers killed and restarted on one port: one worker
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("prediction_durability")]
 
 LEAD = {"industry": "Software", "company_employees": 250, "email_opens": 6, "seniority": "vp"}
 

@@ -24,16 +24,6 @@ except Exception:  # pragma: no cover - the folder is part of CI's checkout
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason="../shared/datasets is missing (real data slices)")
 
 
-@pytest.fixture
-def engine(neuracrm_home: Path) -> sa.Engine:
-    from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.db.migrate import upgrade
-
-    engine = get_engine()
-    upgrade(engine)
-    return engine
-
-
 def _org(engine: sa.Engine, name: str) -> int:
     from neuracrm_mlops.orgs import create_organization
 
@@ -80,7 +70,7 @@ def _version_tags(name: str, version: str) -> dict[str, str]:
 
 @needs_data
 def test_below_floor_sentiment_that_beats_vader_serves_with_one_warning(
-    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from neuracrm_mlops import registry, rollout
     from neuracrm_mlops.config import reset_settings
@@ -88,8 +78,8 @@ def test_below_floor_sentiment_that_beats_vader_serves_with_one_warning(
 
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOORS", "sentiment=0.97")  # no real model reaches it
     reset_settings()
-    _import_sentences(engine, tmp_path)
-    outcome = train_sentiment(_lineage("below-floor"), engine=engine)
+    _import_sentences(home_engine, tmp_path)
+    outcome = train_sentiment(_lineage("below-floor"), engine=home_engine)
     vader = outcome.metrics["vader_accuracy"]
     assert outcome.status == "challenger", outcome.reason
     assert outcome.metrics["accuracy"] >= vader + 0.02
@@ -97,22 +87,22 @@ def test_below_floor_sentiment_that_beats_vader_serves_with_one_warning(
     tags = _version_tags(registry.SENTIMENT_MODEL, outcome.version or "")
     assert tags["below_floor"] == "true" and tags["servable"] == "true"
     assert tags["incumbent"] == "the VADER fallback"
-    alerts = _open_alerts(engine, "below_floor")
+    alerts = _open_alerts(home_engine, "below_floor")
     assert len(alerts) == 1 and alerts[0].severity == "warning"
     assert "no candidate meets the floor 0.97; serving the best available" in alerts[0].message
     assert f"against the VADER fallback's {vader:.2f}" in alerts[0].message
     # it rolls out like any other: the first version is promoted at once
-    result = rollout.start_rollout(registry.SENTIMENT_MODEL, actor="test", engine=engine)
+    result = rollout.start_rollout(registry.SENTIMENT_MODEL, actor="test", engine=home_engine)
     assert result.action == "promote" and result.champion == outcome.version
     # on-call sees what users get: the model, below the floor
-    (sentiment,) = [a for a in served_answers(engine) if a.family == "sentiment"]
+    (sentiment,) = [a for a in served_answers(home_engine) if a.family == "sentiment"]
     assert (sentiment.answered_by, sentiment.version) == ("model", outcome.version)
     assert sentiment.why == "below floor: best available"
 
 
 @needs_data
 def test_below_floor_model_worse_than_the_fallback_is_rejected(
-    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flaky_models import ConstantSentiment
 
@@ -124,18 +114,18 @@ def test_below_floor_model_worse_than_the_fallback_is_rejected(
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOORS", "sentiment=0.97")
     reset_settings()
     monkeypatch.setattr(sentiment_model, "train", lambda texts, labels, config: ConstantSentiment("positive"))
-    _import_sentences(engine, tmp_path)
-    outcome = train_sentiment(_lineage("worse"), engine=engine)
+    _import_sentences(home_engine, tmp_path)
+    outcome = train_sentiment(_lineage("worse"), engine=home_engine)
     assert outcome.status == "rejected"
     assert "does not beat the VADER fallback's" in outcome.reason
     assert outcome.metrics["accuracy"] < outcome.metrics["vader_accuracy"]
     assert registry.alias_version(registry.configure_mlflow(), registry.SENTIMENT_MODEL, "challenger") is None
-    assert _open_alerts(engine, "below_floor") == []
+    assert _open_alerts(home_engine, "below_floor") == []
 
 
 @needs_data
 def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
-    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flaky_models import BreaksOnLoadSentiment
 
@@ -150,8 +140,8 @@ def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
     from neuracrm_mlops.config import reset_settings
 
     reset_settings()
-    _import_sentences(engine, tmp_path)
-    outcome = train_sentiment(_lineage("unloadable"), engine=engine)
+    _import_sentences(home_engine, tmp_path)
+    outcome = train_sentiment(_lineage("unloadable"), engine=home_engine)
     assert outcome.status == "rejected"
     assert outcome.reason.startswith("not servable: the service cannot load it")
     assert "cannot be loaded" in outcome.reason
@@ -162,14 +152,14 @@ def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
     # even when someone points the challenger alias at it by hand, the rollout refuses it
     client.set_registered_model_alias(registry.SENTIMENT_MODEL, "challenger", outcome.version)
     with pytest.raises(rollout.RolloutError, match="is rejected"):
-        rollout.start_rollout(registry.SENTIMENT_MODEL, actor="test", engine=engine)
+        rollout.start_rollout(registry.SENTIMENT_MODEL, actor="test", engine=home_engine)
     assert registry.alias_version(client, registry.SENTIMENT_MODEL, "champion") is None
     # the refused challenger comes off through abort: alias removed, the ledger says so
     assert registry.alias_version(client, registry.SENTIMENT_MODEL, "challenger") is None
     from neuracrm_mlops.ledger import latest_entries
 
-    assert [e.action for e in latest_entries(engine, limit=1)] == ["reject"]
-    (sentiment,) = [a for a in served_answers(engine) if a.family == "sentiment"]
+    assert [e.action for e in latest_entries(home_engine, limit=1)] == ["reject"]
+    (sentiment,) = [a for a in served_answers(home_engine) if a.family == "sentiment"]
     assert sentiment.answered_by == "fallback" and sentiment.why.startswith("not servable: v1")
 
 
@@ -215,7 +205,7 @@ def _log_judged_predictions(engine: sa.Engine, org: int, version: str, right: in
 @needs_data
 @pytest.mark.parametrize(("previous_holdout", "rolls_back"), [(0.55, False), (0.90, True)])
 def test_rollback_goes_to_previous_only_when_it_is_measured_better(
-    engine: sa.Engine,
+    home_engine: sa.Engine,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     previous_holdout: float,
@@ -229,11 +219,11 @@ def test_rollback_goes_to_previous_only_when_it_is_measured_better(
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOORS", "sentiment=0.0")  # both versions register
     monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "50")
     reset_settings()
-    org = _import_sentences(engine, tmp_path, limit=400)
-    first = train_sentiment(_lineage("v1"), engine=engine)
-    rollout.promote(registry.SENTIMENT_MODEL, actor="test", reason="v1", engine=engine)
-    second = train_sentiment(_lineage("v2"), engine=engine)
-    rollout.promote(registry.SENTIMENT_MODEL, actor="test", reason="v2", engine=engine)
+    org = _import_sentences(home_engine, tmp_path, limit=400)
+    first = train_sentiment(_lineage("v1"), engine=home_engine)
+    rollout.promote(registry.SENTIMENT_MODEL, actor="test", reason="v1", engine=home_engine)
+    second = train_sentiment(_lineage("v2"), engine=home_engine)
+    rollout.promote(registry.SENTIMENT_MODEL, actor="test", reason="v2", engine=home_engine)
     assert first.version and second.version
     client = registry.configure_mlflow()
     client.set_model_version_tag(
@@ -241,11 +231,11 @@ def test_rollback_goes_to_previous_only_when_it_is_measured_better(
     )
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOORS", "sentiment=0.8")
     reset_settings()
-    _log_judged_predictions(engine, org, second.version, right=36, wrong=24)  # live accuracy 0.60
-    report = monitor_model(registry.SENTIMENT_MODEL, actor="test", engine=engine)
+    _log_judged_predictions(home_engine, org, second.version, right=36, wrong=24)  # live accuracy 0.60
+    report = monitor_model(registry.SENTIMENT_MODEL, actor="test", engine=home_engine)
     assert report.verdict == "below_floor" and report.accuracy == pytest.approx(0.60)
     champion = registry.alias_version(client, registry.SENTIMENT_MODEL, "champion")
-    (alert,) = _open_alerts(engine, "accuracy_below_floor")
+    (alert,) = _open_alerts(home_engine, "accuracy_below_floor")
     assert alert.severity == "critical"
     if rolls_back:
         assert report.rolled_back_to == first.version and str(champion.version) == first.version
@@ -260,7 +250,7 @@ def test_rollback_goes_to_previous_only_when_it_is_measured_better(
 
 @needs_data
 def test_leads_without_text_company_or_engagement_fields_train_register_load_and_serve(
-    engine: sa.Engine, tmp_path: Path
+    home_engine: sa.Engine, tmp_path: Path
 ) -> None:
     from neuracrm_mlops import registry, rollout, servability
     from neuracrm_mlops.ingest import import_file
@@ -268,10 +258,12 @@ def test_leads_without_text_company_or_engagement_fields_train_register_load_and
 
     leads = real_datasets.bank_leads(800, start=41188 - 800)  # the newest calls: both outcomes
     assert not {"description", "company_employees", "company_revenue", "email_opens"} & set(leads.columns)
-    org = _org(engine, "bank")
-    summary = import_file(real_datasets.write_csv(leads, tmp_path / "bank.csv"), "leads", org, engine=engine)
+    org = _org(home_engine, "bank")
+    summary = import_file(
+        real_datasets.write_csv(leads, tmp_path / "bank.csv"), "leads", org, engine=home_engine
+    )
     assert summary.imported == 800 and summary.quarantined == 0
-    outcome = train_lead_scoring(_lineage("bank"), engine=engine)
+    outcome = train_lead_scoring(_lineage("bank"), engine=home_engine)
     assert outcome.version is not None
     tags = _version_tags(registry.LEAD_MODEL, outcome.version)
     assert tags["servable"] == "true", tags.get("reason")
@@ -292,7 +284,7 @@ def test_leads_without_text_company_or_engagement_fields_train_register_load_and
     # the fallback fitted on the same data answers too, and the first version rolls out
     fallback = servability.load_as_served(registry.LEAD_RULES_MODEL, _fallback_version())
     assert 0.0 <= fallback.predict([lead])[0]["probability"] <= 1.0
-    result = rollout.start_rollout(registry.LEAD_MODEL, actor="test", engine=engine)
+    result = rollout.start_rollout(registry.LEAD_MODEL, actor="test", engine=home_engine)
     assert result.action == "promote" and result.champion == outcome.version
 
 

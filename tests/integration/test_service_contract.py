@@ -31,7 +31,8 @@ from serving_support import ServerProcess, ServingStore, environment
 
 from neuracrm_mlops.config import Settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one store and two `bentoml serve` for the module: one worker
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("service_contract")]
 
 LEAD = {
     "industry": "Software",

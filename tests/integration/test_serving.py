@@ -17,7 +17,8 @@ from flaky_models import EXPLODE_INDUSTRY, NAN_INDUSTRY, FlakyLeadScorer, Unload
 from pg_databases import create_pg_database, drop_pg_database
 from serving_support import ServerProcess, ServingStore, environment
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one store and one `bentoml serve` for the module (and Redis db 15): one worker
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("serving")]
 
 LEAD = {
     "industry": "Software",

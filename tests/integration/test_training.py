@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 from neuracrm_mlops import registry
 from neuracrm_mlops.config import reset_settings
 from neuracrm_mlops.models import lead_scoring_model as lsm
-from neuracrm_mlops.seeding import seed_database
 from neuracrm_mlops.synthetic import generate_crm
 from neuracrm_mlops.training import Lineage, time_split, train_lead_scoring, train_sentiment
 
@@ -21,21 +20,6 @@ LINEAGE = Lineage(
     dag_run_id="scheduled__2026-11-01T00:00:00+00:00",
     validation={"run_row_id": 7, "success": True, "data_docs_path": "/reports/leads.html"},
 )
-
-
-@pytest.fixture
-def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
-    """A small seeded CRM on SQLite with its own MLflow store under the test's NEURACRM_HOME."""
-    from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.db.migrate import upgrade
-
-    # registration is what these tests check; model quality is checked on more data below
-    monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.70")
-    reset_settings()
-    engine = get_engine()
-    upgrade(engine)
-    seed_database(30, 36, 5, engine=engine)
-    return engine
 
 
 def _version(name: str, version: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """Validation with the GX suites of expectations/ on SQLite and the real PostgreSQL.
 
-Every test runs against a private copy of the GX context (``NEURACRM_GX_ROOT``), so test runs never
-write into the repository's ``expectations/`` tree. The reference date is fixed after the last
-seeded month, so "no future months" is deterministic.
+Every test runs against a private copy of the GX context (``NEURACRM_GX_ROOT``: the session's
+``gx_root`` fixture, tests/conftest.py), so test runs never write into the repository's
+``expectations/`` tree. The reference date is fixed after the last seeded month, so "no future
+months" is deterministic.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from neuracrm_mlops.errors import NotFoundError
 from neuracrm_mlops.seeding import seed_database
 from neuracrm_mlops.synthetic import DEFAULT_END_MONTH, SyntheticCRM, generate_crm
 from neuracrm_mlops.validation import (
-    DEFAULT_GX_ROOT,
     CategoryProfile,
     ValidationFailedError,
     ValidationReport,
@@ -41,19 +40,6 @@ from neuracrm_mlops.validation import (
 # the seeded data ends with DEFAULT_END_MONTH; a fixed day after it keeps "no future months" stable
 REFERENCE_DATE = DEFAULT_END_MONTH + dt.timedelta(days=45)
 FUTURE_MONTH = dt.date(REFERENCE_DATE.year + 1, 1, 1)
-
-
-@pytest.fixture(scope="module")
-def gx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One copy of the repository's GX context per module (Data Docs accumulate in its uncommitted/)."""
-    root = tmp_path_factory.mktemp("gx") / "expectations"
-    shutil.copytree(DEFAULT_GX_ROOT, root, ignore=shutil.ignore_patterns("uncommitted"))
-    return root
-
-
-@pytest.fixture(autouse=True)
-def _use_gx_copy(gx_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEURACRM_GX_ROOT", str(gx_root))
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,9 @@ import yaml
 
 from neuracrm_mlops.config import ENVIRONMENT_VARIABLES, Settings
 
+# module-scoped fixtures, made once: the module runs on one worker
+pytestmark = pytest.mark.xdist_group("compose")
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"

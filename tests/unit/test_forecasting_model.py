@@ -23,6 +23,9 @@ from neuracrm_mlops.models.forecasting_model import (
     train,
 )
 
+# module-scoped fixtures, made once: the module runs on one worker
+pytestmark = pytest.mark.xdist_group("forecasting_model")
+
 # the production models without Prophet: same machinery, about half the CPU (Prophet has its own tests)
 NO_PROPHET = ForecastConfig(models=("arima", "ets", "theta", "linear", "seasonal_naive"))
 

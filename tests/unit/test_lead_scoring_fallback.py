@@ -16,6 +16,9 @@ from neuracrm_mlops.models import lead_scoring_model as lsm
 from neuracrm_mlops.servability import jsonable_records
 from neuracrm_mlops.synthetic import generate_crm
 
+# module-scoped fixtures, made once: the module runs on one worker
+pytestmark = pytest.mark.xdist_group("lead_scoring_fallback")
+
 
 @pytest.fixture(scope="module")
 def synthetic() -> tuple[pd.DataFrame, pd.DataFrame]:

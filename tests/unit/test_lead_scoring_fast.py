@@ -13,6 +13,9 @@ import pytest
 from neuracrm_mlops.models import lead_scoring_model as lsm
 from neuracrm_mlops.synthetic import generate_crm
 
+# module-scoped fixtures, made once: the module runs on one worker
+pytestmark = pytest.mark.xdist_group("lead_scoring_fast")
+
 RARE_INDUSTRY = "aerospace"  # below the 1% rare-category share: one-hot encoded as "infrequent"
 RARE_INTEREST = "hardware"
 

@@ -17,6 +17,9 @@ from neuracrm_mlops.models import lead_scoring_model as lsm
 from neuracrm_mlops.servability import jsonable_records
 from neuracrm_mlops.synthetic import generate_crm
 
+# module-scoped fixtures, made once: the module runs on one worker
+pytestmark = pytest.mark.xdist_group("lead_scoring_schemas")
+
 PLAN_EFFECT = {"free": -1.2, "starter": 0.0, "pro": 1.0, "enterprise": 2.0}
 
 

@@ -19,6 +19,9 @@ from neuracrm_mlops.models import sentiment_model as sm
 from neuracrm_mlops.synthetic import generate_crm
 from neuracrm_mlops.training import time_split
 
+# module-scoped fixtures, made once: the module runs on one worker
+pytestmark = pytest.mark.xdist_group("sentiment_model")
+
 SMALL = sm.SentimentConfig(min_labelled=50, min_per_class=5)
 ODD_TEXTS = [
     "",

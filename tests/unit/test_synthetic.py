@@ -37,6 +37,9 @@ from neuracrm_mlops.synthetic import (
     generate_crm,
 )
 
+# module-scoped fixtures, made once: the module runs on one worker
+pytestmark = pytest.mark.xdist_group("synthetic")
+
 LEAD_COLUMNS = [
     "org_index",
     "external_id",

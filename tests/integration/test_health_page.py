@@ -2,17 +2,14 @@
 registry (state made with the library's own rollout calls), the ordering and paging rule, escaping,
 the rollback the page's form makes, and reads that do not grow with the number of organizations.
 
-Each test starts from copies of an empty migrated store and an empty registry made once for the
-module (creating MLflow's tables takes seconds; copying them takes milliseconds).
+Each test starts from copies of an empty migrated store and an empty registry (``home_engine``,
+tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,8 +19,6 @@ import sqlalchemy as sa
 from neuracrm_mlops import health_page, ledger, registry, rollout
 from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.config import get_settings
-from neuracrm_mlops.db.engine import create_engine
-from neuracrm_mlops.db.migrate import upgrade
 from neuracrm_mlops.db.schema import Prediction, PromotionLedgerEntry
 from neuracrm_mlops.health_page import HealthRow
 from neuracrm_mlops.live_stats import stats_from, version_stats
@@ -32,35 +27,6 @@ from neuracrm_mlops.prediction_log import prediction_row
 
 ACTOR = "cli:health-page-test"
 MONTHS = ("2026-07", "2026-08", "2026-09")
-
-
-@pytest.fixture(scope="module")
-def empty_stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An empty migrated CRM store and an empty MLflow registry, made once, copied by each test."""
-    from mlflow import MlflowClient
-
-    root = tmp_path_factory.mktemp("health-page-stores")
-    crm, mlflow_db = root / "crm.sqlite", root / "mlflow.sqlite"
-    engine = create_engine(f"sqlite:///{crm}")
-    upgrade(engine)
-    engine.dispose()
-    uri = f"sqlite:///{mlflow_db}"
-    MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
-    return crm, mlflow_db
-
-
-@pytest.fixture
-def engine(neuracrm_home: Path, empty_stores: tuple[Path, Path]) -> Iterator[sa.Engine]:
-    """The CRM store at NEURACRM_HOME (SQLite), next to the MLflow registry there (SQLite)."""
-    neuracrm_home.mkdir(parents=True, exist_ok=True)
-    settings = get_settings()
-    assert settings.db_url == f"sqlite:///{neuracrm_home.resolve() / 'crm.sqlite'}"
-    assert settings.mlflow_tracking_uri == f"sqlite:///{neuracrm_home.resolve() / 'mlflow.sqlite'}"
-    shutil.copy(empty_stores[0], neuracrm_home / "crm.sqlite")
-    shutil.copy(empty_stores[1], neuracrm_home / "mlflow.sqlite")
-    engine = create_engine(settings.db_url)
-    yield engine
-    engine.dispose()
 
 
 # --- making state with the library's own calls -----------------------------------------------------
@@ -170,9 +136,9 @@ def _page(rows: list[HealthRow], **kwargs: Any) -> str:
 # --- rows -------------------------------------------------------------------------------------------
 
 
-def test_a_row_shows_champion_challenger_weight_and_the_live_accuracy_of_both(engine: sa.Engine) -> None:
-    _lead_scoring_in_a_canary(engine)
-    rows = health_page.model_health(engine)
+def test_a_row_shows_champion_challenger_weight_and_the_live_accuracy_of_both(home_engine: sa.Engine) -> None:
+    _lead_scoring_in_a_canary(home_engine)
+    rows = health_page.model_health(home_engine)
     lead = _row(rows, "lead_scoring")
     state = rollout.model_state("lead_scoring")
     assert (lead.champion, lead.previous, lead.challenger) == ("2", "1", "3")
@@ -181,7 +147,7 @@ def test_a_row_shows_champion_challenger_weight_and_the_live_accuracy_of_both(en
     assert (lead.accuracy, lead.outcomes) == (pytest.approx(0.7), 20)
     assert (lead.challenger_accuracy, lead.challenger_outcomes) == (pytest.approx(0.9), 10)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=get_settings().monitor_window_hours)
-    live = version_stats(engine, "lead_scoring", ["2", "3"], since=since)  # what the monitor judges
+    live = version_stats(home_engine, "lead_scoring", ["2", "3"], since=since)  # what the monitor judges
     assert (lead.accuracy, lead.challenger_accuracy) == (live["2"].accuracy, live["3"].accuracy)
     assert lead.below_floor and lead.rollback_target == "1" and lead.registered
     assert (lead.organization_id, lead.family, lead.min_outcomes) == (None, "lead_scoring", 100)
@@ -198,24 +164,24 @@ def test_a_row_shows_champion_challenger_weight_and_the_live_accuracy_of_both(en
     assert "not registered in MLflow" in page  # sentiment
 
 
-def test_accuracy_at_the_floor_is_not_flagged(engine: sa.Engine) -> None:
+def test_accuracy_at_the_floor_is_not_flagged(home_engine: sa.Engine) -> None:
     _register("lead_scoring", 2)
-    _release(engine, "lead_scoring", "1")
-    _release(engine, "lead_scoring", "2")
-    _log_leads(engine, "2", "champion", correct=8, wrong=2)  # exactly 80%
-    lead = _row(health_page.model_health(engine), "lead_scoring")
+    _release(home_engine, "lead_scoring", "1")
+    _release(home_engine, "lead_scoring", "2")
+    _log_leads(home_engine, "2", "champion", correct=8, wrong=2)  # exactly 80%
+    lead = _row(health_page.model_health(home_engine), "lead_scoring")
     assert lead.accuracy == pytest.approx(0.8) and not lead.below_floor
     assert not lead.canary_running and health_page.attention(lead) == health_page.QUIET
     assert '<td class="accuracy ok-floor"' in _page([lead])
 
 
 def test_open_alerts_set_the_flags_and_the_latest_ledger_entries_are_shown_newest_first(
-    engine: sa.Engine,
+    home_engine: sa.Engine,
 ) -> None:
-    _lead_scoring_in_a_canary(engine)
+    _lead_scoring_in_a_canary(home_engine)
     for kind, title in (("data_drift", "input drift in company_employees"), ("bias", "TPR gap by region")):
         raise_alert(
-            engine,
+            home_engine,
             kind=kind,
             severity="warning",
             title=f"lead_scoring v2: {title}",
@@ -226,7 +192,7 @@ def test_open_alerts_set_the_flags_and_the_latest_ledger_entries_are_shown_newes
             deliver=False,
         )
     raise_alert(
-        engine,
+        home_engine,
         kind="validation_failed",
         severity="critical",
         title="leads validation failed",
@@ -234,14 +200,14 @@ def test_open_alerts_set_the_flags_and_the_latest_ledger_entries_are_shown_newes
         dedup_key="validation_failed:leads",
         deliver=False,
     )
-    rows = health_page.model_health(engine, ledger_lines=2)
+    rows = health_page.model_health(home_engine, ledger_lines=2)
     lead = _row(rows, "lead_scoring")
     assert lead.drift and lead.bias
     assert sorted(a.kind for a in lead.open_alerts) == ["bias", "data_drift"]
     assert [e.action for e in lead.ledger] == ["canary", "promote"]  # the latest 2 of 4, newest first
     assert [(e.from_version, e.to_version) for e in lead.ledger] == [("2", "3"), ("1", "2")]
-    assert lead.ledger == tuple(ledger.latest_entries(engine, model_name="lead_scoring", limit=2))
-    [other] = health_page.alerts_without_row(engine, rows)
+    assert lead.ledger == tuple(ledger.latest_entries(home_engine, model_name="lead_scoring", limit=2))
+    [other] = health_page.alerts_without_row(home_engine, rows)
     assert other.kind == "validation_failed"
 
     page = _page(rows, other_alerts=[other])
@@ -253,20 +219,20 @@ def test_open_alerts_set_the_flags_and_the_latest_ledger_entries_are_shown_newes
     assert "1 with open alerts" in page and "1 below the floor" in page and "1 canary running" in page
 
 
-def test_every_text_from_the_stores_is_escaped(engine: sa.Engine) -> None:
+def test_every_text_from_the_stores_is_escaped(home_engine: sa.Engine) -> None:
     _register("lead_scoring", 2)
-    _release(engine, "lead_scoring", "1")
-    _release(engine, "lead_scoring", "2")
+    _release(home_engine, "lead_scoring", "1")
+    _release(home_engine, "lead_scoring", "2")
     script = "<script>alert(document.cookie)</script>"
     ledger.record_change(
-        engine,
+        home_engine,
         actor="cli:<img src=x onerror=alert(1)>",
         model_name="lead_scoring",
         action="hold",
         reason=script,
     )
     raise_alert(
-        engine,
+        home_engine,
         kind="data_drift",
         severity="warning",
         title=f'drift "quoted" {script}',
@@ -276,7 +242,7 @@ def test_every_text_from_the_stores_is_escaped(engine: sa.Engine) -> None:
         model_version="1",
         deliver=False,
     )
-    rows = health_page.model_health(engine)
+    rows = health_page.model_health(home_engine)
     assert script in _row(rows, "lead_scoring").ledger[0].reason
     page = health_page.render_health_page(
         rows, username=f"<b>{script}</b>", can_rollback=True, csrf='"><script>x</script>'
@@ -293,18 +259,18 @@ def test_every_text_from_the_stores_is_escaped(engine: sa.Engine) -> None:
 # --- forecasts, order and paging ---------------------------------------------------------------------
 
 
-def test_one_row_per_organization_forecast_with_its_own_live_accuracy(engine: sa.Engine) -> None:
-    _forecast(engine, 12, actual_factor=1.0)  # 100%
-    _forecast(engine, 101, actual_factor=1.25)  # WAPE 0.2: 80%, at the floor
-    _forecast(engine, 3, actual_factor=2.0)  # WAPE 0.5: 50%, below the floor
+def test_one_row_per_organization_forecast_with_its_own_live_accuracy(home_engine: sa.Engine) -> None:
+    _forecast(home_engine, 12, actual_factor=1.0)  # 100%
+    _forecast(home_engine, 101, actual_factor=1.25)  # WAPE 0.2: 80%, at the floor
+    _forecast(home_engine, 3, actual_factor=2.0)  # WAPE 0.5: 50%, below the floor
     _register("sales_forecast_org_x", 1)  # not an organization's forecast: no row
-    rows = health_page.model_health(engine)
+    rows = health_page.model_health(home_engine)
     forecasts = [r for r in rows if r.family == "sales_forecast"]
     assert [r.organization_id for r in forecasts] == [3, 12, 101]  # below the floor first, then by id
     assert "sales_forecast_org_x" not in {r.model_name for r in rows}
     since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=get_settings().monitor_window_hours)
     for row in forecasts:
-        live = version_stats(engine, row.model_name, ["2"], since=since)["2"]
+        live = version_stats(home_engine, row.model_name, ["2"], since=since)["2"]
         assert (row.accuracy, row.outcomes) == (live.accuracy, live.outcomes) == (row.accuracy, 3)
         assert (row.champion, row.previous, row.rollback_target) == ("2", "1", "1")
         assert row.min_outcomes == get_settings().forecast_min_outcomes
@@ -379,16 +345,16 @@ def test_forecast_accuracy_for_the_whole_family_equals_stats_from_per_model() ->
     assert expected[(b, "4")] == (None, 0) and expected[(c, "1")] == (None, 0)
 
 
-def test_rows_that_need_attention_come_first_and_quiet_forecasts_are_paged(engine: sa.Engine) -> None:
+def test_rows_that_need_attention_come_first_and_quiet_forecasts_are_paged(home_engine: sa.Engine) -> None:
     _register("lead_scoring", 2)
-    _release(engine, "lead_scoring", "1")
-    _release(engine, "lead_scoring", "2")
+    _release(home_engine, "lead_scoring", "1")
+    _release(home_engine, "lead_scoring", "2")
     for org in (1, 5, 6):
-        _forecast(engine, org)  # quiet
-    _forecast(engine, 2, canary=True)
-    _forecast(engine, 3)
+        _forecast(home_engine, org)  # quiet
+    _forecast(home_engine, 2, canary=True)
+    _forecast(home_engine, 3)
     raise_alert(
-        engine,
+        home_engine,
         kind="data_drift",
         severity="warning",
         title="sales_forecast_org_3 v2: input drift",
@@ -399,8 +365,8 @@ def test_rows_that_need_attention_come_first_and_quiet_forecasts_are_paged(engin
         organization_id=3,
         deliver=False,
     )
-    _forecast(engine, 4, actual_factor=3.0)  # below the floor
-    rows = health_page.model_health(engine)
+    _forecast(home_engine, 4, actual_factor=3.0)  # below the floor
+    rows = health_page.model_health(home_engine)
     order = [r.model_name.replace("sales_forecast_org_", "org") for r in rows]
     assert order == ["org4", "org3", "org2", "lead_scoring", "sentiment", "org1", "org5", "org6"]
     assert [health_page.attention(r) for r in rows] == [0, 1, 2, 3, 3, 3, 3, 3]
@@ -425,13 +391,15 @@ def test_rows_that_need_attention_come_first_and_quiet_forecasts_are_paged(engin
 # --- the rollback the form makes ---------------------------------------------------------------------
 
 
-def test_the_form_rolls_back_as_the_airflow_user_and_a_stale_form_changes_nothing(engine: sa.Engine) -> None:
-    _lead_scoring_in_a_canary(engine)
+def test_the_form_rolls_back_as_the_airflow_user_and_a_stale_form_changes_nothing(
+    home_engine: sa.Engine,
+) -> None:
+    _lead_scoring_in_a_canary(home_engine)
     form = {"model": "lead_scoring", "organization": "", "expected_champion": "2", "reason": "  live  70% "}
-    outcome = health_page.submit_rollback(engine, form, username="on call")
+    outcome = health_page.submit_rollback(home_engine, form, username="on call")
     assert (outcome.status, outcome.done, outcome.model_name) == (303, True, "lead_scoring")
     assert outcome.redirect_to() == "health?rolled_back=lead_scoring#row-lead_scoring"
-    [entry] = ledger.latest_entries(engine, model_name="lead_scoring", limit=1)
+    [entry] = ledger.latest_entries(home_engine, model_name="lead_scoring", limit=1)
     assert (entry.action, entry.actor, entry.from_version, entry.to_version, entry.reason) == (
         "rollback",
         "airflow-ui:on call",
@@ -440,47 +408,47 @@ def test_the_form_rolls_back_as_the_airflow_user_and_a_stale_form_changes_nothin
         "live 70%",
     )
     assert rollout.model_state("lead_scoring")["champion"] == "1"
-    rows = health_page.model_health(engine)
+    rows = health_page.model_health(home_engine)
     notice = health_page.notice_for(rows, "lead_scoring", "on call")
     assert notice is not None and notice.kind == "ok"
     assert notice.text == "lead_scoring: champion rolled back from v2 to v1 by airflow-ui:on call: live 70%"
     assert health_page.notice_for(rows, "lead_scoring", "someone else") is None
 
-    with engine.connect() as conn:
+    with home_engine.connect() as conn:
         before = conn.scalar(sa.select(sa.func.count()).select_from(PromotionLedgerEntry))
-    stale = health_page.submit_rollback(engine, {**form, "reason": "second click"}, username="on call")
+    stale = health_page.submit_rollback(home_engine, {**form, "reason": "second click"}, username="on call")
     assert (stale.status, stale.done) == (409, False)
     assert stale.notice is not None and "champion is already v1, not v2" in stale.notice.text
-    with engine.connect() as conn:
+    with home_engine.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(PromotionLedgerEntry)) == before
     assert rollout.model_state("lead_scoring")["champion"] == "1"
 
     no_reason = health_page.submit_rollback(
-        engine, {**form, "expected_champion": "1", "reason": " "}, username="x"
+        home_engine, {**form, "expected_champion": "1", "reason": " "}, username="x"
     )
     assert no_reason.status == 400 and no_reason.notice is not None and "say why" in no_reason.notice.text
     assert rollout.model_state("lead_scoring")["champion"] == "1"
 
 
 def test_a_forecast_is_rolled_back_for_its_organization_to_the_target_the_page_showed(
-    engine: sa.Engine,
+    home_engine: sa.Engine,
 ) -> None:
-    name = _forecast(engine, 7)
+    name = _forecast(home_engine, 7)
     client = _register(name, 1)  # v3
-    _release(engine, name, "3")
-    rollout.rollback(name, actor=ACTOR, reason="v3 regressed", engine=engine)  # champion back to v2
+    _release(home_engine, name, "3")
+    rollout.rollback(name, actor=ACTOR, reason="v3 regressed", engine=home_engine)  # champion back to v2
     client.set_registered_model_alias(name, registry.PREVIOUS, "3")  # moved by hand: not the target
-    row = _row(health_page.model_health(engine), name)
+    row = _row(health_page.model_health(home_engine), name)
     assert (row.champion, row.previous, row.rollback_target) == ("2", "3", "1")  # the ledger decides
     assert '<button type="submit">Roll back to v1</button>' in _page([row])
 
     form = {"model": "sales_forecast", "organization": "7", "expected_champion": "2", "reason": "drill"}
-    outcome = health_page.submit_rollback(engine, form, username="oncall")
+    outcome = health_page.submit_rollback(home_engine, form, username="oncall")
     assert outcome.done and outcome.model_name == name
     assert rollout.model_state(name)["champion"] == row.rollback_target
-    [entry] = ledger.latest_entries(engine, model_name=name, limit=1)
+    [entry] = ledger.latest_entries(home_engine, model_name=name, limit=1)
     assert (entry.actor, entry.organization_id, entry.to_version) == ("airflow-ui:oncall", 7, "1")
-    missing = health_page.submit_rollback(engine, {**form, "organization": ""}, username="oncall")
+    missing = health_page.submit_rollback(home_engine, {**form, "organization": ""}, username="oncall")
     assert missing.status == 400 and missing.model_name is None
 
 
@@ -502,11 +470,11 @@ class _CountingClient:
 
 
 def test_the_reads_do_not_grow_with_the_number_of_organizations(
-    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    home_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _lead_scoring_in_a_canary(engine)
+    _lead_scoring_in_a_canary(home_engine)
     statements: list[str] = []
-    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    sa.event.listen(home_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     calls: Counter[str] = Counter()
     configure = registry.configure_mlflow
     monkeypatch.setattr(registry, "configure_mlflow", lambda: _CountingClient(configure(), calls))
@@ -514,14 +482,14 @@ def test_the_reads_do_not_grow_with_the_number_of_organizations(
     def reads() -> tuple[int, int]:
         statements.clear()
         calls.clear()
-        rows = health_page.model_health(engine)
+        rows = health_page.model_health(home_engine)
         assert all(r.registered for r in rows if r.organization_id is not None)
         return len(statements), sum(calls.values())
 
-    _forecast(engine, 1)
+    _forecast(home_engine, 1)
     few = reads()
     for org in range(2, 9):
-        _forecast(engine, org, canary=org == 5)
+        _forecast(home_engine, org, canary=org == 5)
     assert reads() == few
     # the shared models' states, one search for every forecast model and one for their versions (who
     # answers users: a model or the fallback, and why)
