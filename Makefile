@@ -68,9 +68,10 @@ test-tools:  ## install the Debian packages the tests need (chromium, chromedriv
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-lint: install  ## ruff check and format check
+lint: install  ## ruff check, format check and the package layer contract (import-linter)
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
+	$(VENV_BIN)/lint-imports --no-cache
 
 typecheck: install  ## mypy on the library
 	$(VENV_BIN)/mypy

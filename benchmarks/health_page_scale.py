@@ -11,7 +11,7 @@ leave out the first run, which also pays for MLflow's start-up in the process.
 
     python benchmarks/health_page_scale.py                       # 1,000 orgs, seeded in a temp dir
     python benchmarks/health_page_scale.py --home /tmp/hp1000    # seed once, reuse on later runs
-    git show 8f01152:src/neuracrm_mlops/health_page.py > /tmp/health_page_before.py
+    git show 8f01152:src/neuracrm_mlops/ops/health_page.py > /tmp/health_page_before.py
     python benchmarks/health_page_scale.py --home /tmp/hp1000 --health-page-file /tmp/health_page_before.py
 
 ``--health-page-file`` times another version of the module (e.g. the one before a change) on the
@@ -67,13 +67,13 @@ def _trouble(org: int) -> str:
 
 def seed(home: Path, orgs: int) -> dict[str, Any]:
     """Write the registry and the CRM store; returns what was written and how long it took."""
-    from neuracrm_mlops import registry
-    from neuracrm_mlops.alerts import raise_alert
     from neuracrm_mlops.config import get_settings
-    from neuracrm_mlops.db.engine import create_engine
-    from neuracrm_mlops.db.migrate import upgrade
-    from neuracrm_mlops.db.schema import Outcome, Prediction, PromotionLedgerEntry
-    from neuracrm_mlops.prediction_log import prediction_row
+    from neuracrm_mlops.inference.prediction_log import prediction_row
+    from neuracrm_mlops.store import registry
+    from neuracrm_mlops.store.alerts import raise_alert
+    from neuracrm_mlops.store.db.engine import create_engine
+    from neuracrm_mlops.store.db.migrate import upgrade
+    from neuracrm_mlops.store.db.schema import Outcome, Prediction, PromotionLedgerEntry
 
     started = time.perf_counter()
     engine = create_engine(get_settings().db_url)
@@ -262,7 +262,7 @@ class _CountingClient:
 
 def _load_health_page(path: Path | None) -> ModuleType:
     if path is None:
-        from neuracrm_mlops import health_page
+        from neuracrm_mlops.ops import health_page
 
         return health_page
     spec = importlib.util.spec_from_file_location("neuracrm_mlops._health_page_under_test", path)
@@ -274,9 +274,9 @@ def _load_health_page(path: Path | None) -> ModuleType:
 
 
 def measure(module: ModuleType, repeat: int) -> dict[str, Any]:
-    from neuracrm_mlops import registry
     from neuracrm_mlops.config import get_settings
-    from neuracrm_mlops.db.engine import create_engine
+    from neuracrm_mlops.store import registry
+    from neuracrm_mlops.store.db.engine import create_engine
 
     engine = create_engine(get_settings().db_url)
     statements = 0
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(module, args.repeat)
         report = {
             "machine": f"{platform.python_version()} on {os.cpu_count()} cores",
-            "implementation": str(args.health_page_file or "neuracrm_mlops.health_page"),
+            "implementation": str(args.health_page_file or "neuracrm_mlops.ops.health_page"),
             "seeded": seeded,
             **result,
         }

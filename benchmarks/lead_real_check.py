@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     probabilities |= real_datasets.bank_baseline_probabilities(raw_train, raw_test, y_train)
 
     say("lean serving path vs predict on the test leads")
-    from neuracrm_mlops.servability import jsonable_records
+    from neuracrm_mlops.training.servability import jsonable_records
 
     started = time.perf_counter()
     lean = lsm.compile_scorer(model)

@@ -17,7 +17,8 @@ The rule score is a weighted factor score, not a calibrated probability: its AUC
 comparison; its threshold metrics are what the fallback answers with. "acc@tuned" is the accuracy at
 the threshold that maximises accuracy on the training leads, for both scorers.
 
-Cost: ``--batch-leads`` leads (default 100,000) drawn fresh from ``neuracrm_mlops.synthetic.generate_crm``
+Cost: ``--batch-leads`` leads (default 100,000) drawn fresh from
+``neuracrm_mlops.store.synthetic.generate_crm``
 (another seed; plain JSON-like records, as an export or the API would carry them), scored in chunks of
 ``--chunk-size`` by each batch path with and without explanations (the top-3 factors):
 - ``predict(scorer, frame)``: the reference path, pandas through the fitted pipeline (the pyfunc's);
@@ -132,10 +133,10 @@ def seed_store(home: Path, orgs: int, months: int, seed: int, leads_per_org: int
     """Migrate and seed a SQLite store in ``home``; returns the leads with a known outcome and timings."""
     os.environ["NEURACRM_HOME"] = str(home)  # nothing may fall back to ./.neuracrm
     from neuracrm_mlops.config import reset_settings
-    from neuracrm_mlops.db.engine import create_engine
-    from neuracrm_mlops.db.migrate import upgrade
-    from neuracrm_mlops.seeding import seed_database
-    from neuracrm_mlops.training import load_leads_with_outcome
+    from neuracrm_mlops.store.db.engine import create_engine
+    from neuracrm_mlops.store.db.migrate import upgrade
+    from neuracrm_mlops.store.seeding import seed_database
+    from neuracrm_mlops.training.train import load_leads_with_outcome
 
     reset_settings()
     engine = create_engine(f"sqlite:///{home / 'crm.sqlite'}")
@@ -161,7 +162,7 @@ def seed_store(home: Path, orgs: int, months: int, seed: int, leads_per_org: int
 def batch_records(n: int, months: int, seed: int, leads_per_org: int) -> list[dict[str, Any]]:
     """``n`` fresh synthetic leads as plain JSON-like dicts (the lead columns and ``attributes``)."""
     from neuracrm_mlops.models.lead_scoring_model import INPUT_COLUMNS
-    from neuracrm_mlops.synthetic import generate_crm
+    from neuracrm_mlops.store.synthetic import generate_crm
 
     per_org = max(leads_per_org, 1)
     orgs = math.ceil(n / per_org * 1.2) + 1
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, home: Path, command: str) -> dict[str, Any]:
     from neuracrm_mlops.models import lead_scoring_model as lsm
-    from neuracrm_mlops.training import time_split
+    from neuracrm_mlops.training.train import time_split
 
     machine = machine_info()
     stored = seed_store(home, args.orgs, args.months, args.seed, args.leads_per_org)

@@ -13,7 +13,7 @@ CPU cost per series.
     python benchmarks/m3_forecast_accuracy.py --cost-orgs 200      # + cost on synthetic CRM orgs
 
 ``--cost-orgs N`` also times training on N synthetic organizations (the platform's own generator,
-``neuracrm_mlops.synthetic``) at 48 and at 120 months.
+``neuracrm_mlops.store.synthetic``) at 48 and at 120 months.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def summarise(
 
 def cost_on_synthetic(n_orgs: int, workers: int, seed: int) -> dict[int, dict[str, float]]:
     """CPU per organization on the platform's synthetic CRM at 48 and 120 months."""
-    from neuracrm_mlops.synthetic import generate_crm
+    from neuracrm_mlops.store.synthetic import generate_crm
 
     out: dict[int, dict[str, float]] = {}
     for months in (48, 120):
@@ -307,7 +307,7 @@ def render_markdown(s: dict[str, Any], cost: dict[int, dict[str, float]] | None,
 def _cost_lines(cost: dict[int, dict[str, float]]) -> list[str]:
     lines = [
         "",
-        "Cost on the platform's synthetic CRM (`neuracrm_mlops.synthetic`, all profiles; the wall "
+        "Cost on the platform's synthetic CRM (`neuracrm_mlops.store.synthetic`, all profiles; the wall "
         "time per 1,000 orgs is the time spent in `train` divided by the workers, without the "
         "one-off worker start-up):",
         "",

@@ -75,10 +75,10 @@ def warnings_in(output: str) -> int:
 
 def build_store(home: Path, series_count: int) -> dict[str, Any]:
     """Organizations, imports (summaries kept) and the held-back test data."""
-    from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.db.migrate import upgrade
-    from neuracrm_mlops.ingest import import_file
-    from neuracrm_mlops.orgs import create_organization
+    from neuracrm_mlops.store.db.engine import get_engine
+    from neuracrm_mlops.store.db.migrate import upgrade
+    from neuracrm_mlops.store.ingest import import_file
+    from neuracrm_mlops.store.orgs import create_organization
 
     engine = get_engine()
     upgrade(engine)
@@ -177,7 +177,7 @@ def retail_baselines(tests: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[st
 
 
 def serve(env: dict[str, str], workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    from neuracrm_mlops.local_stack import free_port
+    from neuracrm_mlops.ops.local_stack import free_port
 
     port = free_port()
     log = (workdir / "bentoml.log").open("w")
@@ -223,8 +223,8 @@ def score_bank(base: str, key: str, org_id: int, routes: dict[str, int]) -> floa
     import sqlalchemy as sa
     from sklearn.metrics import roc_auc_score
 
-    from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.db.schema import Lead
+    from neuracrm_mlops.store.db.engine import get_engine
+    from neuracrm_mlops.store.db.schema import Lead
 
     with get_engine().connect() as conn:
         rows = [

@@ -95,7 +95,7 @@ BANK_DOCUMENTED = ("lead_id", "created_at", "job_title", "source")
 
 def bank_as_crm_leads(raw: pd.DataFrame) -> pd.DataFrame:
     """``bank_leads()`` as the CRM stores it: documented fields as columns, the rest in ``attributes``."""
-    from neuracrm_mlops.ingest import coerce_attribute
+    from neuracrm_mlops.store.ingest import coerce_attribute
 
     unknown = [c for c in raw.columns if c not in (*BANK_DOCUMENTED, "converted")]
     leads = raw[list(BANK_DOCUMENTED)].replace({"": None})

@@ -48,7 +48,7 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 
-from neuracrm_mlops.local_stack import free_port
+from neuracrm_mlops.ops.local_stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -163,7 +163,7 @@ def registry_counts(env: dict[str, str]) -> dict[str, int]:
     """Model versions per status tag, and challenger aliases, in the run's MLflow registry."""
     code = (
         "import json\n"
-        "from neuracrm_mlops import registry\n"
+        "from neuracrm_mlops.store import registry\n"
         "c = registry.configure_mlflow()\n"
         "versions = c.search_model_versions(\"name LIKE 'sales_forecast_org_%'\", max_results=50000)\n"
         "counts = {}\n"
@@ -400,12 +400,18 @@ def stop(processes: Any) -> None:
 # --- the profile ----------------------------------------------------------------------------------
 
 
-def _origin_lines() -> tuple[int, int]:
-    """Line numbers, in forecasting_model.py, of the fit on the full history and of the refit at each
-    backtest origin (the two calls of a model's function in ``_run_backtested_level``)."""
-    from neuracrm_mlops.models import forecasting_model
+# py-spy names a frame's file from the top of its package: models/forecasting/backtest.py in a checkout,
+# neuracrm_mlops/models/forecasting/backtest.py when installed
+FORECASTER_CODE = "models/forecasting/"
+BACKTEST_FILE = f"{FORECASTER_CODE}backtest.py"
 
-    lines, first = inspect.getsourcelines(forecasting_model._run_backtested_level)
+
+def _origin_lines() -> tuple[int, int]:
+    """Line numbers, in the forecaster's backtest.py, of the fit on the full history and of the refit at
+    each backtest origin (the two calls of a model's function in ``_run_backtested_level``)."""
+    from neuracrm_mlops.models.forecasting import backtest
+
+    lines, first = inspect.getsourcelines(backtest._run_backtested_level)
     full = next(first + i for i, line in enumerate(lines) if "_MODELS[name].fn(y, " in line)
     origin = next(first + i for i, line in enumerate(lines) if "_MODELS[name].fn(y[:o]" in line)
     return full, origin
@@ -435,11 +441,11 @@ def categorize(stack: str, full_line: int, origin_line: int) -> str:
         return "loading sales"
     for function, model in MODEL_FUNCTIONS.items():
         if f"{function} (" in stack:
-            where = "backtest origins" if f"forecasting_model.py:{origin_line})" in stack else "full history"
-            if f"forecasting_model.py:{full_line})" not in stack and where == "full history":
+            where = "backtest origins" if f"{BACKTEST_FILE}:{origin_line})" in stack else "full history"
+            if f"{BACKTEST_FILE}:{full_line})" not in stack and where == "full history":
                 where = "other"
             return f"{model}: {where}"
-    if "forecasting_model.py" in stack:
+    if FORECASTER_CODE in stack:
         return "forecaster: rest (seasonality, weights, intervals)"
     return "start-up, imports, idle workers and the rest"
 

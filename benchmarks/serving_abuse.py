@@ -58,7 +58,7 @@ from serving_throughput import (
     wait_http,
 )
 
-from neuracrm_mlops.local_stack import free_port
+from neuracrm_mlops.ops.local_stack import free_port
 
 FLOOD_ADDRESS = "127.0.0.2"
 MUST_KEEP = 0.80  # valid requests/s beside the flood, as a share of its rate alone

@@ -80,7 +80,7 @@ from typing import Any
 
 import httpx
 
-from neuracrm_mlops.local_stack import free_port
+from neuracrm_mlops.ops.local_stack import free_port
 from neuracrm_mlops.serving.schemas import MAX_MONTHS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,8 +137,8 @@ end
 # given organization's forecast challenger to champion; prints {"lead": version, "forecasts": {org: version}}
 PROMOTE = """
 import json, sys
-from neuracrm_mlops import registry
-from neuracrm_mlops.training import ensure_rule_baseline
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.training.train import ensure_rule_baseline
 c = registry.configure_mlflow()
 
 def promote(name):

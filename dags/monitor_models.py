@@ -1,8 +1,8 @@
 """Watch every served model: live accuracy, drift, bias, serving health; roll back below 80%.
 
 reconcile_rollout_state runs first: an alias move a crash left half-done is finished (or undone)
-before any model is judged (``neuracrm_mlops.rollout_state.reconcile_pending``). Then
-monitor_<model>: one monitoring pass (``neuracrm_mlops.monitoring.monitor_model``); forecasts get
+before any model is judged (``neuracrm_mlops.release.state.reconcile_pending``). Then
+monitor_<model>: one monitoring pass (``neuracrm_mlops.monitoring.monitor.monitor_model``); forecasts get
 one pass per organization's champion (monitor_sales_forecasts, rollback per organization). Accuracy
 below NEURACRM_ACCURACY_FLOOR with enough outcomes puts the previous champion back (under a lock:
 two runs at once cannot both roll back), writes the ledger and one critical alert; drift, bias
@@ -17,8 +17,8 @@ from typing import Any
 
 from airflow.sdk import Asset, dag, task
 
-from neuracrm_mlops.dag_support import RETRAIN_ASSETS, START_DATE, default_args
 from neuracrm_mlops.families import FAMILIES
+from neuracrm_mlops.ops.dag_support import RETRAIN_ASSETS, START_DATE, default_args
 
 # a monitoring pass per shared model; per-organization families (forecasts) get one task below
 MODELS = tuple(f.registered_name() for f in FAMILIES.values() if not f.checks.per_organization)
@@ -56,8 +56,8 @@ def retrain_task(family: str, reason: str) -> Any:
 def monitor_models() -> None:
     @task
     def reconcile_rollout_state(**context: Any) -> dict[str, Any]:
-        from neuracrm_mlops.ledger import actor_for_dag
-        from neuracrm_mlops.rollout_state import reconcile_pending
+        from neuracrm_mlops.release.state import reconcile_pending
+        from neuracrm_mlops.store.ledger import actor_for_dag
 
         return reconcile_pending(actor=actor_for_dag(context)).as_dict()
 
@@ -66,8 +66,8 @@ def monitor_models() -> None:
 
         @task(task_id=f"monitor_{model}")
         def monitor(model_name: str, **context: Any) -> dict[str, Any]:
-            from neuracrm_mlops.ledger import actor_for_dag
-            from neuracrm_mlops.monitoring import monitor_model
+            from neuracrm_mlops.monitoring.monitor import monitor_model
+            from neuracrm_mlops.store.ledger import actor_for_dag
 
             report = monitor_model(model_name, actor=actor_for_dag(context))
             print(report.reason, report.warnings)
@@ -89,8 +89,8 @@ def monitor_models() -> None:
 
     @task
     def monitor_sales_forecasts(**context: Any) -> dict[str, Any]:
-        from neuracrm_mlops.ledger import actor_for_dag
-        from neuracrm_mlops.monitoring import monitor_forecasts
+        from neuracrm_mlops.monitoring.monitor import monitor_forecasts
+        from neuracrm_mlops.store.ledger import actor_for_dag
 
         summary = monitor_forecasts(actor=actor_for_dag(context))
         print(summary.as_dict())
@@ -109,8 +109,8 @@ def monitor_models() -> None:
 
     @task
     def escalate_alerts() -> list[int]:
-        from neuracrm_mlops.alerts import escalate_overdue
-        from neuracrm_mlops.db.engine import get_engine
+        from neuracrm_mlops.store.alerts import escalate_overdue
+        from neuracrm_mlops.store.db.engine import get_engine
 
         return escalate_overdue(get_engine())
 

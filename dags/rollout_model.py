@@ -16,7 +16,7 @@ Airflow UI or over its REST API (approval_gate -> approve_final_step, Airflow's 
 operator with the options "Approve" and "Reject"; no answer by the deadline rejects) ->
 raise_after_approval (on "Approve") / handle_rejection (on "Reject"); the others go straight on.
 Forecasts roll out by cohorts of organizations (the weight is the share of organizations), each
-organization judged on its own new actuals (``neuracrm_mlops.forecast_rollout``).
+organization judged on its own new actuals (``neuracrm_mlops.release.forecast_cohorts``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import DAG, PokeReturnValue, dag, task
 
-from neuracrm_mlops.dag_support import (
+from neuracrm_mlops.ops.dag_support import (
     FAMILIES,
     START_DATE,
     bake_poke_seconds,
@@ -44,8 +44,8 @@ def _carry_out_review(family: str, context: Any, *, approved: bool) -> dict[str,
     from airflow.exceptions import AirflowSkipException
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-    from neuracrm_mlops.ledger import actor_for_dag
-    from neuracrm_mlops.pipelines import apply_review
+    from neuracrm_mlops.ops.pipelines import apply_review
+    from neuracrm_mlops.store.ledger import actor_for_dag
 
     review = dict(context["ti"].xcom_pull(task_ids="approve_final_step") or {})
     chosen = list(review.get("chosen_options") or [])
@@ -73,8 +73,8 @@ def rollout_dag(family: str) -> DAG:
     def rollout() -> None:
         @task.short_circuit
         def start_canary(**context: Any) -> bool:
-            from neuracrm_mlops.ledger import actor_for_dag
-            from neuracrm_mlops.pipelines import start_canary
+            from neuracrm_mlops.ops.pipelines import start_canary
+            from neuracrm_mlops.store.ledger import actor_for_dag
 
             result = start_canary(family, actor=actor_for_dag(context))
             print(result)
@@ -93,7 +93,7 @@ def rollout_dag(family: str) -> DAG:
                 trigger_rule="none_failed_min_one_success" if final else "all_success",
             )
             def bake() -> PokeReturnValue:
-                from neuracrm_mlops.pipelines import canary_baked
+                from neuracrm_mlops.ops.pipelines import canary_baked
 
                 ready, detail = canary_baked(family)
                 print(detail)
@@ -101,8 +101,8 @@ def rollout_dag(family: str) -> DAG:
 
             @task.short_circuit(task_id=f"judge_step_{step}")
             def judge(**context: Any) -> bool:
-                from neuracrm_mlops.ledger import actor_for_dag
-                from neuracrm_mlops.pipelines import judge_canary
+                from neuracrm_mlops.ops.pipelines import judge_canary
+                from neuracrm_mlops.store.ledger import actor_for_dag
 
                 result = judge_canary(family, actor=actor_for_dag(context))
                 print(result)
@@ -131,7 +131,7 @@ def rollout_dag(family: str) -> DAG:
 
                 @task.branch
                 def approval_gate(final_bake: str = f"bake_step_{step}") -> str:
-                    from neuracrm_mlops.rollout import approval_required
+                    from neuracrm_mlops.release.rollout import approval_required
 
                     return "approve_final_step" if approval_required(family) else final_bake
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from neuracrm_mlops.dag_support import (
+from neuracrm_mlops.ops.dag_support import (
     START_DATE,
     announce_challenger,
     default_args,
@@ -42,7 +42,7 @@ def train_lead_scoring() -> None:
         from airflow.exceptions import AirflowFailException
 
         from neuracrm_mlops.errors import NeuraCRMError
-        from neuracrm_mlops.pipelines import validate_for_training
+        from neuracrm_mlops.ops.pipelines import validate_for_training
 
         try:
             return validate_for_training("leads", run_id=context["run_id"])
@@ -51,7 +51,7 @@ def train_lead_scoring() -> None:
 
     @task
     def train_and_register_lead_model(validation: dict[str, Any], **context: Any) -> dict[str, Any]:
-        from neuracrm_mlops.pipelines import train_family
+        from neuracrm_mlops.ops.pipelines import train_family
 
         return train_family(
             "lead_scoring", run_key=run_key(context), dag_run_id=context["run_id"], validation=validation

@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from neuracrm_mlops.dag_support import (
+from neuracrm_mlops.ops.dag_support import (
     START_DATE,
     announce_challenger,
     default_args,
@@ -46,7 +46,7 @@ def train_sales_forecast() -> None:
         from airflow.exceptions import AirflowFailException
 
         from neuracrm_mlops.errors import NeuraCRMError
-        from neuracrm_mlops.pipelines import validate_for_training
+        from neuracrm_mlops.ops.pipelines import validate_for_training
 
         try:
             return validate_for_training("sales", run_id=context["run_id"])
@@ -55,7 +55,7 @@ def train_sales_forecast() -> None:
 
     @task
     def plan_forecast_chunks(validation: dict[str, Any]) -> list[list[int]]:
-        from neuracrm_mlops.forecast_training import plan_forecast_chunks as plan
+        from neuracrm_mlops.training.forecasts import plan_forecast_chunks as plan
 
         return plan()
 
@@ -63,7 +63,7 @@ def train_sales_forecast() -> None:
     def train_forecast_chunk(
         organization_ids: list[int], validation: dict[str, Any], **context: Any
     ) -> dict[str, Any]:
-        from neuracrm_mlops.pipelines import train_forecast_chunk as train_chunk
+        from neuracrm_mlops.ops.pipelines import train_forecast_chunk as train_chunk
 
         return train_chunk(
             organization_ids, run_key=run_key(context), dag_run_id=context["run_id"], validation=validation
@@ -71,7 +71,7 @@ def train_sales_forecast() -> None:
 
     @task
     def summarize_forecast_training(results: list[dict[str, Any]]) -> dict[str, int]:
-        from neuracrm_mlops.pipelines import summarize_forecast_chunks
+        from neuracrm_mlops.ops.pipelines import summarize_forecast_chunks
 
         return summarize_forecast_chunks(list(results))
 

@@ -1,7 +1,7 @@
 """Airflow plugin: NeuraCRM's model-health page for on-call, at ``/neuracrm/health`` on the api-server,
 with a "Model health" entry in the Airflow navigation.
 
-Wiring only: the page and the rollback are ``neuracrm_mlops.health_page``. Airflow does not
+Wiring only: the page and the rollback are ``neuracrm_mlops.ops.health_page``. Airflow does not
 authenticate plugin apps, so this one does: the Airflow user comes from the ``Authorization:
 Bearer`` header or the ``_token`` cookie the UI sets (``get_user``; 401 without one); viewing needs
 read access to a rollout DAG (``rollout_lead_scoring``, ``rollout_sentiment`` or
@@ -46,7 +46,7 @@ def _allowed(
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
-    from neuracrm_mlops.health_page import ROLLOUT_DAG_IDS
+    from neuracrm_mlops.ops.health_page import ROLLOUT_DAG_IDS
 
     manager = get_auth_manager()
     answers = (
@@ -63,7 +63,7 @@ def _secret() -> str:
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
-    from neuracrm_mlops.health_page import PAGE_HEADERS
+    from neuracrm_mlops.ops.health_page import PAGE_HEADERS
 
     return HTMLResponse(text, status_code=status, headers=PAGE_HEADERS)
 
@@ -72,7 +72,7 @@ def _html(text: str, status: int = 200) -> HTMLResponse:
 async def _refusal(request: Request, exc: HTTPException) -> Response:
     from airflow.api_fastapi.app import get_auth_manager
 
-    from neuracrm_mlops.health_page import render_message_page
+    from neuracrm_mlops.ops.health_page import render_message_page
 
     if exc.status_code == 401:
         login = get_auth_manager().get_url_login(next_url=str(request.url))
@@ -89,8 +89,8 @@ async def _refusal(request: Request, exc: HTTPException) -> Response:
 def _page(user: Any, **extra: Any) -> str:
     from airflow.configuration import conf
 
-    from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.health_page import csrf_token, health_page_html
+    from neuracrm_mlops.ops.health_page import csrf_token, health_page_html
+    from neuracrm_mlops.store.db.engine import get_engine
 
     name = user.get_name()
     return health_page_html(
@@ -120,8 +120,13 @@ async def rollback(request: Request, user: AirflowUser) -> Response:
     from airflow.configuration import conf
     from starlette.concurrency import run_in_threadpool
 
-    from neuracrm_mlops.db.engine import get_engine
-    from neuracrm_mlops.health_page import csrf_token_matches, rollout_dag_id, same_origin, submit_rollback
+    from neuracrm_mlops.ops.health_page import (
+        csrf_token_matches,
+        rollout_dag_id,
+        same_origin,
+        submit_rollback,
+    )
+    from neuracrm_mlops.store.db.engine import get_engine
 
     name = user.get_name()
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}

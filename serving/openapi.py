@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from neuracrm_mlops.config import Settings
-from neuracrm_mlops.request_limits import API_KEY_SHAPE_TEXT
+from neuracrm_mlops.inference.request_limits import API_KEY_SHAPE_TEXT
 from neuracrm_mlops.serving.schemas import (
     MAX_LEADS,
     MAX_MONTHS,

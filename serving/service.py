@@ -3,7 +3,7 @@
 Thin on purpose: requests are parsed by pydantic models (``schemas``), the caller's organization
 comes from its API key (``RequestGate``), and all model work (loading by alias, sticky
 canary routing, fallbacks, the prediction log, the forecast cache) happens in
-``neuracrm_mlops.predictor``.
+``neuracrm_mlops.inference.predictor``.
 
 Run it: ``bentoml serve neuracrm_mlops.serving.service:PredictionService --port 3000``.
 Besides the APIs: ``/healthz`` (alive), ``/readyz`` (models loaded), ``/metrics`` (Prometheus),
@@ -39,9 +39,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from neuracrm_mlops import registry
 from neuracrm_mlops.config import get_settings, serving_workers_from_environment
-from neuracrm_mlops.predictor import (
+from neuracrm_mlops.inference.predictor import (
     Answer,
     DependencyUnavailableError,
     MicroBatcher,
@@ -52,7 +51,7 @@ from neuracrm_mlops.predictor import (
     content_entity_id,
     elapsed_ms,
 )
-from neuracrm_mlops.request_limits import (
+from neuracrm_mlops.inference.request_limits import (
     API_KEY_SHAPE_TEXT,
     RequestLimits,
     json_content_type_problem,
@@ -71,7 +70,14 @@ from neuracrm_mlops.serving.schemas import (
     SentimentRequest,
     SentimentResponse,
 )
-from neuracrm_mlops.tenancy import AuthError, Tenant, TenantDirectory, bearer_token, require_same_organization
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.tenancy import (
+    AuthError,
+    Tenant,
+    TenantDirectory,
+    bearer_token,
+    require_same_organization,
+)
 
 log = logging.getLogger("neuracrm_mlops.serving")
 
@@ -366,7 +372,7 @@ async def _authenticate(tenants: TenantDirectory, authorization: str | None) -> 
     """The caller's tenant: from the cache, else from the database within a bounded wait (503 with
     ``retry_after`` when the database cannot answer in time and no recent answer is cached)."""
     from neuracrm_mlops.config import get_settings
-    from neuracrm_mlops.tenancy import bearer_token
+    from neuracrm_mlops.store.tenancy import bearer_token
 
     token = bearer_token(authorization)
     hit, tenant = tenants.cached(token)
@@ -486,7 +492,9 @@ class PredictionService:
         # build_predictor bounds MLflow, PostgreSQL and Redis by the timeout settings
         self.predictor = build_predictor()
         self.predictor.start()
-        from neuracrm_mlops.worker_watchdog import start_worker_watchdog  # orphaned: flush, then exit
+        from neuracrm_mlops.inference.worker_watchdog import (
+            start_worker_watchdog,  # orphaned: flush, then exit
+        )
 
         start_worker_watchdog(on_orphaned=self.predictor.stop)
         self.tenants = TenantDirectory(

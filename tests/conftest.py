@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from pg_databases import create_pg_database, drop_pg_database
 
 from neuracrm_mlops.config import get_settings, reset_settings
-from neuracrm_mlops.db.engine import create_engine, dispose_engines, get_engine
-from neuracrm_mlops.db.migrate import upgrade
+from neuracrm_mlops.store.db.engine import create_engine, dispose_engines, get_engine
+from neuracrm_mlops.store.db.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
 

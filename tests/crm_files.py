@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from neuracrm_mlops.db.schema import metadata
+from neuracrm_mlops.store.db.schema import metadata
 
 LEAD_HEADER = [
     "lead_id",

@@ -10,13 +10,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from neuracrm_mlops.db.engine import DependencyState, track_database_health
-from neuracrm_mlops.forecast_cache import ForecastCache
-from neuracrm_mlops.live_models import LiveModels
+from neuracrm_mlops.inference.forecast_cache import ForecastCache
+from neuracrm_mlops.inference.live_models import LiveModels
+from neuracrm_mlops.inference.prediction_log import PredictionLogWriter
+from neuracrm_mlops.inference.predictor import Predictor
 from neuracrm_mlops.models.lead_scoring_model import RuleScorer, compile_scorer
 from neuracrm_mlops.models.sentiment_model import VaderScorer
-from neuracrm_mlops.prediction_log import PredictionLogWriter
-from neuracrm_mlops.predictor import Predictor
+from neuracrm_mlops.store.db.engine import DependencyState, track_database_health
 
 
 @dataclass

@@ -36,7 +36,7 @@ def free_port() -> int:
 def environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables (and re-read settings) for library calls made from the test process."""
     from neuracrm_mlops.config import reset_settings
-    from neuracrm_mlops.db.engine import dispose_engines
+    from neuracrm_mlops.store.db.engine import dispose_engines
 
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -82,8 +82,8 @@ class ServingStore:
             import joblib
             import mlflow
 
-            from neuracrm_mlops import registry
             from neuracrm_mlops.models.pyfunc_wrappers import LeadScoringPyfunc
+            from neuracrm_mlops.store import registry
 
             client = registry.configure_mlflow()
             registry.ensure_registered_model(client, name, description)

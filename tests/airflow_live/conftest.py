@@ -28,7 +28,7 @@ from pg_databases import create_pg_database, drop_pg_database
 from serving_support import environment, free_port
 
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.db.engine import dispose_engines
+from neuracrm_mlops.store.db.engine import dispose_engines
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = Path(sys.executable).parent / "airflow"
@@ -110,9 +110,9 @@ def _wait(condition: Any, what: str, stack: LiveAirflow, timeout: float) -> None
 def _seed_crm(neuracrm_env: dict[str, str]) -> None:
     """The CRM schema and a small synthetic CRM (library calls, as `neuracrm-mlops seed` makes)."""
     with environment(neuracrm_env):
-        from neuracrm_mlops.db.engine import get_engine
-        from neuracrm_mlops.db.migrate import upgrade
-        from neuracrm_mlops.seeding import seed_database
+        from neuracrm_mlops.store.db.engine import get_engine
+        from neuracrm_mlops.store.db.migrate import upgrade
+        from neuracrm_mlops.store.seeding import seed_database
 
         engine = get_engine()
         upgrade(engine)

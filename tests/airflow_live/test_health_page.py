@@ -21,11 +21,12 @@ import sqlalchemy as sa
 from serving_support import environment
 
 from airflow_live.conftest import REPO, LiveAirflow
-from neuracrm_mlops import ledger, registry, rollout
-from neuracrm_mlops.alerts import raise_alert
-from neuracrm_mlops.db.schema import Organization
-from neuracrm_mlops.outcomes import OutcomeIn, record_outcomes
-from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row
+from neuracrm_mlops.inference.prediction_log import PredictionLogWriter, prediction_row
+from neuracrm_mlops.release import rollout
+from neuracrm_mlops.release.outcomes import OutcomeIn, record_outcomes
+from neuracrm_mlops.store import ledger, registry
+from neuracrm_mlops.store.alerts import raise_alert
+from neuracrm_mlops.store.db.schema import Organization
 
 # one real Airflow for the directory (tests/airflow_live/conftest.py): one worker runs it
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("airflow_live")]
@@ -87,7 +88,7 @@ def page_state(airflow_live: LiveAirflow) -> PageState:
     (below the floor), the challenger at 9/10 = 90%; an open drift alert; one organization's
     forecast with v2 promoted over v1; an open validation alert of no model."""
     with environment(airflow_live.neuracrm_env):
-        from neuracrm_mlops.db.engine import get_engine
+        from neuracrm_mlops.store.db.engine import get_engine
 
         engine = get_engine()
         with engine.connect() as conn:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from airflow_live.conftest import LiveAirflow
-from neuracrm_mlops import registry
+from neuracrm_mlops.store import registry
 
 # one real Airflow for the directory (tests/airflow_live/conftest.py): one worker runs it
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("airflow_live")]

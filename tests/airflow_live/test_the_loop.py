@@ -29,13 +29,14 @@ import sqlalchemy as sa
 from crm_files import lead_rows, write_csv
 
 from airflow_live.conftest import LiveAirflow
-from neuracrm_mlops import ledger, registry, rollout
-from neuracrm_mlops.airflow_events import AirflowApi
-from neuracrm_mlops.alerts import list_alerts
-from neuracrm_mlops.db.engine import get_engine
-from neuracrm_mlops.db.schema import Organization
-from neuracrm_mlops.outcomes import OutcomeIn, record_outcomes
-from neuracrm_mlops.prediction_log import PredictionLogWriter, prediction_row
+from neuracrm_mlops.inference.prediction_log import PredictionLogWriter, prediction_row
+from neuracrm_mlops.ops.airflow_events import AirflowApi
+from neuracrm_mlops.release import rollout
+from neuracrm_mlops.release.outcomes import OutcomeIn, record_outcomes
+from neuracrm_mlops.store import ledger, registry
+from neuracrm_mlops.store.alerts import list_alerts
+from neuracrm_mlops.store.db.engine import get_engine
+from neuracrm_mlops.store.db.schema import Organization
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("airflow_live")]
 

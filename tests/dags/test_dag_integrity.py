@@ -103,7 +103,7 @@ def test_monitor_models_reconciles_rollout_state_before_any_monitoring(
 
 
 def test_a_registry_event_is_emitted_only_for_a_registered_challenger() -> None:
-    from neuracrm_mlops.dag_support import challenger_registered
+    from neuracrm_mlops.ops.dag_support import challenger_registered
 
     assert challenger_registered({"status": "challenger", "version": "3"})
     assert not challenger_registered({"status": "rejected", "version": "3"})

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from airflow_harness import AirflowHarness
 
-from neuracrm_mlops import registry
-from neuracrm_mlops.db.engine import get_engine
-from neuracrm_mlops.db.schema import Alert, Lead
-from neuracrm_mlops.seeding import seed_database
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.db.engine import get_engine
+from neuracrm_mlops.store.db.schema import Alert, Lead
+from neuracrm_mlops.store.seeding import seed_database
 
 # the session's migrated Airflow metadata (tests/dags/conftest.py), made once: one worker
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("airflow_dags")]
@@ -34,7 +34,7 @@ def test_a_corrupted_batch_stops_the_lead_dag_at_validation_and_leaves_the_champ
     airflow: AirflowHarness, seeded_home: Path
 ) -> None:
     """(A successful run of every training DAG, with its lineage tags, is tests/dags/test_demo.py.)"""
-    from neuracrm_mlops.training import Lineage, train_lead_scoring
+    from neuracrm_mlops.training.train import Lineage, train_lead_scoring
 
     env = airflow.env(seeded_home)
     outcome = train_lead_scoring(Lineage.for_cli("lead_scoring champion"))

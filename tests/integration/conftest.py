@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.seeding import seed_database
+from neuracrm_mlops.store.seeding import seed_database
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from click.testing import CliRunner
 from crm_files import lead_rows, write_csv
 from serving_support import free_port
 
-from neuracrm_mlops import airflow_events
-from neuracrm_mlops.airflow_events import AirflowApi, AirflowEventError, announce_after_import
-from neuracrm_mlops.cli import EXIT_NOT_ANNOUNCED, main
 from neuracrm_mlops.config import get_settings, reset_settings
-from neuracrm_mlops.dag_support import CRM_ASSETS
-from neuracrm_mlops.ingest import ImportSummary
+from neuracrm_mlops.ops import airflow_events
+from neuracrm_mlops.ops.airflow_events import AirflowApi, AirflowEventError, announce_after_import
+from neuracrm_mlops.ops.cli import EXIT_NOT_ANNOUNCED, main
+from neuracrm_mlops.ops.dag_support import CRM_ASSETS
+from neuracrm_mlops.store.ingest import ImportSummary
 
 TOKEN = "jwt-for-oncall"
 ASSETS = [

@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from neuracrm_mlops.cli import main
-from neuracrm_mlops.db.migrate import head_revision
-from neuracrm_mlops.orgs import organization_for_api_key
+from neuracrm_mlops.ops.cli import main
+from neuracrm_mlops.store.db.migrate import head_revision
+from neuracrm_mlops.store.orgs import organization_for_api_key
 
 BIN = Path(sys.executable).parent / "neuracrm-mlops"
 
@@ -109,8 +109,8 @@ def test_validate_and_train_commands_run_the_same_library_path(neuracrm_home: Pa
 def test_train_forecasts_in_worker_processes_registers_every_chunk(
     neuracrm_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neuracrm_mlops import registry
     from neuracrm_mlops.config import reset_settings
+    from neuracrm_mlops.store import registry
 
     runner = CliRunner()
     assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
@@ -177,8 +177,8 @@ def test_simulate_outcomes_and_alerts_on_an_empty_store(engine: sa.Engine) -> No
 def test_replay_dead_letters_lands_fixed_rows_and_names_the_ones_refused_again(engine: sa.Engine) -> None:
     import json
 
-    from neuracrm_mlops.db.schema import Prediction, PredictionDeadLetter
-    from neuracrm_mlops.prediction_log import prediction_row, write_dead_letters
+    from neuracrm_mlops.inference.prediction_log import prediction_row, write_dead_letters
+    from neuracrm_mlops.store.db.schema import Prediction, PredictionDeadLetter
 
     def row(entity: str) -> dict[str, object]:
         return prediction_row(
@@ -213,7 +213,7 @@ def test_the_readme_recipe_reads_a_seeded_api_key_without_a_carriage_return(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from neuracrm_mlops.config import reset_settings
-    from neuracrm_mlops.db.engine import get_engine
+    from neuracrm_mlops.store.db.engine import get_engine
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     recipes = re.findall(r"^KEY=\$\(.*api_keys\.csv.*\)$", readme, flags=re.MULTILINE)
@@ -281,8 +281,8 @@ ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00"
 
 
 def _ledger_and_alert(engine: sa.Engine) -> None:
-    from neuracrm_mlops.alerts import raise_alert
-    from neuracrm_mlops.ledger import record_change
+    from neuracrm_mlops.store.alerts import raise_alert
+    from neuracrm_mlops.store.ledger import record_change
 
     record_change(
         engine, actor="cli:test", model_name="lead_scoring", action="promote", reason=LONG_REASON,
@@ -307,7 +307,7 @@ def _block_lines(output: str, title: str) -> list[str]:
 def test_status_piped_prints_one_record_per_block_with_whole_reasons_and_iso_dates(
     engine: sa.Engine,
 ) -> None:
-    from neuracrm_mlops import cli
+    from neuracrm_mlops.ops import cli
 
     assert not cli.out.is_terminal  # CliRunner: like a pipe
     runner = CliRunner()
@@ -345,7 +345,7 @@ def test_status_shows_a_ledger_move_that_is_not_done(
     import datetime as dt
     import types
 
-    from neuracrm_mlops import ledger
+    from neuracrm_mlops.store import ledger
 
     pending = types.SimpleNamespace(
         id=7, created_at=dt.datetime(2026, 12, 5, 7, 1, 2, tzinfo=dt.UTC), actor="dag:rollout",
@@ -437,7 +437,7 @@ def test_a_wide_terminal_gets_tables_that_never_cut_a_date(monkeypatch: pytest.M
 
     from rich.console import Console
 
-    from neuracrm_mlops import cli
+    from neuracrm_mlops.ops import cli
 
     fields = [cli._Field("when", "date"), cli._Field("model"), cli._Field("reason", "long")]
     rows = [["2026-12-05T07:01:02+00:00", "lead_scoring", LONG_REASON]]

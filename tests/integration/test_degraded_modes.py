@@ -202,12 +202,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     store = ServingStore(home, env)
     try:
         with environment(env):
-            from neuracrm_mlops import registry
-            from neuracrm_mlops.db.engine import get_engine
-            from neuracrm_mlops.db.migrate import upgrade
-            from neuracrm_mlops.forecast_training import train_forecasts_for
-            from neuracrm_mlops.seeding import seed_database
-            from neuracrm_mlops.training import Lineage
+            from neuracrm_mlops.store import registry
+            from neuracrm_mlops.store.db.engine import get_engine
+            from neuracrm_mlops.store.db.migrate import upgrade
+            from neuracrm_mlops.store.seeding import seed_database
+            from neuracrm_mlops.training.forecasts import train_forecasts_for
+            from neuracrm_mlops.training.train import Lineage
 
             engine = get_engine()
             upgrade(engine)
@@ -282,7 +282,7 @@ def open_alerts(direct_db_url: str, kind: str) -> list[Any]:
 
 def new_api_key() -> str:
     """A key of the issued shape that no organization has (so that the service looks it up)."""
-    from neuracrm_mlops.orgs import new_api_key as issue
+    from neuracrm_mlops.store.orgs import new_api_key as issue
 
     return issue()
 

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from neuracrm_mlops import forecast_rollout, registry
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.db.schema import Prediction, PromotionLedgerEntry
-from neuracrm_mlops.live_stats import version_stats
-from neuracrm_mlops.outcomes import simulate_outcomes
-from neuracrm_mlops.prediction_log import prediction_row
-from neuracrm_mlops.routing import canary_cohort
+from neuracrm_mlops.inference.prediction_log import prediction_row
+from neuracrm_mlops.inference.routing import canary_cohort
+from neuracrm_mlops.release import forecast_cohorts as forecast_rollout
+from neuracrm_mlops.release.live_stats import version_stats
+from neuracrm_mlops.release.outcomes import simulate_outcomes
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.db.schema import Prediction, PromotionLedgerEntry
 
 ORGS = list(range(1, 61))
 
@@ -113,8 +114,8 @@ def test_forecasts_roll_out_by_cohorts_judged_on_each_organizations_actuals(
 def test_forecast_monitoring_rolls_back_only_the_organization_whose_actuals_fall_below_the_floor(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neuracrm_mlops import ledger
-    from neuracrm_mlops.monitoring import monitor_forecasts
+    from neuracrm_mlops.monitoring.monitor import monitor_forecasts
+    from neuracrm_mlops.store import ledger
 
     monkeypatch.setenv("NEURACRM_FORECAST_MIN_OUTCOMES", "3")
     reset_settings()

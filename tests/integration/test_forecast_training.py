@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from neuracrm_mlops import registry
-from neuracrm_mlops.backtest_chart import nice_ticks, save_backtest_chart
-from neuracrm_mlops.forecast_training import EXPERIMENT, fit_organizations, plan_forecast_chunks
 from neuracrm_mlops.models.forecasting_model import ForecastConfig, train
-from neuracrm_mlops.seeding import seed_database
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.seeding import seed_database
+from neuracrm_mlops.training.backtest_chart import nice_ticks, save_backtest_chart
+from neuracrm_mlops.training.forecasts import EXPERIMENT, fit_organizations, plan_forecast_chunks
 
 
 def _version(number: int, semver: str, schema: str = "s", params: str = "p") -> SimpleNamespace:
@@ -103,9 +103,9 @@ def test_forecast_versions_are_logged_models_sharing_the_chunk_runs_wheel(engine
     the run's ``environment/`` and named by every version; the chunk's data is a run input."""
     import mlflow
 
-    from neuracrm_mlops import model_packaging
-    from neuracrm_mlops.forecast_training import train_forecast_chunk
-    from neuracrm_mlops.training import Lineage
+    from neuracrm_mlops.training import packaging as model_packaging
+    from neuracrm_mlops.training.forecasts import train_forecast_chunk
+    from neuracrm_mlops.training.train import Lineage
 
     seed_database(2, 24, 3, engine=engine)
     summary = train_forecast_chunk([1, 2], Lineage(run_key="forecast/1"), engine=engine, plots=False)

@@ -8,22 +8,30 @@ tests/conftest.py).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
 from collections import Counter
+from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from markupsafe import escape
 
-from neuracrm_mlops import health_page, ledger, registry, rollout
-from neuracrm_mlops.alerts import raise_alert
 from neuracrm_mlops.config import get_settings
-from neuracrm_mlops.db.schema import Prediction, PromotionLedgerEntry
-from neuracrm_mlops.health_page import HealthRow
-from neuracrm_mlops.live_stats import stats_from, version_stats
-from neuracrm_mlops.outcomes import OutcomeIn, record_outcomes
-from neuracrm_mlops.prediction_log import prediction_row
+from neuracrm_mlops.inference.prediction_log import prediction_row
+from neuracrm_mlops.ops import health_page
+from neuracrm_mlops.ops.health_page import HealthRow
+from neuracrm_mlops.release import rollout
+from neuracrm_mlops.release.live_stats import stats_from, version_stats
+from neuracrm_mlops.release.outcomes import OutcomeIn, record_outcomes
+from neuracrm_mlops.store import ledger, registry
+from neuracrm_mlops.store.alerts import AlertRow, raise_alert
+from neuracrm_mlops.store.db.schema import Prediction, PromotionLedgerEntry
 
 ACTOR = "cli:health-page-test"
 MONTHS = ("2026-07", "2026-08", "2026-09")
@@ -252,8 +260,112 @@ def test_every_text_from_the_stores_is_escaped(home_engine: sa.Engine) -> None:
         "by cli:&lt;img src=x onerror=alert(1)&gt;: &lt;script&gt;alert(document.cookie)&lt;/script&gt;"
         in page
     )
-    assert "drift &quot;quoted&quot; &lt;script&gt;" in page
-    assert 'value="&quot;&gt;&lt;script&gt;x&lt;/script&gt;"' in page
+    assert "drift &#34;quoted&#34; &lt;script&gt;" in page  # markupsafe's entity for a double quote
+    assert 'value="&#34;&gt;&lt;script&gt;x&lt;/script&gt;"' in page
+
+
+UNTRUSTED = "a<b & \"c\" 'd'>"
+ONCE = "a&lt;b &amp; &#34;c&#34; &#39;d&#39;&gt;"  # UNTRUSTED escaped once
+
+
+def _alert_row(**fields: Any) -> AlertRow:
+    """An alert as read back, with ``fields`` and None elsewhere (the page reads a few of its fields)."""
+    blank: dict[str, Any] = dict.fromkeys(f.name for f in dataclasses.fields(AlertRow))
+    return AlertRow(**{**blank, **fields})
+
+
+def test_an_untrusted_value_is_escaped_exactly_once_wherever_it_lands() -> None:
+    """Model names, reasons, alert texts, the user, the token and the links: each printed as text or
+    as an attribute value, escaped once (no manual escaping left under autoescape)."""
+    assert str(escape(UNTRUSTED)) == ONCE
+    alert = _alert_row(
+        id=7,
+        severity=UNTRUSTED,
+        kind="data_drift",
+        status="open",
+        title=UNTRUSTED,
+        model_name=UNTRUSTED,
+        model_version=UNTRUSTED,
+        occurrences=1,
+    )
+    entry = ledger.LedgerEntry(
+        id=1,
+        created_at=dt.datetime(2026, 5, 4, tzinfo=dt.UTC),
+        actor=UNTRUSTED,
+        model_name=UNTRUSTED,
+        organization_id=None,
+        action="hold",
+        alias="champion",
+        from_version="1",
+        to_version="2",
+        weight=0.5,
+        reason=UNTRUSTED,
+        metrics={},
+    )
+    row = HealthRow(
+        model_name=UNTRUSTED,
+        family="lead_scoring",
+        organization_id=None,
+        accuracy_floor=0.8,
+        min_outcomes=100,
+        drift=True,
+        open_alerts=(alert,),
+        ledger=(entry,),
+        registered=True,
+        champion=UNTRUSTED,
+        previous=UNTRUSTED,
+        challenger=UNTRUSTED,
+        canary_weight=0.1,
+        rollback_target=UNTRUSTED,
+        accuracy=0.5,
+        outcomes=3,
+        answered_by="fallback",
+        answered_why=UNTRUSTED,
+    )
+    page = health_page.render_health_page(
+        [row],
+        username=UNTRUSTED,
+        can_rollback=True,
+        csrf=UNTRUSTED,
+        other_alerts=[alert],
+        notice=health_page.Notice("ok", UNTRUSTED),
+        airflow_url=UNTRUSTED,
+    )
+    message = health_page.render_message_page(UNTRUSTED, UNTRUSTED, link=UNTRUSTED, link_text=UNTRUSTED)
+    # the page: user, link, notice; the row's id, data-model, name, champion, previous, fallback reason,
+    # challenger, drifted version, alert (class, severity, title), ledger actor and reason, form (expected
+    # champion, token, label, button); the other alert (class, severity, title). The message: title (x2),
+    # text, link, link text.
+    for html_text, times in ((page, 23), (message, 5)):
+        assert not any(raw in html_text for raw in ("a<b", "b & ", '"c"', "'d'", "d'>"))
+        assert "&amp;lt;" not in html_text and "&amp;amp;" not in html_text and "&amp;#" not in html_text
+        assert html_text.count(ONCE) == times, html_text
+    for attribute in ("id", "data-model", "aria-label", "value", "href"):
+        assert re.search(rf'{attribute}="[^"]*{re.escape(ONCE)}"', page), attribute
+    assert f'<input type="hidden" name="csrf_token" value="{ONCE}">' in page
+    assert f'<a href="{ONCE}">{ONCE}</a>' in message
+
+
+def test_a_variable_missing_from_a_view_fails_the_render_loudly() -> None:
+    with pytest.raises(jinja2.UndefinedError, match="'message' is undefined"):
+        health_page.render_template("message.html.j2")
+    view = health_page.page_view([], username="u", can_rollback=True, csrf="c")
+    page = {f.name: getattr(view, f.name) for f in dataclasses.fields(view) if f.name != "floor"}
+    with pytest.raises(jinja2.UndefinedError, match="floor"):
+        health_page.render_template("page.html.j2", page=page)
+    assert "against the 80% floor" in health_page.render_template("page.html.j2", page=view)
+
+
+def test_the_templates_ship_as_package_data() -> None:
+    """pyproject's package-data takes every template the environment loads (a wheel without them
+    would fail at the first page)."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["neuracrm_mlops.ops"]
+    names = health_page.TEMPLATES.list_templates()
+    assert "page.html.j2" in names and "message.html.j2" in names and "base.html.j2" in names
+    assert all(any(fnmatch(f"templates/health/{n}", p) for p in patterns) for n in names)
 
 
 # --- forecasts, order and paging ---------------------------------------------------------------------

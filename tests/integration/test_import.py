@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from crm_files import LEAD_HEADER, csv_bytes, lead_rows, table_counts, write_bytes, write_csv
 
-from neuracrm_mlops.cli import EXIT_QUARANTINED, main
-from neuracrm_mlops.db.schema import ImportBatch, Interaction, Lead, MonthlySales, QuarantinedRow
 from neuracrm_mlops.errors import ImportFileError, NotFoundError
-from neuracrm_mlops.ingest import FIELD_ERRORS_KEY, ImportProgress, import_file
-from neuracrm_mlops.orgs import create_organization
+from neuracrm_mlops.ops.cli import EXIT_QUARANTINED, main
+from neuracrm_mlops.store.db.schema import ImportBatch, Interaction, Lead, MonthlySales, QuarantinedRow
+from neuracrm_mlops.store.ingest import FIELD_ERRORS_KEY, ImportProgress, import_file
+from neuracrm_mlops.store.orgs import create_organization
 
 
 @pytest.fixture

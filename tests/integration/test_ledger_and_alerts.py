@@ -21,8 +21,10 @@ import pytest
 import sqlalchemy as sa
 from serving_support import free_port
 
-from neuracrm_mlops.alert_notifier import NeuraCRMAlertNotifier, dag_failure_callback
-from neuracrm_mlops.alerts import (
+from neuracrm_mlops.config import reset_settings
+from neuracrm_mlops.errors import NotFoundError
+from neuracrm_mlops.monitoring.notifier import NeuraCRMAlertNotifier, dag_failure_callback
+from neuracrm_mlops.store.alerts import (
     AlertStateError,
     acknowledge,
     deliver,
@@ -32,10 +34,8 @@ from neuracrm_mlops.alerts import (
     raise_alert,
     resolve,
 )
-from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.db.schema import PromotionLedgerEntry, utcnow
-from neuracrm_mlops.errors import NotFoundError
-from neuracrm_mlops.ledger import (
+from neuracrm_mlops.store.db.schema import PromotionLedgerEntry, utcnow
+from neuracrm_mlops.store.ledger import (
     actor_for_cli,
     actor_for_dag,
     champion_history,
@@ -363,7 +363,7 @@ def test_webhook_server_errors_are_retried_and_client_errors_are_not(
 def test_without_a_webhook_the_alert_goes_to_the_log_only(
     engine: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="neuracrm_mlops.alerts"):
+    with caplog.at_level(logging.INFO, logger="neuracrm_mlops.store.alerts"):
         ref = raise_alert(engine, **ACCURACY_ALERT)
     alert = get_alert(engine, ref.id)
     assert alert.delivery_status == "log_only" and alert.delivery_attempts == 0
@@ -494,7 +494,7 @@ def test_failure_callbacks_never_raise_when_alerting_fails(
 ) -> None:
     monkeypatch.setenv("NEURACRM_DB_URL", "postgresql://nobody@127.0.0.1:1/nothing")
     reset_settings()
-    with caplog.at_level(logging.ERROR, logger="neuracrm_mlops.alert_notifier"):
+    with caplog.at_level(logging.ERROR, logger="neuracrm_mlops.monitoring.notifier"):
         NeuraCRMAlertNotifier()(_failure_context(ValueError("boom")))
         dag_failure_callback({"not": "an airflow context"})
     assert sum("could not raise the NeuraCRM alert" in r.getMessage() for r in caplog.records) == 2

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from neuracrm_mlops import registry, rollout
-from neuracrm_mlops.alerts import list_alerts, raise_alert
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.db.schema import Prediction
-from neuracrm_mlops.outcomes import simulate_outcomes
-from neuracrm_mlops.prediction_log import prediction_row
+from neuracrm_mlops.inference.prediction_log import prediction_row
+from neuracrm_mlops.release import rollout
+from neuracrm_mlops.release.outcomes import simulate_outcomes
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.alerts import list_alerts, raise_alert
+from neuracrm_mlops.store.db.schema import Prediction
 
 
 def _insert(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
@@ -65,10 +66,10 @@ def test_lead_traffic_from_the_training_data_raises_no_drift_and_failed_checks_s
 ) -> None:
     import mlflow.artifacts
 
-    from neuracrm_mlops.demo import demo_leads
-    from neuracrm_mlops.monitoring import monitor_model
-    from neuracrm_mlops.seeding import seed_database
-    from neuracrm_mlops.training import Lineage, train_lead_scoring
+    from neuracrm_mlops.monitoring.monitor import monitor_model
+    from neuracrm_mlops.ops.demo import demo_leads
+    from neuracrm_mlops.store.seeding import seed_database
+    from neuracrm_mlops.training.train import Lineage, train_lead_scoring
 
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.5")
     monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "20")
@@ -149,9 +150,9 @@ def test_lead_traffic_from_the_training_data_raises_no_drift_and_failed_checks_s
 
 @pytest.mark.slow
 def test_sentiment_traffic_from_the_training_texts_raises_no_drift(engine: sa.Engine) -> None:
-    from neuracrm_mlops.monitoring import monitor_model
-    from neuracrm_mlops.seeding import seed_database
-    from neuracrm_mlops.training import Lineage, load_labelled_interactions, train_sentiment
+    from neuracrm_mlops.monitoring.monitor import monitor_model
+    from neuracrm_mlops.store.seeding import seed_database
+    from neuracrm_mlops.training.train import Lineage, load_labelled_interactions, train_sentiment
 
     seed_database(10, 12, 3, leads_per_org=20, engine=engine)
     trained = train_sentiment(Lineage.for_cli("sentiment"), engine=engine)
@@ -185,7 +186,7 @@ def test_sentiment_traffic_from_the_training_texts_raises_no_drift(engine: sa.En
 def test_a_rollback_resolves_the_conditions_of_the_version_it_took_out_and_keeps_its_own_alert_open(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neuracrm_mlops.monitoring import monitor_model
+    from neuracrm_mlops.monitoring.monitor import monitor_model
 
     monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "20")
     reset_settings()
@@ -235,7 +236,13 @@ def test_a_rollback_resolves_the_conditions_of_the_version_it_took_out_and_keeps
 
 
 def test_only_condition_alerts_resolve_themselves_and_every_resolution_says_why(engine: sa.Engine) -> None:
-    from neuracrm_mlops.alerts import get_alert, render_text, resolve, resolve_cleared, resolve_not_serving
+    from neuracrm_mlops.store.alerts import (
+        get_alert,
+        render_text,
+        resolve,
+        resolve_cleared,
+        resolve_not_serving,
+    )
 
     def alert(kind: str, version: str, **metrics: Any) -> int:
         return raise_alert(

@@ -17,9 +17,10 @@ import pytest
 import sqlalchemy as sa
 from serving_support import REPO, free_port
 
-from neuracrm_mlops import model_packaging, registry
 from neuracrm_mlops.config import get_settings, reset_settings
-from neuracrm_mlops.training import Lineage, train_lead_scoring
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.training import packaging as model_packaging
+from neuracrm_mlops.training.train import Lineage, train_lead_scoring
 
 INSTALL_BUDGET_SECONDS = 180.0
 
@@ -167,7 +168,7 @@ def served(champion: sa.Engine, outside: Path) -> Iterator[tuple[str, Path, dict
 def test_the_champion_serves_from_its_shipped_wheel_outside_the_checkout(
     served: tuple[str, Path, dict[str, float]],
 ) -> None:
-    from neuracrm_mlops.predictor import load_servable
+    from neuracrm_mlops.inference.predictor import load_servable
 
     url, site, timings = served
     installed = site / "neuracrm_mlops"
@@ -220,11 +221,14 @@ def test_the_project_wheel_is_reproducible_complete_and_cached(
     for module in (
         "models/pyfunc_wrappers.py",
         "models/lead_scoring_model.py",
+        "models/lead_scoring/lean.py",
+        "models/forecasting/candidates.py",
         "serving/service.py",
-        "cli.py",
+        "ops/cli.py",
+        "ops/templates/health/page.html.j2",
     ):
         assert f"neuracrm_mlops/{module}" in names
-    assert "neuracrm_mlops/db/migrations/script.py.mako" in names
+    assert "neuracrm_mlops/store/db/migrations/script.py.mako" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     version = wheel.name.split("-")[1]
     assert version == f"{model_packaging.package_version()}+{model_packaging.content_hash(files)}"

@@ -52,9 +52,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStore]:
     }
     store = ServingStore(home, env)
     with environment(env):
-        from neuracrm_mlops.db.engine import get_engine
-        from neuracrm_mlops.db.migrate import upgrade
-        from neuracrm_mlops.seeding import seed_database
+        from neuracrm_mlops.store.db.engine import get_engine
+        from neuracrm_mlops.store.db.migrate import upgrade
+        from neuracrm_mlops.store.seeding import seed_database
 
         engine = get_engine()
         upgrade(engine)

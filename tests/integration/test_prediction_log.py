@@ -14,10 +14,8 @@ import pytest
 import sqlalchemy as sa
 from serving_fakes import FakeRegistry, forecast_predictor
 
-from neuracrm_mlops.db.schema import MonthlySales, Prediction, PredictionDeadLetter
-from neuracrm_mlops.forecast_cache import ForecastCache
-from neuracrm_mlops.orgs import create_organization
-from neuracrm_mlops.prediction_log import (
+from neuracrm_mlops.inference.forecast_cache import ForecastCache
+from neuracrm_mlops.inference.prediction_log import (
     PredictionJournal,
     PredictionLogWriter,
     insert_isolating,
@@ -26,7 +24,9 @@ from neuracrm_mlops.prediction_log import (
     replay_journals,
     replay_spill,
 )
-from neuracrm_mlops.tenancy import Tenant, TenantDirectory
+from neuracrm_mlops.store.db.schema import MonthlySales, Prediction, PredictionDeadLetter
+from neuracrm_mlops.store.orgs import create_organization
+from neuracrm_mlops.store.tenancy import Tenant, TenantDirectory
 
 # -- the prediction log ----------------------------------------------------------------------------
 
@@ -231,8 +231,8 @@ def test_a_row_postgresql_refuses_goes_to_the_dead_letters_and_its_neighbours_la
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from neuracrm_mlops.db.engine import create_engine
-from neuracrm_mlops.prediction_log import (
+from neuracrm_mlops.store.db.engine import create_engine
+from neuracrm_mlops.inference.prediction_log import (
     PredictionJournal, PredictionLogWriter, insert_isolating, prediction_row
 )
 url, root, committed, total = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -25,7 +25,7 @@ needs_data = pytest.mark.skipif(not HAVE_DATA, reason="../shared/datasets is mis
 
 
 def _org(engine: sa.Engine, name: str) -> int:
-    from neuracrm_mlops.orgs import create_organization
+    from neuracrm_mlops.store.orgs import create_organization
 
     with engine.begin() as conn:
         ref, _ = create_organization(conn, name)
@@ -33,7 +33,7 @@ def _org(engine: sa.Engine, name: str) -> int:
 
 
 def _import_sentences(engine: sa.Engine, tmp_path: Path, limit: int = 600) -> int:
-    from neuracrm_mlops.ingest import import_file
+    from neuracrm_mlops.store.ingest import import_file
 
     org = _org(engine, "phrasebank")
     frame = real_datasets.phrasebank_interactions(seed=0, limit=limit).interactions
@@ -44,26 +44,26 @@ def _import_sentences(engine: sa.Engine, tmp_path: Path, limit: int = 600) -> in
 
 
 def served_answers(engine: sa.Engine) -> list[Any]:
-    from neuracrm_mlops.status import served_answers
+    from neuracrm_mlops.ops.status import served_answers
 
     return served_answers(engine)
 
 
 def _lineage(key: str) -> Any:
-    from neuracrm_mlops.training import Lineage
+    from neuracrm_mlops.training.train import Lineage
 
     return Lineage(run_key=f"test/{key}")
 
 
 def _open_alerts(engine: sa.Engine, kind: str) -> list[Any]:
-    from neuracrm_mlops.db.schema import Alert
+    from neuracrm_mlops.store.db.schema import Alert
 
     with engine.connect() as conn:
         return list(conn.execute(sa.select(Alert).where(Alert.kind == kind)).all())
 
 
 def _version_tags(name: str, version: str) -> dict[str, str]:
-    from neuracrm_mlops import registry
+    from neuracrm_mlops.store import registry
 
     return dict(registry.configure_mlflow().get_model_version(name, version).tags)
 
@@ -72,9 +72,10 @@ def _version_tags(name: str, version: str) -> dict[str, str]:
 def test_below_floor_sentiment_that_beats_vader_serves_with_one_warning(
     home_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neuracrm_mlops import registry, rollout
     from neuracrm_mlops.config import reset_settings
-    from neuracrm_mlops.training import train_sentiment
+    from neuracrm_mlops.release import rollout
+    from neuracrm_mlops.store import registry
+    from neuracrm_mlops.training.train import train_sentiment
 
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOORS", "sentiment=0.97")  # no real model reaches it
     reset_settings()
@@ -106,10 +107,10 @@ def test_below_floor_model_worse_than_the_fallback_is_rejected(
 ) -> None:
     from flaky_models import ConstantSentiment
 
-    from neuracrm_mlops import registry
     from neuracrm_mlops.config import reset_settings
     from neuracrm_mlops.models import sentiment_model
-    from neuracrm_mlops.training import train_sentiment
+    from neuracrm_mlops.store import registry
+    from neuracrm_mlops.training.train import train_sentiment
 
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOORS", "sentiment=0.97")
     reset_settings()
@@ -129,9 +130,10 @@ def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
 ) -> None:
     from flaky_models import BreaksOnLoadSentiment
 
-    from neuracrm_mlops import registry, rollout
     from neuracrm_mlops.models import sentiment_model
-    from neuracrm_mlops.training import train_sentiment
+    from neuracrm_mlops.release import rollout
+    from neuracrm_mlops.store import registry
+    from neuracrm_mlops.training.train import train_sentiment
 
     monkeypatch.setattr(
         sentiment_model, "train", lambda texts, labels, config: BreaksOnLoadSentiment("neutral")
@@ -156,7 +158,7 @@ def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
     assert registry.alias_version(client, registry.SENTIMENT_MODEL, "champion") is None
     # the refused challenger comes off through abort: alias removed, the ledger says so
     assert registry.alias_version(client, registry.SENTIMENT_MODEL, "challenger") is None
-    from neuracrm_mlops.ledger import latest_entries
+    from neuracrm_mlops.store.ledger import latest_entries
 
     assert [e.action for e in latest_entries(home_engine, limit=1)] == ["reject"]
     (sentiment,) = [a for a in served_answers(home_engine) if a.family == "sentiment"]
@@ -165,7 +167,7 @@ def test_a_version_the_service_cannot_load_is_rejected_and_rollout_refuses_it(
 
 def _log_judged_predictions(engine: sa.Engine, org: int, version: str, right: int, wrong: int) -> None:
     """Champion predictions of ``version`` with outcomes: ``right`` agree, ``wrong`` do not."""
-    from neuracrm_mlops.db.schema import Outcome, Prediction, utcnow
+    from neuracrm_mlops.store.db.schema import Outcome, Prediction, utcnow
 
     now = utcnow()
     rows, outcomes = [], []
@@ -211,10 +213,11 @@ def test_rollback_goes_to_previous_only_when_it_is_measured_better(
     previous_holdout: float,
     rolls_back: bool,
 ) -> None:
-    from neuracrm_mlops import registry, rollout
     from neuracrm_mlops.config import reset_settings
-    from neuracrm_mlops.monitoring import monitor_model
-    from neuracrm_mlops.training import train_sentiment
+    from neuracrm_mlops.monitoring.monitor import monitor_model
+    from neuracrm_mlops.release import rollout
+    from neuracrm_mlops.store import registry
+    from neuracrm_mlops.training.train import train_sentiment
 
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOORS", "sentiment=0.0")  # both versions register
     monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "50")
@@ -252,9 +255,11 @@ def test_rollback_goes_to_previous_only_when_it_is_measured_better(
 def test_leads_without_text_company_or_engagement_fields_train_register_load_and_serve(
     home_engine: sa.Engine, tmp_path: Path
 ) -> None:
-    from neuracrm_mlops import registry, rollout, servability
-    from neuracrm_mlops.ingest import import_file
-    from neuracrm_mlops.training import train_lead_scoring
+    from neuracrm_mlops.release import rollout
+    from neuracrm_mlops.store import registry
+    from neuracrm_mlops.store.ingest import import_file
+    from neuracrm_mlops.training import servability
+    from neuracrm_mlops.training.train import train_lead_scoring
 
     leads = real_datasets.bank_leads(800, start=41188 - 800)  # the newest calls: both outcomes
     assert not {"description", "company_employees", "company_revenue", "email_opens"} & set(leads.columns)
@@ -289,7 +294,7 @@ def test_leads_without_text_company_or_engagement_fields_train_register_load_and
 
 
 def _fallback_version() -> str:
-    from neuracrm_mlops import registry
+    from neuracrm_mlops.store import registry
 
     version = registry.alias_version(registry.configure_mlflow(), registry.LEAD_RULES_MODEL, "champion")
     assert version is not None

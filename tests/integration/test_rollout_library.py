@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from neuracrm_mlops import registry, rollout
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.db.schema import Alert, Prediction, PromotionLedgerEntry
-from neuracrm_mlops.live_stats import version_stats
-from neuracrm_mlops.outcomes import simulate_outcomes
-from neuracrm_mlops.prediction_log import prediction_row
+from neuracrm_mlops.inference.prediction_log import prediction_row
+from neuracrm_mlops.release import rollout
+from neuracrm_mlops.release.live_stats import version_stats
+from neuracrm_mlops.release.outcomes import simulate_outcomes
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.db.schema import Alert, Prediction, PromotionLedgerEntry
 
 
 def _register(versions: int) -> Any:
@@ -102,7 +103,7 @@ def test_a_rollout_without_outcomes_holds_alerts_after_the_deadline_and_never_pr
 
 
 def test_two_rollbacks_at_once_move_the_champion_only_once(engine: sa.Engine, tmp_path: Path) -> None:
-    from neuracrm_mlops import ledger
+    from neuracrm_mlops.store import ledger
 
     client = _register(2)
     client.set_registered_model_alias("lead_scoring", "champion", "1")
@@ -161,7 +162,7 @@ def test_two_rollbacks_at_once_move_the_champion_only_once(engine: sa.Engine, tm
 def test_a_rollout_needing_approval_waits_before_the_final_step_then_follows_the_review(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, answer: str
 ) -> None:
-    from neuracrm_mlops.pipelines import apply_review
+    from neuracrm_mlops.ops.pipelines import apply_review
 
     monkeypatch.setenv("NEURACRM_ROLLOUT_APPROVAL", "lead_scoring")
     monkeypatch.setenv("NEURACRM_ROLLOUT_STEPS", "50,100")
@@ -217,9 +218,9 @@ def test_shadow_predictions_are_judged_on_the_champions_entities_and_never_decid
 def test_monitoring_flags_drift_against_the_training_reference_and_bias_across_regions(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neuracrm_mlops.monitoring import monitor_model
-    from neuracrm_mlops.seeding import seed_database
-    from neuracrm_mlops.training import Lineage, train_lead_scoring
+    from neuracrm_mlops.monitoring.monitor import monitor_model
+    from neuracrm_mlops.store.seeding import seed_database
+    from neuracrm_mlops.training.train import Lineage, train_lead_scoring
 
     monkeypatch.setenv("NEURACRM_ACCURACY_FLOOR", "0.5")
     monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "20")
@@ -291,8 +292,8 @@ def two_versions_promoted(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) ->
 def test_after_the_runbooks_undo_a_degraded_champion_is_rolled_back_to_the_version_before_it(
     engine: sa.Engine, two_versions_promoted: Any
 ) -> None:
-    from neuracrm_mlops.alerts import get_alert
-    from neuracrm_mlops.monitoring import monitor_model
+    from neuracrm_mlops.monitoring.monitor import monitor_model
+    from neuracrm_mlops.store.alerts import get_alert
 
     manual = rollout.rollback("lead_scoring", actor="cli:oncall", reason="v3 looks off", engine=engine)
     assert manual.champion == "2"
@@ -339,8 +340,8 @@ def test_after_the_runbooks_undo_a_degraded_champion_is_rolled_back_to_the_versi
 def test_a_repeat_of_the_incident_after_the_undo_says_what_this_pass_did_not_what_an_earlier_one_did(
     engine: sa.Engine, two_versions_promoted: Any
 ) -> None:
-    from neuracrm_mlops.alerts import get_alert
-    from neuracrm_mlops.monitoring import monitor_model
+    from neuracrm_mlops.monitoring.monitor import monitor_model
+    from neuracrm_mlops.store.alerts import get_alert
 
     client = two_versions_promoted
     _degrade(engine, "3", "first-drop")
@@ -373,8 +374,8 @@ def test_a_repeat_of_the_incident_after_the_undo_says_what_this_pass_did_not_wha
 def test_repeated_degradations_do_not_ping_pong_into_a_version_rolled_back_before(
     engine: sa.Engine, two_versions_promoted: Any
 ) -> None:
-    from neuracrm_mlops.alerts import get_alert
-    from neuracrm_mlops.monitoring import monitor_model
+    from neuracrm_mlops.monitoring.monitor import monitor_model
+    from neuracrm_mlops.store.alerts import get_alert
 
     client = two_versions_promoted
     client.set_model_version_tag("lead_scoring", "3", "holdout_accuracy", "0.950000")
@@ -402,7 +403,7 @@ def test_repeated_degradations_do_not_ping_pong_into_a_version_rolled_back_befor
 def test_after_a_rollback_to_an_older_version_a_degradation_goes_to_the_one_never_rolled_back(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neuracrm_mlops.monitoring import monitor_model
+    from neuracrm_mlops.monitoring.monitor import monitor_model
 
     monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", "20")
     reset_settings()

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from neuracrm_mlops import ledger, registry, rollout, rollout_state
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.db.schema import Alert, PromotionLedgerEntry
-from neuracrm_mlops.rollout_state import FAILPOINT_EXIT_CODE, FAILPOINTS, reconcile_pending
+from neuracrm_mlops.release import rollout
+from neuracrm_mlops.release import state as rollout_state
+from neuracrm_mlops.release.state import FAILPOINT_EXIT_CODE, FAILPOINTS, reconcile_pending
+from neuracrm_mlops.store import ledger, registry
+from neuracrm_mlops.store.db.schema import Alert, PromotionLedgerEntry
 
 NAME = "lead_scoring"
 
@@ -37,7 +39,10 @@ def _promote(client: Any, engine: sa.Engine, version: str) -> None:
 def _crash_in_subprocess(failpoint: str, call: str) -> None:
     """Run ``call`` (Python, with ``rollout`` imported) in a fresh process that dies at ``failpoint``."""
     env = {**os.environ, "NEURACRM_ROLLOUT_FAILPOINT": failpoint}
-    code = f"from neuracrm_mlops import rollout\n{call}\nraise SystemExit('the failpoint was not reached')"
+    code = (
+        f"from neuracrm_mlops.release import rollout\n{call}\n"
+        "raise SystemExit('the failpoint was not reached')"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
     )

@@ -9,16 +9,16 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from neuracrm_mlops.db.engine import check_connection, create_engine
-from neuracrm_mlops.db.migrate import (
+from neuracrm_mlops.errors import DatabaseUnavailableError, SchemaNotReadyError
+from neuracrm_mlops.store.db.engine import check_connection, create_engine
+from neuracrm_mlops.store.db.migrate import (
     downgrade,
     head_revision,
     require_current_schema,
     upgrade,
 )
-from neuracrm_mlops.db.schema import Alert, Lead, PromotionLedgerEntry, metadata
-from neuracrm_mlops.errors import DatabaseUnavailableError, SchemaNotReadyError
-from neuracrm_mlops.orgs import create_organization
+from neuracrm_mlops.store.db.schema import Alert, Lead, PromotionLedgerEntry, metadata
+from neuracrm_mlops.store.orgs import create_organization
 
 
 def test_migrations_build_exactly_the_schema_the_models_describe(engine: sa.Engine) -> None:

@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from crm_files import table_counts
 
-from neuracrm_mlops.cli import main
-from neuracrm_mlops.db.schema import Interaction, Lead, MonthlySales
 from neuracrm_mlops.errors import SeedError
-from neuracrm_mlops.ingest import import_file
-from neuracrm_mlops.orgs import organization_for_api_key
-from neuracrm_mlops.seeding import seed_database
+from neuracrm_mlops.ops.cli import main
+from neuracrm_mlops.store.db.schema import Interaction, Lead, MonthlySales
+from neuracrm_mlops.store.ingest import import_file
+from neuracrm_mlops.store.orgs import organization_for_api_key
+from neuracrm_mlops.store.seeding import seed_database
 
 
 def _fingerprint(engine: sa.Engine) -> list[tuple[str, int]]:
@@ -44,8 +44,8 @@ def test_seed_fills_every_crm_table_and_writes_working_api_keys(engine: sa.Engin
 
 
 def test_the_same_seed_gives_the_same_data(engine: sa.Engine, tmp_path: Path) -> None:
-    from neuracrm_mlops.db.engine import create_engine
-    from neuracrm_mlops.db.migrate import upgrade
+    from neuracrm_mlops.store.db.engine import create_engine
+    from neuracrm_mlops.store.db.migrate import upgrade
 
     seed_database(8, 18, 11, engine=engine)
     other = create_engine(f"sqlite:///{tmp_path / 'other.sqlite'}")

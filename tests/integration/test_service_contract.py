@@ -83,11 +83,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStore]:
     }
     store = ServingStore(home, env)
     with environment(env):
-        from neuracrm_mlops import registry
-        from neuracrm_mlops.db.engine import get_engine
-        from neuracrm_mlops.db.migrate import upgrade
-        from neuracrm_mlops.seeding import seed_database
-        from neuracrm_mlops.training import Lineage, ensure_rule_baseline, train_lead_scoring
+        from neuracrm_mlops.store import registry
+        from neuracrm_mlops.store.db.engine import get_engine
+        from neuracrm_mlops.store.db.migrate import upgrade
+        from neuracrm_mlops.store.seeding import seed_database
+        from neuracrm_mlops.training.train import Lineage, ensure_rule_baseline, train_lead_scoring
 
         engine = get_engine()
         upgrade(engine)

@@ -56,13 +56,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStore]:
     }
     store = ServingStore(home, env)
     with environment(env):
-        from neuracrm_mlops import registry
-        from neuracrm_mlops.db.engine import get_engine
-        from neuracrm_mlops.db.migrate import upgrade
-        from neuracrm_mlops.db.schema import Organization
-        from neuracrm_mlops.forecast_training import train_forecasts_for
-        from neuracrm_mlops.seeding import seed_database
-        from neuracrm_mlops.training import Lineage, ensure_rule_baseline, train_lead_scoring, train_sentiment
+        from neuracrm_mlops.store import registry
+        from neuracrm_mlops.store.db.engine import get_engine
+        from neuracrm_mlops.store.db.migrate import upgrade
+        from neuracrm_mlops.store.db.schema import Organization
+        from neuracrm_mlops.store.seeding import seed_database
+        from neuracrm_mlops.training.forecasts import train_forecasts_for
+        from neuracrm_mlops.training.train import (
+            Lineage,
+            ensure_rule_baseline,
+            train_lead_scoring,
+            train_sentiment,
+        )
 
         engine = get_engine()
         upgrade(engine)
@@ -110,7 +115,7 @@ def call(server: ServerProcess, path: str, body: Any, key: str | None, **kwargs:
 
 
 def set_lead_aliases(store: ServingStore, *, champion: str, challenger: str | None, weight: float) -> None:
-    from neuracrm_mlops import registry
+    from neuracrm_mlops.store import registry
 
     client = store.mlflow()
     client.set_registered_model_alias("lead_scoring", "champion", champion)

@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
-from neuracrm_mlops import registry
 from neuracrm_mlops.config import reset_settings
 from neuracrm_mlops.models import lead_scoring_model as lsm
-from neuracrm_mlops.synthetic import generate_crm
-from neuracrm_mlops.training import Lineage, time_split, train_lead_scoring, train_sentiment
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.synthetic import generate_crm
+from neuracrm_mlops.training.train import Lineage, time_split, train_lead_scoring, train_sentiment
 
 LINEAGE = Lineage(
     run_key="train_lead_scoring/2026-11-01T00:00:00+00:00",
@@ -79,8 +79,8 @@ def test_versions_are_logged_models_with_signature_example_wheel_and_training_da
     import mlflow
     import pandas as pd
 
-    from neuracrm_mlops import model_packaging
-    from neuracrm_mlops.training import train_sentiment
+    from neuracrm_mlops.training import packaging as model_packaging
+    from neuracrm_mlops.training.train import train_sentiment
 
     lead = train_lead_scoring(LINEAGE, engine=seeded)
     sentiment = train_sentiment(Lineage(run_key="train_sentiment/1"), engine=seeded)

@@ -19,11 +19,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from neuracrm_mlops.db.schema import Alert, CategoryProfileRow, Lead, MonthlySales, ValidationRun
 from neuracrm_mlops.errors import NotFoundError
-from neuracrm_mlops.seeding import seed_database
-from neuracrm_mlops.synthetic import DEFAULT_END_MONTH, SyntheticCRM, generate_crm
-from neuracrm_mlops.validation import (
+from neuracrm_mlops.quality.validation import (
     CategoryProfile,
     ValidationFailedError,
     ValidationReport,
@@ -36,6 +33,9 @@ from neuracrm_mlops.validation import (
     validate_dataset,
     validate_frame,
 )
+from neuracrm_mlops.store.db.schema import Alert, CategoryProfileRow, Lead, MonthlySales, ValidationRun
+from neuracrm_mlops.store.seeding import seed_database
+from neuracrm_mlops.store.synthetic import DEFAULT_END_MONTH, SyntheticCRM, generate_crm
 
 # the seeded data ends with DEFAULT_END_MONTH; a fixed day after it keeps "no future months" stable
 REFERENCE_DATE = DEFAULT_END_MONTH + dt.timedelta(days=45)
@@ -460,8 +460,8 @@ def test_an_organization_is_judged_against_its_own_history(engine: sa.Engine) ->
 
 
 def test_a_new_organization_is_learned_in_an_all_organizations_run(engine: sa.Engine, tmp_path: Path) -> None:
-    from neuracrm_mlops.ingest import import_file
-    from neuracrm_mlops.orgs import create_organization
+    from neuracrm_mlops.store.ingest import import_file
+    from neuracrm_mlops.store.orgs import create_organization
 
     seed_database(3, 12, 3, engine=engine)
     validate_dataset("leads", engine=engine, reference_date=REFERENCE_DATE)
@@ -496,8 +496,8 @@ def test_a_new_organization_is_learned_in_an_all_organizations_run(engine: sa.En
 def test_an_empty_table_learns_nothing_so_the_first_import_is_not_flagged(
     engine: sa.Engine, tmp_path: Path
 ) -> None:
-    from neuracrm_mlops.ingest import import_file
-    from neuracrm_mlops.orgs import create_organization
+    from neuracrm_mlops.store.ingest import import_file
+    from neuracrm_mlops.store.orgs import create_organization
 
     with engine.begin() as conn:
         org, _ = create_organization(conn, "fresh")

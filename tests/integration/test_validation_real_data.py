@@ -15,16 +15,16 @@ import pytest
 import real_datasets
 import sqlalchemy as sa
 
-from neuracrm_mlops import synthetic
-from neuracrm_mlops.db.schema import Alert
-from neuracrm_mlops.ingest import import_file
-from neuracrm_mlops.orgs import create_organization
-from neuracrm_mlops.validation import (
+from neuracrm_mlops.quality.validation import (
     ValidationFailedError,
     load_category_profile,
     require_valid,
     validate_dataset,
 )
+from neuracrm_mlops.store import synthetic
+from neuracrm_mlops.store.db.schema import Alert
+from neuracrm_mlops.store.ingest import import_file
+from neuracrm_mlops.store.orgs import create_organization
 
 REAL_FILES = (
     Path("bank_marketing") / "bank-additional-full.csv",

@@ -19,8 +19,8 @@ from neuracrm_mlops.config import (
     reset_settings,
     serving_workers_from_environment,
 )
-from neuracrm_mlops.db.engine import normalize_url
 from neuracrm_mlops.errors import ConfigurationError
+from neuracrm_mlops.store.db.engine import normalize_url
 
 
 def test_defaults_put_every_store_under_the_data_dir(neuracrm_home: Path) -> None:
@@ -94,7 +94,7 @@ CONFIG_PY = Path("src/neuracrm_mlops/config.py")
 # NEURACRM_MONITOR_WINDOW_HOURS, NEURACRM_RETRY_DELAY_SECONDS and NEURACRM_LOG_LEVEL only to let a value
 # already set win and to restore them afterwards; it never interprets one: it sets them for its own
 # process (then reset_settings, so Settings parses them) and the processes it starts.
-DYNAMIC_READS_ALLOWED = {(Path("src/neuracrm_mlops/demo.py"), "demo_pacing")}
+DYNAMIC_READS_ALLOWED = {(Path("src/neuracrm_mlops/ops/demo.py"), "demo_pacing")}
 
 
 def _is_os_environ(node: ast.expr) -> bool:
@@ -291,7 +291,7 @@ def test_a_bad_log_level_falls_back_to_warning_with_a_note(monkeypatch: pytest.M
 
 
 def test_git_commit_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from neuracrm_mlops import registry
+    from neuracrm_mlops.store import registry
 
     monkeypatch.setenv("NEURACRM_GIT_COMMIT", "feedc0de")
     reset_settings()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuracrm_mlops.drift import (
+from neuracrm_mlops.quality.drift import (
     OTHER_CATEGORY,
     benjamini_hochberg,
     bias_metrics,
@@ -512,9 +512,9 @@ def test_a_sample_of_the_training_leads_as_the_service_logs_them_does_not_drift(
     fields left out, whole numbers as ints): no feature drifts, every one is tested."""
     import json
 
-    from neuracrm_mlops.drift import drift_against_profile, reference_profile
     from neuracrm_mlops.models.lead_scoring_model import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
-    from neuracrm_mlops.synthetic import generate_crm
+    from neuracrm_mlops.quality.drift import drift_against_profile, reference_profile
+    from neuracrm_mlops.store.synthetic import generate_crm
 
     leads = generate_crm(20, 24, 11, leads_per_org=200).leads
     profile = json.loads(json.dumps(reference_profile(leads, NUMERIC_COLUMNS, CATEGORICAL_COLUMNS)))

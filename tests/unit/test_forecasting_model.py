@@ -15,6 +15,7 @@ import pytest
 import real_datasets
 
 import neuracrm_mlops.models.forecasting_model as fm
+from neuracrm_mlops.models.forecasting import backtest, candidates, series
 from neuracrm_mlops.models.forecasting_model import (
     FittedForecaster,
     ForecastConfig,
@@ -142,7 +143,7 @@ def test_ensemble_beats_seasonal_naive_on_synthetic_seasonal_series() -> None:
 
 
 def test_prophet_forecast_read_from_its_parameters_matches_prophet_predict() -> None:
-    prophet_cls = fm._import_prophet()
+    prophet_cls = candidates._import_prophet()
     history = seasonal_series(40, seed=5)
     ds = pd.date_range("2021-01-01", periods=52, freq="MS")
     model = prophet_cls(
@@ -150,7 +151,7 @@ def test_prophet_forecast_read_from_its_parameters_matches_prophet_predict() -> 
     )
     model.fit(pd.DataFrame({"ds": ds[:40], "y": history.to_numpy()}), algorithm="LBFGS")
     expected = model.predict(pd.DataFrame({"ds": ds[40:]}))["yhat"].to_numpy()
-    np.testing.assert_allclose(fm._prophet_path(model, ds[40:]), expected, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(candidates._prophet_path(model, ds[40:]), expected, rtol=1e-9, atol=1e-6)
 
 
 def test_pickle_round_trip_keeps_the_forecast(production_fit: FittedForecaster) -> None:
@@ -178,14 +179,14 @@ def drifting_season_series(n: int, change_at: int, seed: int = 0) -> pd.Series:
 
 
 def uncapped_ctx(y: Any) -> Any:
-    return fm._Context(y, pd.Period("1985-01", freq="M"), ForecastConfig(max_fit_months=None))
+    return series._Context(y, pd.Period("1985-01", freq="M"), ForecastConfig(max_fit_months=None))
 
 
 def test_seasonal_indices_come_from_the_last_max_fit_months_aligned_to_the_calendar() -> None:
     y = drifting_season_series(400, change_at=200).to_numpy()
     first = pd.Period("1985-01", freq="M")
-    capped = fm._Context(y, first, ForecastConfig())
-    uncapped = fm._Context(y, first, ForecastConfig(max_fit_months=None))
+    capped = series._Context(y, first, ForecastConfig())
+    uncapped = series._Context(y, first, ForecastConfig(max_fit_months=None))
     for n in (400, 394, 383):  # the full fit and backtest origins: windows starting at any month
         idx = capped.indices(n)
         assert idx is not None
@@ -198,33 +199,33 @@ def test_seasonal_indices_come_from_the_last_max_fit_months_aligned_to_the_calen
 
 def test_backtest_origins_grow_only_while_each_keeps_a_full_window() -> None:
     config = ForecastConfig()  # 3 origins, 6 apart, 6 months scored; up to 6 origins; 120-month cap
-    assert fm._plan_origins(400, config, 24) == ([394, 388, 382, 376, 370, 364], 6)
-    assert fm._plan_origins(126, config, 24) == ([120, 114, 108], 6)  # the longest M3 series: 3
-    assert fm._plan_origins(138, config, 24) == ([132, 126, 120], 6)
-    assert fm._plan_origins(144, config, 24) == ([138, 132, 126, 120], 6)
-    assert fm._plan_origins(400, ForecastConfig(max_fit_months=None), 24) == ([394, 388, 382], 6)
-    assert fm._plan_origins(400, ForecastConfig(max_origins=3), 24) == ([394, 388, 382], 6)
+    assert backtest._plan_origins(400, config, 24) == ([394, 388, 382, 376, 370, 364], 6)
+    assert backtest._plan_origins(126, config, 24) == ([120, 114, 108], 6)  # the longest M3 series: 3
+    assert backtest._plan_origins(138, config, 24) == ([132, 126, 120], 6)
+    assert backtest._plan_origins(144, config, 24) == ([138, 132, 126, 120], 6)
+    assert backtest._plan_origins(400, ForecastConfig(max_fit_months=None), 24) == ([394, 388, 382], 6)
+    assert backtest._plan_origins(400, ForecastConfig(max_origins=3), 24) == ([394, 388, 382], 6)
 
 
 def test_a_long_history_fits_on_the_capped_window_and_forecasts_its_recent_pattern(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sarimax_lengths: list[int] = []
-    fit_sarimax = fm._fit_sarimax
+    fit_sarimax = candidates._fit_sarimax
 
     def recording(z: Any, *args: Any, **kwargs: Any) -> Any:
         sarimax_lengths.append(len(z))
         return fit_sarimax(z, *args, **kwargs)
 
-    monkeypatch.setattr(fm, "_fit_sarimax", recording)
+    monkeypatch.setattr(candidates, "_fit_sarimax", recording)
     interval_errors: list[list[int]] = []
-    interval_widths = fm._interval_widths
+    interval_widths = backtest._interval_widths
 
     def recording_widths(errors_by_step: Any, *args: Any) -> Any:
         interval_errors.append([e.size for e in errors_by_step])
         return interval_widths(errors_by_step, *args)
 
-    monkeypatch.setattr(fm, "_interval_widths", recording_widths)
+    monkeypatch.setattr(backtest, "_interval_widths", recording_widths)
     full = drifting_season_series(424, change_at=200, seed=1)
     history, future = full.iloc[:400], full.iloc[400:].to_numpy()
     fitted = train(history, NO_PROPHET)
@@ -250,7 +251,7 @@ def test_a_long_history_fits_on_the_capped_window_and_forecasts_its_recent_patte
 def test_prophet_and_the_linear_regression_see_the_last_max_fit_months_with_their_calendar(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    prophet_cls = fm._import_prophet()
+    prophet_cls = candidates._import_prophet()
     seen: list[pd.DataFrame] = []
 
     class RecordingProphet(prophet_cls):  # type: ignore[misc, valid-type]
@@ -258,33 +259,33 @@ def test_prophet_and_the_linear_regression_see_the_last_max_fit_months_with_thei
             seen.append(df.copy())
             return super().fit(df, **kwargs)
 
-    monkeypatch.setattr(fm, "_import_prophet", lambda: RecordingProphet)
+    monkeypatch.setattr(candidates, "_import_prophet", lambda: RecordingProphet)
     history = drifting_season_series(300, change_at=100)
     y = history.to_numpy()
-    ctx = fm._Context(y, pd.Period("1985-01", freq="M"), ForecastConfig())
-    path = fm._fc_prophet(y, 12, ctx, {})
+    ctx = series._Context(y, pd.Period("1985-01", freq="M"), ForecastConfig())
+    path = candidates._fc_prophet(y, 12, ctx, {})
     assert len(seen) == 1 and len(seen[0]) == 120
     assert seen[0]["ds"].iloc[0] == (pd.Period("1985-01", freq="M") + 180).start_time
     np.testing.assert_allclose(seen[0]["y"].to_numpy(), y[-120:])
     assert path.shape == (12,) and np.all(np.isfinite(path))
     # the linear regression fits the same window: as if the history started 180 months later
-    window_ctx = fm._Context(y[-120:], pd.Period("2000-01", freq="M"), ctx.config)
-    capped = fm._fc_linear(y, 12, ctx, {})
-    np.testing.assert_allclose(capped, fm._fc_linear(y[-120:], 12, window_ctx, {}))
-    assert not np.allclose(capped, fm._fc_linear(y, 12, uncapped_ctx(y), {}))
+    window_ctx = series._Context(y[-120:], pd.Period("2000-01", freq="M"), ctx.config)
+    capped = candidates._fc_linear(y, 12, ctx, {})
+    np.testing.assert_allclose(capped, candidates._fc_linear(y[-120:], 12, window_ctx, {}))
+    assert not np.allclose(capped, candidates._fc_linear(y, 12, uncapped_ctx(y), {}))
 
 
 def test_max_fit_months_none_uses_the_whole_history(monkeypatch: pytest.MonkeyPatch) -> None:
     lengths: list[int] = []
-    fit_sarimax = fm._fit_sarimax
+    fit_sarimax = candidates._fit_sarimax
 
     def recording(z: Any, *args: Any, **kwargs: Any) -> Any:
         lengths.append(len(z))
         return fit_sarimax(z, *args, **kwargs)
 
-    monkeypatch.setattr(fm, "_fit_sarimax", recording)
+    monkeypatch.setattr(candidates, "_fit_sarimax", recording)
     y = drifting_season_series(200, change_at=0).to_numpy()
-    fm._fc_arima(y, 6, uncapped_ctx(y), {})
+    candidates._fc_arima(y, 6, uncapped_ctx(y), {})
     assert lengths and min(lengths) == 200
 
 
@@ -388,7 +389,7 @@ def test_a_model_that_fails_is_dropped_with_its_reason(monkeypatch: pytest.Monke
     def broken(y: Any, h: int, ctx: Any, state: Any) -> Any:
         raise RuntimeError("solver exploded")
 
-    monkeypatch.setitem(fm._MODELS, "theta", fm._ModelSpec(broken, 4))
+    monkeypatch.setitem(candidates._MODELS, "theta", candidates._ModelSpec(broken, 4))
     fitted = train(seasonal_series(48), ForecastConfig(models=("theta", "linear", "seasonal_naive")))
     b = fitted.backtest
     assert b.chain_used == "full"
@@ -404,14 +405,16 @@ def test_a_model_that_fails_only_in_the_backtest_is_dropped(monkeypatch: pytest.
             raise ValueError("not enough data")
         return np.full(h, float(y[-1]))
 
-    monkeypatch.setitem(fm._MODELS, "theta", fm._ModelSpec(fails_on_shorter_histories, 4))
+    monkeypatch.setitem(candidates._MODELS, "theta", candidates._ModelSpec(fails_on_shorter_histories, 4))
     b = train(seasonal_series(48), ForecastConfig(models=("theta", "linear"))).backtest
     assert b.failures["theta"] == "backtest origin 2024-07 failed: ValueError: not enough data"
     assert b.weights == {"linear": 1.0}
 
 
 def test_a_model_returning_nonsense_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(fm._MODELS, "theta", fm._ModelSpec(lambda y, h, c, s: np.full(h, np.nan), 4))
+    monkeypatch.setitem(
+        candidates._MODELS, "theta", candidates._ModelSpec(lambda y, h, c, s: np.full(h, np.nan), 4)
+    )
     b = train(seasonal_series(48), ForecastConfig(models=("theta", "linear"))).backtest
     assert b.failures["theta"] == "fit returned non-finite values"
 
@@ -420,7 +423,7 @@ def test_when_every_model_fails_the_chain_goes_down_a_level(monkeypatch: pytest.
     def broken(y: Any, h: int, ctx: Any, state: Any) -> Any:
         raise RuntimeError("down")
 
-    monkeypatch.setitem(fm._MODELS, "theta", fm._ModelSpec(broken, 4))
+    monkeypatch.setitem(candidates._MODELS, "theta", candidates._ModelSpec(broken, 4))
     b = train(seasonal_series(30), ForecastConfig(models=("theta",))).backtest
     assert b.chain_used == "short"
     assert b.chain_tried["full"].startswith("every model failed: theta: fit failed: RuntimeError: down")

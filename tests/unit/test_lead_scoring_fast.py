@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from neuracrm_mlops.models import lead_scoring_model as lsm
-from neuracrm_mlops.synthetic import generate_crm
+from neuracrm_mlops.models.lead_scoring import lean as lean_path
+from neuracrm_mlops.store.synthetic import generate_crm
 
 # module-scoped fixtures, made once: the module runs on one worker
 pytestmark = pytest.mark.xdist_group("lead_scoring_fast")
@@ -235,7 +236,7 @@ def test_compile_scorer_rejects_a_lean_path_that_disagrees_with_the_pipeline(
     model: lsm.LeadScoringModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a lean featurizer that forgets to log-transform company size
-    original = lsm._design_matrix
+    original = lean_path._design_matrix
     employees = model.spec.numeric.index("company_employees")
 
     def forgetful(plan: Any, rows: Any) -> np.ndarray:
@@ -243,7 +244,7 @@ def test_compile_scorer_rejects_a_lean_path_that_disagrees_with_the_pipeline(
         design[:, plan.numeric_start + employees] = np.expm1(design[:, plan.numeric_start + employees])
         return design
 
-    monkeypatch.setattr(lsm, "_design_matrix", forgetful)
+    monkeypatch.setattr(lean_path, "_design_matrix", forgetful)
     with pytest.raises(lsm.LeanScorerError, match="differ"):
         lsm.compile_scorer(model)
 
@@ -266,4 +267,4 @@ def test_self_check_leads_cover_every_known_category(model: lsm.LeadScoringModel
     assert list(encoder.feature_names_in_) == list(model.spec.categorical)
     for column, categories in zip(model.spec.categorical, encoder.categories_, strict=True):
         assert set(categories) <= set(sent[column]), column
-        assert lsm._UNSEEN in set(sent[column]) or column == "seniority", column
+        assert lean_path._UNSEEN in set(sent[column]) or column == "seniority", column

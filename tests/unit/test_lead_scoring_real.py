@@ -10,7 +10,7 @@ import real_datasets  # benchmarks/ is on the test path (pyproject: pythonpath)
 from sklearn.metrics import roc_auc_score
 
 from neuracrm_mlops.models import lead_scoring_model as lsm
-from neuracrm_mlops.servability import jsonable_records
+from neuracrm_mlops.training.servability import jsonable_records
 
 BANK_FILE = real_datasets.datasets_dir() / "bank_marketing" / "bank-additional-full.csv"
 BANK_ROWS = 41_188

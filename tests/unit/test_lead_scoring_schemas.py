@@ -14,8 +14,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from neuracrm_mlops.models import lead_scoring_model as lsm
-from neuracrm_mlops.servability import jsonable_records
-from neuracrm_mlops.synthetic import generate_crm
+from neuracrm_mlops.store.synthetic import generate_crm
+from neuracrm_mlops.training.servability import jsonable_records
 
 # module-scoped fixtures, made once: the module runs on one worker
 pytestmark = pytest.mark.xdist_group("lead_scoring_schemas")

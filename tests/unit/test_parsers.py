@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from neuracrm_mlops.ingest import (
+from neuracrm_mlops.store.ingest import (
     DATASETS,
     FIELD_ERRORS_KEY,
     ImportProgress,

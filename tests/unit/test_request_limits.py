@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from neuracrm_mlops.orgs import new_api_key
-from neuracrm_mlops.request_limits import (
+from neuracrm_mlops.inference.request_limits import (
     AbuseHold,
     BucketTable,
     RequestLimits,
@@ -19,8 +18,9 @@ from neuracrm_mlops.request_limits import (
     replay_body,
     retry_after_seconds,
 )
-from neuracrm_mlops.seeding import seeded_api_key
 from neuracrm_mlops.serving.service import validation_error_body
+from neuracrm_mlops.store.orgs import new_api_key
+from neuracrm_mlops.store.seeding import seeded_api_key
 
 
 def test_a_bucket_gives_its_burst_then_refills_at_its_rate() -> None:

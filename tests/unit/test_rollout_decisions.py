@@ -7,9 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from neuracrm_mlops.rollout_decisions import (
-    ChampionHistory,
-    ChampionMove,
+from neuracrm_mlops.release.decisions import (
     CohortDecision,
     CohortMember,
     LiveVerdict,
@@ -17,7 +15,6 @@ from neuracrm_mlops.rollout_decisions import (
     RolloutDecision,
     RolloutPolicy,
     VersionLiveStats,
-    champion_history,
     choose_rollback_target,
     decide_cohort_step,
     decide_live_accuracy,
@@ -25,6 +22,8 @@ from neuracrm_mlops.rollout_decisions import (
     decide_rollout_step,
     should_alert,
 )
+from neuracrm_mlops.store.ledger import ChampionHistory, ChampionMove
+from neuracrm_mlops.store.ledger import champion_history_of as champion_history
 
 POLICY = RolloutPolicy()
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import real_datasets
 
-from neuracrm_mlops import registry
 from neuracrm_mlops.models import sentiment_model as sm
-from neuracrm_mlops.synthetic import generate_crm
-from neuracrm_mlops.training import time_split
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.synthetic import generate_crm
+from neuracrm_mlops.training.train import time_split
 
 # module-scoped fixtures, made once: the module runs on one worker
 pytestmark = pytest.mark.xdist_group("sentiment_model")
@@ -163,8 +163,8 @@ def test_missing_values_and_non_strings_are_read_as_text(crm_model: sm.Sentiment
 
 
 def test_the_pyfunc_scores_a_text_column_of_the_str_dtype(crm_model: sm.SentimentClassifier) -> None:
+    from neuracrm_mlops.inference.predictor import prepare_servable
     from neuracrm_mlops.models.pyfunc_wrappers import SentimentPyfunc
-    from neuracrm_mlops.predictor import prepare_servable
 
     wrapper = SentimentPyfunc()
     wrapper.model = crm_model
@@ -174,7 +174,9 @@ def test_the_pyfunc_scores_a_text_column_of_the_str_dtype(crm_model: sm.Sentimen
     answer = wrapper.predict(None, frame)
     assert list(answer["label"]) == [r["label"] for r in sm.predict(crm_model, list(frame["text"]))]
     assert answer["score"].between(0, 1).all()
-    assert prepare_servable(registry.SENTIMENT_MODEL, crm_model) is crm_model
+    assert prepare_servable(wrapper) is crm_model  # dispatched on the wrapper: the sentiment family's
+    with pytest.raises(ValueError, match=f"no serving preparation for a {type(crm_model).__name__}"):
+        prepare_servable(crm_model)  # not wrapped: no family claims it
 
 
 def test_negations_mark_the_words_up_to_the_end_of_the_clause() -> None:

@@ -18,19 +18,25 @@ import sqlalchemy as sa
 from serving_fakes import FakeModel, FakeRegistry, forecast_predictor
 from serving_support import free_port
 
-from neuracrm_mlops import registry
 from neuracrm_mlops.config import Settings, reset_settings
-from neuracrm_mlops.db.engine import DependencyState, create_serving_engine, track_database_health
 from neuracrm_mlops.errors import ConfigurationError
-from neuracrm_mlops.forecast_cache import ForecastCache
-from neuracrm_mlops.live_models import LiveModels
+from neuracrm_mlops.inference.forecast_cache import ForecastCache
+from neuracrm_mlops.inference.live_models import LiveModels
+from neuracrm_mlops.inference.prediction_log import PredictionLogWriter
+from neuracrm_mlops.inference.predictor import DependencyUnavailableError, MicroBatcher, Predictor, ScoreItem
+from neuracrm_mlops.inference.routing import bucket, canary_cohort, choose_route
 from neuracrm_mlops.models.lead_scoring_model import RuleScorer, compile_scorer
 from neuracrm_mlops.models.sentiment_model import VaderScorer
-from neuracrm_mlops.orgs import hash_api_key
-from neuracrm_mlops.prediction_log import PredictionLogWriter
-from neuracrm_mlops.predictor import DependencyUnavailableError, MicroBatcher, Predictor, ScoreItem
-from neuracrm_mlops.routing import bucket, canary_cohort, choose_route
-from neuracrm_mlops.tenancy import AuthError, Tenant, TenantDirectory, bearer_token, require_same_organization
+from neuracrm_mlops.store import registry
+from neuracrm_mlops.store.db.engine import DependencyState, create_serving_engine, track_database_health
+from neuracrm_mlops.store.orgs import hash_api_key
+from neuracrm_mlops.store.tenancy import (
+    AuthError,
+    Tenant,
+    TenantDirectory,
+    bearer_token,
+    require_same_organization,
+)
 
 # -- routing ---------------------------------------------------------------------------------------
 

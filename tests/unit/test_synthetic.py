@@ -20,8 +20,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from threadpoolctl import threadpool_limits
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from neuracrm_mlops import synthetic
-from neuracrm_mlops.synthetic import (
+from neuracrm_mlops.store import synthetic
+from neuracrm_mlops.store.synthetic import (
     BUDGET_SIGNALS,
     CHANNELS,
     DEFAULT_END_MONTH,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from neuracrm_mlops.errors import ConfigurationError
-from neuracrm_mlops.validation import (
+from neuracrm_mlops.quality.validation import (
     DEFAULT_MAX_NEW_VALUE_SHARE,
     CategoryProfile,
     ExpectationOutcome,

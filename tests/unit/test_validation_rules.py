@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuracrm_mlops import synthetic
 from neuracrm_mlops.errors import ConfigurationError
 from neuracrm_mlops.models import sentiment_model
-from neuracrm_mlops.validation import (
+from neuracrm_mlops.quality.validation import (
     DATASET_SUITES,
     DEFAULT_GX_ROOT,
     ExpectationOutcome,
@@ -32,6 +31,7 @@ from neuracrm_mlops.validation import (
     snapshot_hash,
     suite_parameters,
 )
+from neuracrm_mlops.store import synthetic
 
 RUN_TIME_PARAMETERS = {"reference_month", "end_of_reference_day", "min_row_count"}
 LEARNED_CATEGORIES = {

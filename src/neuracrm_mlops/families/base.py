@@ -13,6 +13,8 @@ instead of branching on family strings:
 - ``accuracy_measure`` and ``predicted_label``: how live accuracy is measured, as the monitor does it
   (``label_match``: the share of correct labels, each output's label from ``predicted_label``;
   ``one_minus_wape``: ``max(0, 1 - WAPE)`` over the months with an actual);
+- ``outcome_labels`` and ``outcome_aliases``: the labels a recorded outcome may carry and the other
+  spellings a CRM export uses for them (``true`` -> ``converted``); none: outcomes are values;
 - ``fallback``: what answers when no model version does;
 - ``rollout_strategy``: ``traffic_share`` (the canary weight is a share of requests) or
   ``organization_cohort`` (a share of organizations, each judged on its own actuals);
@@ -26,11 +28,11 @@ them, so a family's trainer imports its training module when it is called.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 if TYPE_CHECKING:
-    from neuracrm_mlops.training import Lineage
+    from neuracrm_mlops.training.train import Lineage
 
 Naming = Literal["shared", "per_organization"]
 RolloutStrategy = Literal["traffic_share", "organization_cohort"]
@@ -96,6 +98,12 @@ class ModelFamily(Protocol):
     @property
     def accuracy_measure(self) -> AccuracyMeasure: ...
     @property
+    def outcome_labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def outcome_aliases(self) -> Mapping[str, str]: ...
+
+    @property
     def checks(self) -> MonitoringChecks: ...
     @property
     def cli_train(self) -> CliTrain: ...
@@ -138,6 +146,8 @@ class FamilySpec:
     checks: MonitoringChecks = MonitoringChecks()
     cli_train: CliTrain = CliTrain()
     model_prefix: str = ""
+    outcome_labels: tuple[str, ...] = ()  # none: the family's outcomes are values (forecast actuals)
+    outcome_aliases: Mapping[str, str] = field(default_factory=dict)  # other spellings -> a label
 
     def __post_init__(self) -> None:
         if self.naming not in NAMINGS:

@@ -11,7 +11,7 @@ CONVERTED, NOT_CONVERTED = "converted", "not_converted"
 
 
 def train(request: TrainRequest) -> dict[str, Any]:
-    from neuracrm_mlops import training
+    from neuracrm_mlops.training import train as training
 
     outcome: dict[str, Any] = training.train_lead_scoring(request.lineage).as_dict()
     return outcome
@@ -35,5 +35,11 @@ FAMILY = FamilySpec(
     accuracy_measure="label_match",
     trainer=train,
     label_of=predicted_label,
+    outcome_labels=(CONVERTED, NOT_CONVERTED),
+    # what CRM exports write for a lead's outcome: booleans, 1/0, yes/no
+    outcome_aliases={
+        **dict.fromkeys(("true", "1", "yes", "y", "t"), CONVERTED),
+        **dict.fromkeys(("false", "0", "no", "n", "f"), NOT_CONVERTED),
+    },
     checks=MonitoringChecks(),  # health, drift and bias (across NEURACRM_BIAS_ATTRIBUTE)
 )

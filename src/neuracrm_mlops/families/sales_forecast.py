@@ -10,7 +10,7 @@ from neuracrm_mlops.families.base import CliTrain, FamilySpec, MonitoringChecks,
 
 def train(request: TrainRequest) -> dict[str, Any]:
     """Every organization's forecast, or ``request.organization``'s (workers and progress: the CLI)."""
-    from neuracrm_mlops.forecast_training import train_forecasts_for
+    from neuracrm_mlops.training.forecasts import train_forecasts_for
 
     options: dict[str, Any] = {}
     if request.workers is not None:

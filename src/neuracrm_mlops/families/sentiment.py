@@ -9,7 +9,7 @@ from neuracrm_mlops.families.base import FamilySpec, MonitoringChecks, TrainRequ
 
 
 def train(request: TrainRequest) -> dict[str, Any]:
-    from neuracrm_mlops import training
+    from neuracrm_mlops.training import train as training
 
     outcome: dict[str, Any] = training.train_sentiment(request.lineage).as_dict()
     return outcome
@@ -30,5 +30,6 @@ FAMILY = FamilySpec(
     accuracy_measure="label_match",
     trainer=train,
     label_of=predicted_label,
+    outcome_labels=("negative", "neutral", "positive"),
     checks=MonitoringChecks(bias=False),  # the bias check reads converted / not converted labels
 )

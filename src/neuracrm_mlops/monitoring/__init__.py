@@ -1,0 +1,1 @@
+"""Monitoring: the scheduled pass over live accuracy, drift and bias, and alert delivery."""
