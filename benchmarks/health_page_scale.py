@@ -11,7 +11,7 @@ leave out the first run, which also pays for MLflow's start-up in the process.
 
     python benchmarks/health_page_scale.py                       # 1,000 orgs, seeded in a temp dir
     python benchmarks/health_page_scale.py --home /tmp/hp1000    # seed once, reuse on later runs
-    git show 8f01152:src/neuracrm_mlops/ops/health_page.py > /tmp/health_page_before.py
+    git show 8f01152:src/neuracrm_mlops/health_page.py > /tmp/health_page_before.py
     python benchmarks/health_page_scale.py --home /tmp/hp1000 --health-page-file /tmp/health_page_before.py
 
 ``--health-page-file`` times another version of the module (e.g. the one before a change) on the
