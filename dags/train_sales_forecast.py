@@ -55,9 +55,13 @@ def train_sales_forecast() -> None:
 
     @task
     def plan_forecast_chunks(validation: dict[str, Any]) -> list[list[int]]:
+        from airflow.configuration import conf
+
+        from neuracrm_mlops.config import get_settings
         from neuracrm_mlops.training.forecasts import plan_forecast_chunks as plan
 
-        return plan()
+        # never more mapped tasks than Airflow accepts ([core] max_map_length, 1,024 by default)
+        return plan(max_chunks=min(get_settings().forecast_max_chunks, conf.getint("core", "max_map_length")))
 
     @task(max_active_tis_per_dagrun=2)
     def train_forecast_chunk(

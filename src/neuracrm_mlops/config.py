@@ -30,6 +30,7 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_IMPORT_MAX_FIELD_BYTES",
     "NEURACRM_IMPORT_PROGRESS_SECONDS",
     "NEURACRM_FORECAST_CHUNK_SIZE",
+    "NEURACRM_FORECAST_MAX_CHUNKS",
     "NEURACRM_MODEL_POLL_SECONDS",
     # abuse limits of the prediction service (request_limits.py)
     "NEURACRM_MAX_REQUEST_BYTES",
@@ -270,6 +271,9 @@ class Settings:
     # `import` without a terminal (piped, in a log): a progress line at most this often (0: every chunk)
     import_progress_seconds: float = 5.0
     forecast_chunk_size: int = 50
+    # the most mapped train_forecast_chunk tasks one run makes: chunks grow past forecast_chunk_size to
+    # stay under it (Airflow refuses more than [core] max_map_length, 1,024, mapped task instances)
+    forecast_max_chunks: int = 1_000
     model_poll_seconds: float = 10.0
     # prediction service abuse limits (request_limits.py; rates and buckets are per worker process).
     # The largest request body accepted: 1,000 realistic leads are ~0.55 MB, 1,000 leads or texts at
@@ -395,6 +399,7 @@ class Settings:
                 "NEURACRM_IMPORT_PROGRESS_SECONDS", 5.0, low=0.0, high=3_600.0
             ),
             forecast_chunk_size=_env_int("NEURACRM_FORECAST_CHUNK_SIZE", 50, low=1, high=100_000),
+            forecast_max_chunks=_env_int("NEURACRM_FORECAST_MAX_CHUNKS", 1_000, low=1, high=100_000),
             model_poll_seconds=_env_float("NEURACRM_MODEL_POLL_SECONDS", 10.0, low=0.1, high=3_600.0),
             max_request_bytes=_env_int(
                 "NEURACRM_MAX_REQUEST_BYTES", 8 * 1024 * 1024, low=1_024, high=1024 * 1024 * 1024

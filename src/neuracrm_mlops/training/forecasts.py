@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,24 +82,48 @@ class ForecastTrainingSummary:
         return {**asdict(self), "status_counts": self.status_counts}
 
 
+def chunk_ids(ids: Sequence[int], chunk_size: int, max_chunks: int) -> list[list[int]]:
+    """``ids`` in order, in ``ceil(len / size)`` chunks of near-equal size (they differ by at most one),
+    where ``size = max(chunk_size, ceil(len / max_chunks))``: chunks of ``chunk_size`` until that would
+    make more than ``max_chunks`` of them, then larger ones. 1,000 organizations at 50: 20 chunks of
+    50; 100,000 at 50 with at most 1,000: 1,000 chunks of 100."""
+    if chunk_size < 1 or max_chunks < 1:
+        raise ValueError(f"chunk_size and max_chunks must be at least 1, got {chunk_size} and {max_chunks}")
+    if not ids:
+        return []
+    size = max(chunk_size, math.ceil(len(ids) / max_chunks))
+    count = math.ceil(len(ids) / size)
+    base, extra = divmod(len(ids), count)
+    chunks, start = [], 0
+    for index in range(count):
+        end = start + base + (1 if index < extra else 0)
+        chunks.append(list(ids[start:end]))
+        start = end
+    return chunks
+
+
 def plan_forecast_chunks(
-    chunk_size: int | None = None, *, engine: sa.Engine | None = None
+    chunk_size: int | None = None, *, max_chunks: int | None = None, engine: sa.Engine | None = None
 ) -> list[list[int]]:
     """Organization ids in chunks: one mapped task each (1,000 organizations -> 20 tasks at 50).
 
-    The chunk size defaults to NEURACRM_FORECAST_CHUNK_SIZE (50). Also makes sure the MLflow store
-    and the experiment exist before the chunks fan out: on a fresh database-backed store, two tasks
-    creating MLflow's tables at once failed one of them (duplicate ``alembic_version``).
+    The chunk size defaults to NEURACRM_FORECAST_CHUNK_SIZE (50), the most chunks to
+    NEURACRM_FORECAST_MAX_CHUNKS (1,000; the DAG also caps it at Airflow's ``max_map_length``); see
+    :func:`chunk_ids`. Also makes sure the MLflow store and the experiment exist before the chunks fan
+    out: on a fresh database-backed store, two tasks creating MLflow's tables at once failed one of
+    them (duplicate ``alembic_version``).
     """
-    chunk_size = chunk_size or get_settings().forecast_chunk_size
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    settings = get_settings()
+    chunk_size = chunk_size or settings.forecast_chunk_size
+    max_chunks = max_chunks or settings.forecast_max_chunks
+    if chunk_size < 1 or max_chunks < 1:
+        raise ValueError(f"chunk_size and max_chunks must be at least 1, got {chunk_size} and {max_chunks}")
     engine = engine or get_engine()
     require_current_schema(engine)
     registry.ensure_experiment(EXPERIMENT)
     with engine.connect() as conn:
         ids = list(conn.scalars(sa.select(Organization.id).order_by(Organization.id)))
-    return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    return chunk_ids(ids, chunk_size, max_chunks)
 
 
 @dataclass
