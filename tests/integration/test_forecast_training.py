@@ -39,9 +39,10 @@ def test_plan_creates_the_mlflow_experiment_before_the_chunks_fan_out(engine: sa
 
     chunks = plan_forecast_chunks(3, engine=engine)
 
-    assert chunks == [[1, 2, 3], [4, 5, 6], [7]]
+    assert chunks == [[1, 2, 3], [4, 5], [6, 7]]  # chunks of near-equal size, at most 3 each
     assert client.get_experiment_by_name(EXPERIMENT) is not None
-    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+    assert plan_forecast_chunks(3, max_chunks=2, engine=engine) == [[1, 2, 3, 4], [5, 6, 7]]  # the cap binds
+    with pytest.raises(ValueError, match="must be at least 1"):
         plan_forecast_chunks(-1, engine=engine)
 
 
