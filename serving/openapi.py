@@ -37,6 +37,13 @@ OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/docs.json"
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_MAX_CHARS = 64
+# every answer names the prediction service replica that gave it (NEURACRM_REPLICA_NAME)
+REPLICA_HEADER = "X-NeuraCRM-Replica"
+REPLICA_HEADER_DOC = {
+    "description": "The prediction service replica that answered (`NEURACRM_REPLICA_NAME`, default "
+    "`<hostname>:<port>`); every answer carries it.",
+    "schema": {"type": "string"},
+}
 
 Document = dict[str, Any]
 
@@ -52,13 +59,11 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 
 
 def _error(description: str, *, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {
+    return {
         "description": description,
+        "headers": {**(headers or {}), REPLICA_HEADER: REPLICA_HEADER_DOC},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
     }
-    if headers:
-        response["headers"] = headers
-    return response
 
 
 def _error_responses(settings: Settings, *, not_found: str | None) -> dict[str, Any]:
@@ -146,7 +151,10 @@ def _api_operation(
         "responses": {
             "200": {
                 "description": "The predictions, each naming the model version (and route) that made it.",
-                "headers": {REQUEST_ID_HEADER: {**request_id, "required": True}},
+                "headers": {
+                    REQUEST_ID_HEADER: {**request_id, "required": True},
+                    REPLICA_HEADER: {**REPLICA_HEADER_DOC, "required": True},
+                },
                 "content": {"application/json": {"schema": schemas[(response, "serialization")]}},
             },
             **_error_responses(settings, not_found=not_found),
@@ -248,8 +256,8 @@ def openapi_document(settings: Settings, version: str) -> Document:
             "/status/": _infrastructure(
                 "Service status",
                 {
-                    "200": "Loaded model versions, canary weights, registry poll, prediction log and "
-                    "dependency state, as JSON.",
+                    "200": "This replica's name (`replica`), loaded model versions, canary weights, "
+                    "registry poll, prediction log, forecast cache and dependency state, as JSON.",
                     "503": "The service is starting.",
                 },
             ),
@@ -267,4 +275,4 @@ def openapi_document(settings: Settings, version: str) -> Document:
     }
 
 
-__all__ = ["DOCUMENT_PATH", "OPENAPI_VERSION", "openapi_document"]
+__all__ = ["DOCUMENT_PATH", "OPENAPI_VERSION", "REPLICA_HEADER", "openapi_document"]

@@ -7,9 +7,11 @@ canary routing, fallbacks, the prediction log, the forecast cache) happens in
 
 Run it: ``bentoml serve neuracrm_mlops.serving.service:PredictionService --port 3000``.
 Besides the APIs: ``/healthz`` (alive), ``/readyz`` (models loaded), ``/metrics`` (Prometheus),
-``/status/`` (loaded versions, canary weights, poll and log state, as JSON), ``/docs.json`` (the
-OpenAPI 3.1 document, ``openapi.py``) and ``/`` (BentoML's Swagger UI for it). The abuse limits (body
-size, content type, rate limits) are enforced by ``RequestGate`` (``request_limits``).
+``/status/`` (this replica's name, loaded versions, canary weights, poll and log state, as JSON),
+``/docs.json`` (the OpenAPI 3.1 document, ``openapi.py``) and ``/`` (BentoML's Swagger UI for it). The
+abuse limits (body size, content type, rate limits) are enforced by ``RequestGate``
+(``request_limits``). Every answer names the replica that gave it (``X-NeuraCRM-Replica``), so that
+replicas behind one address can be told apart.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from neuracrm_mlops.inference.predictor import (
     build_predictor,
     content_entity_id,
     elapsed_ms,
+    replica_name,
 )
 from neuracrm_mlops.inference.request_limits import (
     API_KEY_SHAPE_TEXT,
@@ -61,7 +64,7 @@ from neuracrm_mlops.inference.request_limits import (
     retry_after_seconds,
     too_large_message,
 )
-from neuracrm_mlops.serving.openapi import DOCUMENT_PATH
+from neuracrm_mlops.serving.openapi import DOCUMENT_PATH, REPLICA_HEADER
 from neuracrm_mlops.serving.schemas import (
     ForecastRequest,
     ForecastResponse,
@@ -91,9 +94,37 @@ class _Runtime:
     tenants: TenantDirectory | None = None
     predictor: Predictor | None = None
     metrics: ServingMetrics | None = None
+    # this replica's name (replica_of): in /status/, X-NeuraCRM-Replica and every prediction row
+    replica: str | None = None
 
 
 RUNTIME = _Runtime()
+
+
+def replica_of(scope: Scope) -> str:
+    """This replica's name (``predictor.replica_name``), settled on the first request: without
+    ``NEURACRM_REPLICA_NAME``, ``<hostname>:<port>`` with the port the request came in on (BentoML hands
+    its workers a listening socket, not the port)."""
+    name = RUNTIME.replica
+    if name is None:
+        server = scope.get("server")
+        port = server[1] if isinstance(server, tuple | list) and len(server) > 1 else None
+        name = RUNTIME.replica = replica_name(get_settings().replica_name, port)
+    return name
+
+
+_REPLICA_HEADER_NAME = REPLICA_HEADER.lower().encode("ascii")
+
+
+def _replica_sender(send: Send, replica: bytes) -> Send:
+    """``send`` that names this replica in every answer (``X-NeuraCRM-Replica``)."""
+
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), (_REPLICA_HEADER_NAME, replica)]
+        await send(message)
+
+    return sender
 
 
 def error_response(
@@ -178,6 +209,7 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _replica_sender(send, replica_of(scope).encode("ascii"))
         path = scope["path"]
         if path == DOCUMENT_PATH and scope["method"] in ("GET", "HEAD"):
             await self.document()(scope, receive, send)
@@ -392,13 +424,14 @@ async def _authenticate(tenants: TenantDirectory, authorization: str | None) -> 
     return tenant
 
 
-async def status_page(_: Request) -> JSONResponse:
-    """Loaded versions, canary weights, poll state, and each dependency's last success and error
-    (computed from memory: answers at once even when every dependency is down)."""
+async def status_page(request: Request) -> JSONResponse:
+    """This replica's name, loaded versions, canary weights, poll state, and each dependency's last
+    success and error (computed from memory: answers at once even when every dependency is down)."""
     predictor = RUNTIME.predictor
+    replica = replica_of(request.scope)
     if predictor is None:
-        return JSONResponse({"ready": False, "detail": "starting"}, status_code=503)
-    return JSONResponse(predictor.health())
+        return JSONResponse({"replica": replica, "ready": False, "detail": "starting"}, status_code=503)
+    return JSONResponse({"replica": replica, **predictor.health()})
 
 
 status_app = Starlette(routes=[Route("/", status_page)])
@@ -551,7 +584,7 @@ class PredictionService:
     ) -> None:
         """Queue the prediction rows and update the metrics (latency measured up to here)."""
         took = elapsed_ms(started)
-        self.predictor.record(model_name, tenant, answers, request_id, took)
+        self.predictor.record(model_name, tenant, answers, request_id, took, replica=RUNTIME.replica)
         self.metrics.observe(family, endpoint, answers, took / 1000)
 
     @bentoml.api(route="/score")

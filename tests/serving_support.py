@@ -117,17 +117,23 @@ class ServingStore:
 
 
 class ServerProcess:
-    """`bentoml serve` on a free port, with the store's environment; stopped gracefully (SIGTERM)."""
+    """`bentoml serve` on a free port, with the store's environment; stopped gracefully (SIGTERM).
 
-    def __init__(self, store: ServingStore, **extra_env: str) -> None:
+    ``cwd``: the server's own working directory (created), holding its BENTOML_HOME and its log, as a
+    replica on its own host would; by default it runs in the repository with the store's."""
+
+    def __init__(self, store: ServingStore, *, cwd: Path | None = None, **extra_env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = store.home / f"bentoml-{self.port}.log"
+        if cwd is not None:
+            cwd.mkdir(parents=True, exist_ok=True)
+        base = cwd or store.home
+        self.log_path = base / f"bentoml-{self.port}.log"
         env = {
             **os.environ,
             **store.env,
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-            "BENTOML_HOME": str(store.home / "bentoml"),
+            "BENTOML_HOME": str(base / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
             **extra_env,
         }
@@ -135,7 +141,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [str(BENTOML), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(self.port)],
             env=env,
-            cwd=REPO,
+            cwd=cwd or REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

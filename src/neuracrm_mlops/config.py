@@ -93,6 +93,8 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_GX_ROOT",
     # BentoML worker processes of the prediction service (read when serving/service.py is imported)
     "NEURACRM_SERVING_WORKERS",
+    # the prediction service replica's name (/status/, X-NeuraCRM-Replica, predictions.replica)
+    "NEURACRM_REPLICA_NAME",
     # every DAG's start_date (dag_support; read through settings_for_dag_parsing)
     "NEURACRM_DAG_START_DATE",
 )
@@ -237,6 +239,24 @@ def _env_git_commit(name: str) -> str | None:
     return raw
 
 
+REPLICA_NAME_MAX_CHARS = 128
+
+
+def _env_replica_name(name: str) -> str | None:
+    """The prediction service replica's name: 1 to 128 visible ASCII characters, no spaces (it goes into
+    an HTTP header and the ``predictions.replica`` column). Unset or empty: None, the service names itself
+    ``<hostname>:<port>`` (``neuracrm_mlops.inference.predictor.replica_name``)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) > REPLICA_NAME_MAX_CHARS or any(not "!" <= ch <= "~" for ch in raw):
+        raise ConfigurationError(
+            f"{name}={raw[:140]!r} must be a replica name (accepted: 1 to {REPLICA_NAME_MAX_CHARS} visible "
+            "ASCII characters without spaces, e.g. the pod name or host:port; empty: <hostname>:<port>)"
+        )
+    return raw
+
+
 def _env_datetime(name: str, default: dt.datetime) -> dt.datetime:
     """An ISO-8601 date or time, UTC unless it names its offset; empty is the default."""
     raw = os.environ.get(name, "").strip()
@@ -365,6 +385,9 @@ class Settings:
     gx_root: Path | None = None
     # BentoML worker processes of the prediction service
     serving_workers: int = 1
+    # the prediction service replica's name, in /status/, the X-NeuraCRM-Replica header and each
+    # predictions row; None: <hostname>:<port> (the port the replica listens on)
+    replica_name: str | None = None
     # every DAG's start_date: no time-based run is scheduled before it (asset-triggered runs run at once)
     dag_start_date: dt.datetime = DEFAULT_DAG_START_DATE
 
@@ -494,6 +517,7 @@ class Settings:
             git_commit=_env_git_commit("NEURACRM_GIT_COMMIT"),
             gx_root=gx_root_from_environment(),
             serving_workers=serving_workers_from_environment(),
+            replica_name=_env_replica_name("NEURACRM_REPLICA_NAME"),
             dag_start_date=_env_datetime("NEURACRM_DAG_START_DATE", DEFAULT_DAG_START_DATE),
         )
 

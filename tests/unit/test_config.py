@@ -84,6 +84,32 @@ def test_bad_webhook_retries_name_the_variable(
         get_settings()
 
 
+def test_the_replica_name_defaults_to_hostname_and_port_or_comes_from_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from neuracrm_mlops.inference.predictor import replica_name
+
+    monkeypatch.delenv("NEURACRM_REPLICA_NAME", raising=False)
+    assert get_settings().replica_name is None
+    assert replica_name(None, 3001) == f"{socket.gethostname()}:3001"
+    assert replica_name(None, None) == socket.gethostname()
+    monkeypatch.setenv("NEURACRM_REPLICA_NAME", " prediction-7f9c:3000 ")
+    reset_settings()
+    assert get_settings().replica_name == "prediction-7f9c:3000"
+    assert replica_name(get_settings().replica_name, 3001) == "prediction-7f9c:3000"
+
+
+@pytest.mark.parametrize("value", ["two words", "x" * 129, "caf\u00e9"])
+def test_a_replica_name_that_cannot_be_a_header_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("NEURACRM_REPLICA_NAME", value)
+    with pytest.raises(ConfigurationError, match=r"NEURACRM_REPLICA_NAME=.*visible ASCII characters"):
+        get_settings()
+
+
 # --- one settings object: nothing else reads NEURACRM_ variables --------------------------------
 
 REPO = Path(__file__).resolve().parents[2]

@@ -68,6 +68,7 @@ COLUMNS = (
     "error",
     "row_uid",
     "storage_note",
+    "replica",
 )
 
 
@@ -363,9 +364,10 @@ def prediction_row(
     fallback: bool,
     error: str | None = None,
     created_at: dt.datetime | None = None,
+    replica: str | None = None,
 ) -> dict[str, Any]:
     """One ``predictions`` row, made storable (``storage_note`` says what was changed), with a new
-    ``row_uid``."""
+    ``row_uid``; ``replica`` names the prediction service replica that answered."""
     changes = StorableChanges()
     return {
         "created_at": created_at or dt.datetime.now(dt.UTC),
@@ -382,6 +384,7 @@ def prediction_row(
         "error": make_storable(error, changes, "error"),
         "row_uid": uuid.uuid4().hex,
         "storage_note": changes.note(),
+        "replica": replica,
     }
 
 

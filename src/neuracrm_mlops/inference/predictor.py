@@ -23,6 +23,7 @@ import importlib
 import json
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -31,6 +32,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from neuracrm_mlops.config import REPLICA_NAME_MAX_CHARS
 from neuracrm_mlops.inference.forecast_cache import ForecastCache, cache_key
 from neuracrm_mlops.inference.live_models import LiveModels, LoadedModel, ModelSlots
 from neuracrm_mlops.inference.prediction_log import PredictionLogWriter, prediction_row
@@ -451,10 +453,17 @@ class Predictor:
 
     # -- the prediction log ----------------------------------------------------------------------
     def record(
-        self, family_model: str, tenant: Tenant, answers: list[Answer], request_id: str, latency_ms: float
+        self,
+        family_model: str,
+        tenant: Tenant,
+        answers: list[Answer],
+        request_id: str,
+        latency_ms: float,
+        *,
+        replica: str | None = None,
     ) -> None:
         """Queue one prediction row per answer, and one per shadow answer (route ``shadow``), written in
-        batches off the request path."""
+        batches off the request path; ``replica``: the name of the replica that answered."""
         logged = [a for answer in answers for a in (answer, answer.shadow) if a is not None]
         self.log_writer.append(
             [
@@ -474,10 +483,25 @@ class Predictor:
                     latency_ms=latency_ms,
                     fallback=a.fallback,
                     error=a.fallback_reason,
+                    replica=replica,
                 )
                 for a in logged
             ]
         )
+
+
+def replica_name(configured: str | None, port: int | None) -> str:
+    """This prediction service replica's name: ``NEURACRM_REPLICA_NAME`` when set, else
+    ``<hostname>:<port>`` with the port the replica listens on (the hostname alone when the port is not
+    known), cut to 128 visible ASCII characters (it goes into a header and ``predictions.replica``).
+
+    Every worker process of one ``bentoml serve`` gets the same name; two replicas on one host differ by
+    their port, replicas in containers by their hostname."""
+    if configured:
+        return configured
+    host = "".join(ch if "!" <= ch <= "~" else "-" for ch in socket.gethostname()) or "localhost"
+    suffix = f":{port}" if port else ""
+    return host[: REPLICA_NAME_MAX_CHARS - len(suffix)] + suffix
 
 
 class NoHistoryError(Exception):

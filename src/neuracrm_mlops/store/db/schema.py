@@ -196,6 +196,9 @@ class Prediction(Base):
     # what was changed to make the row storable, e.g. "U+FFFD for NUL or unpaired surrogate
     # characters in: entity_id"; NULL when it is stored exactly as served
     storage_note: Mapped[str | None] = mapped_column(sa.Text)
+    # the prediction service replica that answered (NEURACRM_REPLICA_NAME, default <hostname>:<port>);
+    # NULL on rows logged before migration 0009 and on rows not logged by the service
+    replica: Mapped[str | None] = mapped_column(sa.String(128))
 
 
 class PredictionDeadLetter(Base):
