@@ -118,9 +118,11 @@ LONG_GROUPS = (
     "demo",
     "degraded_modes",
     "airflow_live",
+    "celery_live",
     "prediction_durability",
     "service_contract",
     "serving",
+    "serving_replicas",
     "airflow_dags",
 )
 
