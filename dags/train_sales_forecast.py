@@ -3,10 +3,11 @@ Theta and ETS where the backtest says they help).
 
 validate_sales: the Great Expectations ``monthly_sales`` suite; a failed critical expectation fails
 the run (no retry), writes an alert and leaves every champion untouched.
-plan_forecast_chunks: organization ids in chunks of 50, so that 1,000+ organizations make ~20
-mapped tasks, far below ``max_map_length``.
-train_forecast_chunk (mapped): rolling-origin backtest, accuracy-weighted ensemble, gates, one
-MLflow run per chunk and one registered model version per organization.
+plan_forecast_chunks: organization ids in near-equal chunks of about NEURACRM_FORECAST_CHUNK_SIZE (50),
+never more than ``max_map_length`` of them (chunks grow instead; README: Production and scaling).
+train_forecast_chunk (mapped, NEURACRM_FORECAST_CHUNK_CONCURRENCY at once): rolling-origin
+backtest, accuracy-weighted ensemble, gates, one MLflow run per chunk and one registered model version
+per organization.
 summarize_forecast_training: counts per status, for the log and the run's XCom.
 challenger_registered -> announce_challenger: emits ``neuracrm://registry/sales_forecast/challenger``
 (which starts rollout_sales_forecast) only when some organization got a challenger.
@@ -25,6 +26,7 @@ from neuracrm_mlops.ops.dag_support import (
     START_DATE,
     announce_challenger,
     default_args,
+    forecast_chunk_concurrency,
     run_key,
     training_schedule,
 )
@@ -63,7 +65,7 @@ def train_sales_forecast() -> None:
         # never more mapped tasks than Airflow accepts ([core] max_map_length, 1,024 by default)
         return plan(max_chunks=min(get_settings().forecast_max_chunks, conf.getint("core", "max_map_length")))
 
-    @task(max_active_tis_per_dagrun=2)
+    @task(max_active_tis_per_dagrun=forecast_chunk_concurrency())
     def train_forecast_chunk(
         organization_ids: list[int], validation: dict[str, Any], **context: Any
     ) -> dict[str, Any]:

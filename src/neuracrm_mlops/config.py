@@ -31,6 +31,7 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_IMPORT_PROGRESS_SECONDS",
     "NEURACRM_FORECAST_CHUNK_SIZE",
     "NEURACRM_FORECAST_MAX_CHUNKS",
+    "NEURACRM_FORECAST_CHUNK_CONCURRENCY",
     "NEURACRM_MODEL_POLL_SECONDS",
     # abuse limits of the prediction service (request_limits.py)
     "NEURACRM_MAX_REQUEST_BYTES",
@@ -294,6 +295,10 @@ class Settings:
     # the most mapped train_forecast_chunk tasks one run makes: chunks grow past forecast_chunk_size to
     # stay under it (Airflow refuses more than [core] max_map_length, 1,024, mapped task instances)
     forecast_max_chunks: int = 1_000
+    # how many train_forecast_chunk tasks of one run may run at once (the DAG's
+    # max_active_tis_per_dagrun, read when the DAG is parsed): 2 keeps a 2-core LocalExecutor machine
+    # busy; on the CeleryExecutor set it to the workers' total concurrency (README: Production and scaling)
+    forecast_chunk_concurrency: int = 2
     model_poll_seconds: float = 10.0
     # prediction service abuse limits (request_limits.py; rates and buckets are per worker process).
     # The largest request body accepted: 1,000 realistic leads are ~0.55 MB, 1,000 leads or texts at
@@ -423,6 +428,7 @@ class Settings:
             ),
             forecast_chunk_size=_env_int("NEURACRM_FORECAST_CHUNK_SIZE", 50, low=1, high=100_000),
             forecast_max_chunks=_env_int("NEURACRM_FORECAST_MAX_CHUNKS", 1_000, low=1, high=100_000),
+            forecast_chunk_concurrency=_env_int("NEURACRM_FORECAST_CHUNK_CONCURRENCY", 2, low=1, high=10_000),
             model_poll_seconds=_env_float("NEURACRM_MODEL_POLL_SECONDS", 10.0, low=0.1, high=3_600.0),
             max_request_bytes=_env_int(
                 "NEURACRM_MAX_REQUEST_BYTES", 8 * 1024 * 1024, low=1_024, high=1024 * 1024 * 1024

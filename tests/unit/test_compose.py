@@ -47,7 +47,9 @@ AIRFLOW_SERVICES = {
     "airflow-scheduler": ["airflow", "scheduler"],
     "airflow-dag-processor": ["airflow", "dag-processor"],
     "airflow-triggerer": ["airflow", "triggerer"],
+    "airflow-worker": ["airflow", "celery", "worker"],
 }
+NGINX_CONF = REPO / "docker" / "nginx" / "prediction.conf"
 # environment variables holding URLs of services inside the stack
 INTERNAL_URL_VARIABLES = (
     "NEURACRM_DB_URL",
@@ -60,7 +62,7 @@ INTERNAL_URL_VARIABLES = (
     "AIRFLOW__CELERY__RESULT_BACKEND",
 )
 # the container port each published service listens on (the platform's defaults and the README)
-PUBLISHED_PORTS = {"prediction": 3000, "mlflow": 5000, "airflow-apiserver": 8080}
+PUBLISHED_PORTS = {"prediction-proxy": 3000, "mlflow": 5000, "airflow-apiserver": 8080}
 SECRET_NAME = re.compile(r"PASSWORD$|SECRET|FERNET_KEY")
 POSTGRES_DRIVERS = {
     "postgresql+psycopg": "psycopg",
@@ -450,10 +452,69 @@ def airflow_problems(resolved: dict[str, Any]) -> list[str]:
             condition = (services[name].get("depends_on") or {}).get("airflow-init", {}).get("condition")
             if condition != "service_completed_successfully":
                 problems.append(f"{name} must wait for airflow-init (service_completed_successfully)")
-    if reference.get("AIRFLOW__CORE__EXECUTOR") != "LocalExecutor":
+    problems += celery_problems(services, reference)
+    return problems
+
+
+def _replicas(service: dict[str, Any]) -> int:
+    return int((service.get("deploy") or {}).get("replicas", 1))
+
+
+def celery_problems(services: dict[str, Any], airflow: dict[str, str]) -> list[str]:
+    """CeleryExecutor with a Redis broker that is not the forecast cache's database, results in the
+    Airflow database, at least two workers, Flower behind a profile."""
+    problems = []
+    if airflow.get("AIRFLOW__CORE__EXECUTOR") != "CeleryExecutor":
         problems.append(
-            f"executor is {reference.get('AIRFLOW__CORE__EXECUTOR')}, the stack runs LocalExecutor"
+            f"executor is {airflow.get('AIRFLOW__CORE__EXECUTOR')}, the stack runs CeleryExecutor"
         )
+    broker = urlsplit(airflow.get("AIRFLOW__CELERY__BROKER_URL", ""))
+    cache = urlsplit(str(services["prediction"].get("environment", {}).get("NEURACRM_REDIS_URL", "")))
+    if broker.scheme != "redis" or broker.hostname != "redis":
+        problems.append(f"the Celery broker is not the redis service: {broker.geturl()!r}")
+    elif (broker.hostname, broker.port, broker.path) == (cache.hostname, cache.port, cache.path):
+        problems.append(f"the Celery broker shares the forecast cache's Redis database ({broker.path})")
+    backend = airflow.get("AIRFLOW__CELERY__RESULT_BACKEND", "")
+    if backend.removeprefix("db+") != airflow.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        problems.append(f"the Celery result backend is not the Airflow database: {backend!r}")
+    if _replicas(services["airflow-worker"]) < 2:
+        problems.append("airflow-worker runs fewer than two replicas")
+    flower = services.get("flower")
+    if flower is None or command_args(flower)[:3] != ["airflow", "celery", "flower"]:
+        problems.append("no flower service running `airflow celery flower`")
+    elif flower.get("profiles") != ["flower"]:
+        problems.append(f"flower must start only with --profile flower, profiles: {flower.get('profiles')}")
+    return problems
+
+
+def prediction_replica_problems(resolved: dict[str, Any], nginx_conf: str) -> list[str]:
+    """At least two prediction replicas, reachable only through prediction-proxy (nginx), whose
+    configuration (mounted from docker/nginx) sends every request to the prediction service's port."""
+    services = resolved["services"]
+    prediction, proxy = services["prediction"], services.get("prediction-proxy")
+    problems = []
+    if _replicas(prediction) < 2:
+        problems.append(f"prediction runs {_replicas(prediction)} replica(s), not two or more")
+    if any(host is not None for host, _ in port_mappings(prediction)):
+        problems.append("prediction replicas publish a host port; only prediction-proxy may")
+    if proxy is None:
+        return [*problems, "no prediction-proxy service in front of the replicas"]
+    mounts = [
+        str(volume.get("source", "")) if isinstance(volume, dict) else str(volume).split(":")[0]
+        for volume in proxy.get("volumes", [])
+    ]
+    if not any(mount.endswith("docker/nginx/prediction.conf") for mount in mounts):
+        problems.append(f"prediction-proxy does not mount docker/nginx/prediction.conf: {mounts}")
+    servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", nginx_conf, re.MULTILINE)
+    if not servers or any(
+        host != "prediction" or int(port) not in listen_ports(prediction) for host, port in servers
+    ):
+        problems.append(f"nginx upstream servers {servers} are not the prediction service's port")
+    if listen_ports(proxy) != {int(n) for n in re.findall(r"^\s*listen\s+(\d+);", nginx_conf, re.MULTILINE)}:
+        problems.append("prediction-proxy's exposed port is not the port nginx listens on")
+    condition = (proxy.get("depends_on") or {}).get("prediction", {}).get("condition")
+    if condition != "service_healthy":
+        problems.append("prediction-proxy must wait for the prediction replicas to be healthy")
     return problems
 
 
@@ -577,6 +638,40 @@ def test_airflow_services_share_one_image_and_their_settings(resolved: dict[str,
     assert airflow_problems(resolved) == []
 
 
+def test_two_prediction_replicas_answer_behind_one_nginx_address(resolved: dict[str, Any]) -> None:
+    assert prediction_replica_problems(resolved, NGINX_CONF.read_text()) == []
+
+
+def _one_prediction_replica(config: dict[str, Any], conf: str) -> str:
+    config["services"]["prediction"].pop("deploy")
+    return conf
+
+
+def _replica_published(config: dict[str, Any], conf: str) -> str:
+    config["services"]["prediction"]["ports"] = [{"published": 3001, "target": 3000}]
+    return conf
+
+
+def _upstream_on_another_port(config: dict[str, Any], conf: str) -> str:
+    return conf.replace("prediction:3000", "prediction:3001")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (_one_prediction_replica, "1 replica(s)"),
+        (_replica_published, "publish a host port"),
+        (_upstream_on_another_port, "are not the prediction service's port"),
+    ],
+)
+def test_replica_checks_report_a_broken_setup(
+    resolved: dict[str, Any], breakage: Callable[[dict[str, Any], str], str], expected: str
+) -> None:
+    broken = copy.deepcopy(resolved)
+    problems = prediction_replica_problems(broken, breakage(broken, NGINX_CONF.read_text()))
+    assert any(expected in problem for problem in problems), problems
+
+
 def test_dockerfile_puts_dags_plugins_and_expectations_where_the_settings_point(
     resolved: dict[str, Any],
 ) -> None:
@@ -624,11 +719,22 @@ def _psycopg2_for_airflow(config: dict[str, Any]) -> None:
 
 
 def _other_executor_for_one_service(config: dict[str, Any]) -> None:
-    config["services"]["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] = "CeleryExecutor"
+    config["services"]["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
 
 
 def _prediction_on_another_port(config: dict[str, Any]) -> None:
-    config["services"]["prediction"]["ports"] = ["8000:3000"]
+    config["services"]["prediction-proxy"]["ports"] = ["8000:3000"]
+
+
+def _broker_on_the_cache_database(config: dict[str, Any]) -> None:
+    for service in config["services"].values():
+        environment = service.get("environment") or {}
+        if "AIRFLOW__CELERY__BROKER_URL" in environment:
+            environment["AIRFLOW__CELERY__BROKER_URL"] = "redis://redis:6379/0"
+
+
+def _one_worker(config: dict[str, Any]) -> None:
+    config["services"]["airflow-worker"]["deploy"] = {"replicas": 1}
 
 
 @pytest.mark.parametrize(
@@ -638,7 +744,13 @@ def _prediction_on_another_port(config: dict[str, Any]) -> None:
         (_wrong_mlflow_port, url_problems, "port 5001 is not a port service mlflow listens on"),
         (_psycopg2_for_airflow, url_problems, "driver 'postgresql+psycopg2' is not installed"),
         (_other_executor_for_one_service, airflow_problems, "airflow-scheduler has other AIRFLOW__ settings"),
-        (_prediction_on_another_port, published_port_problems, "prediction must publish container port 3000"),
+        (
+            _prediction_on_another_port,
+            published_port_problems,
+            "prediction-proxy must publish container port 3000",
+        ),
+        (_broker_on_the_cache_database, airflow_problems, "shares the forecast cache's Redis database"),
+        (_one_worker, airflow_problems, "airflow-worker runs fewer than two replicas"),
     ],
 )
 def test_checks_report_a_broken_stack(

@@ -132,6 +132,14 @@ def rollout_step_count() -> int:
     return len(settings_for_dag_parsing().rollout_steps)
 
 
+def forecast_chunk_concurrency() -> int:
+    """How many train_forecast_chunk tasks of one run run at once (NEURACRM_FORECAST_CHUNK_CONCURRENCY,
+    default 2; on the CeleryExecutor: the workers' total concurrency), read when the DAG is parsed."""
+    from neuracrm_mlops.config import settings_for_dag_parsing
+
+    return settings_for_dag_parsing().forecast_chunk_concurrency
+
+
 def bake_poke_seconds() -> float:
     from neuracrm_mlops.config import settings_for_dag_parsing
 
