@@ -51,7 +51,8 @@ class CeleryRun:
         with self.metadata.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    "SELECT task_id, map_index, state, hostname, pid, try_number FROM task_instance "
+                    "SELECT task_id, map_index, state, hostname, pid, try_number, start_date, end_date "
+                    "FROM task_instance "
                     "WHERE dag_id = :dag ORDER BY task_id, map_index"
                 ),
                 {"dag": DAG_ID},
@@ -127,6 +128,8 @@ def celery_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryRun]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "NEURACRM_DAG_START_DATE": "2100-01-01",
             "NEURACRM_RETRY_DELAY_SECONDS": "1",
+            # one chunk per worker at once (the DAG's max_active_tis_per_dagrun, set when it is parsed)
+            "NEURACRM_FORECAST_CHUNK_CONCURRENCY": str(WORKERS),
         }
         workers = airflow_cluster.start_airflow(
             cluster, env, workers=WORKERS, expectations=REPO / "expectations"

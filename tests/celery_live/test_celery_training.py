@@ -31,6 +31,18 @@ def test_the_forecast_chunks_ran_on_both_workers_each_once(celery_run: CeleryRun
     by_worker = Counter(ti["hostname"] for ti in chunks)
     assert set(by_worker) == set(celery_run.workers), by_worker  # both workers took chunks
     assert len({(ti["hostname"], ti["pid"]) for ti in chunks}) == len(chunks)  # a process per task
+    # the workers ran chunks at the same time (NEURACRM_FORECAST_CHUNK_CONCURRENCY=2), never two on one
+    overlapping = [
+        (a["map_index"], b["map_index"])
+        for a in chunks
+        for b in chunks
+        if a["map_index"] < b["map_index"]
+        and a["start_date"] < b["end_date"]
+        and b["start_date"] < a["end_date"]
+    ]
+    assert overlapping, [(ti["hostname"], ti["start_date"], ti["end_date"]) for ti in chunks]
+    same_worker = [(a, b) for a, b in overlapping if chunks[a]["hostname"] == chunks[b]["hostname"]]
+    assert not same_worker, same_worker  # concurrency 1 per worker
     # each task's log is in the working directory of the worker that ran it, and nowhere else
     for ti in instances:
         assert ti["hostname"] in celery_run.workers, ti
