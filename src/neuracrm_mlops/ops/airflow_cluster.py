@@ -197,7 +197,12 @@ def start_mlflow_server(cluster: LocalCluster, *, backend_url: str, env: Mapping
         "--workers",
         "1",
     ]
-    server_env = {**env, "PATH": os.pathsep.join([str(BIN), env.get("PATH", "")])}
+    server_env = {
+        **env,
+        "PATH": os.pathsep.join([str(BIN), env.get("PATH", "")]),
+        # no background job runner (GenAI scorer jobs, unused here): 10 processes and ~1.5 GB less
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     cluster.start("mlflow-server", argv, server_env, cwd=cluster.root / "mlflow-server")
     url = f"http://127.0.0.1:{port}"
     cluster.wait_http(f"{url}/health", "the MLflow server answering /health", timeout=180)
