@@ -201,6 +201,9 @@ class MemorySampler:
     peak_process_mib: float = 0.0
     peak_processes: int = 0
     peak_by_root: dict[str, dict[str, float]] = field(default_factory=dict)
+    # CPU seconds (user + system) last seen per process, by root name: a process that ends between
+    # two samples loses at most one interval of its time
+    _cpu: dict[int, tuple[str, float]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -223,6 +226,8 @@ class MemorySampler:
                 )
                 share["mib"] += size
                 share["processes"] += 1
+                times = proc.cpu_times()
+                self._cpu[proc.pid] = (self.names.get(root_pid, str(root_pid)), times.user + times.system)
         if sizes:
             if sum(sizes) > self.peak_total_mib:
                 self.peak_by_root = by_root
@@ -233,6 +238,13 @@ class MemorySampler:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self._sample()
+
+    def cpu_by_root(self) -> dict[str, float]:
+        """CPU seconds spent by each root and its descendants while sampled (from their start)."""
+        totals: dict[str, float] = {}
+        for name, seconds in self._cpu.values():
+            totals[name] = totals.get(name, 0.0) + seconds
+        return totals
 
     def __enter__(self) -> MemorySampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -481,6 +493,7 @@ def _run_the_dag(
         registered=registered,
         details={
             "peak_memory_by_component": memory.peak_by_root,
+            "cpu_seconds_by_component": memory.cpu_by_root(),
             "tasks": tasks,
             "where_the_time_goes": where_the_time_goes(run_row, tasks, args.orgs, slots),
             "logs": str(cluster.root),
@@ -873,6 +886,18 @@ def dag_section(r: PathResult) -> list[str]:
             for name, p in sorted(peak.items(), key=lambda item: -item[1]["mib"])
         ]
         lines += ["", f"Peak memory by component (MiB, processes): {', '.join(parts)}"]
+    cpu = r.details.get("cpu_seconds_by_component") or {}
+    if cpu:
+        total = sum(cpu.values())
+        parts = [
+            f"{name} {seconds:,.0f} s ({seconds / r.organizations * 1000:,.0f} ms/org)"
+            for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
+        ]
+        lines += [
+            "",
+            f"CPU by component (user + system, from each process's start; {total:,.0f} s in all, "
+            f"{total / r.organizations * 1000:,.0f} ms per organization): {', '.join(parts)}",
+        ]
     if len(chunks) <= 60:
         lines += [
             "",
