@@ -1,0 +1,144 @@
+"""Voice-agent scenarios in MLflow's prompt registry: one registered prompt per scenario
+(``voice_scenario.<scenario>``), its versions holding the template (``{{variable}}`` placeholders) and,
+as the version's model config, the LLM and voice settings; aliases ``champion`` / ``challenger`` /
+``previous`` as for models; the canary weight as a prompt tag (``neuracrm.canary_weight``).
+
+MLflow keeps prompts apart from registered models (the model-registry calls do not see them), so
+this module is the one place that reads and moves them. Every call takes an ``MlflowClient``
+(``registry.configure_mlflow()``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROMPT_PREFIX = "voice_scenario."
+CANARY_WEIGHT_TAG = "neuracrm.canary_weight"
+SEMVER_TAG = "neuracrm.semver"
+ALIASES = ("champion", "challenger", "previous")
+SCENARIO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ScenarioNameError(ValueError):
+    """A scenario name the registry does not accept; the message says what is accepted."""
+
+
+def prompt_name(scenario: str) -> str:
+    """The registered prompt of ``scenario`` (``sales_outbound`` -> ``voice_scenario.sales_outbound``)."""
+    if not SCENARIO_NAME.match(scenario):
+        raise ScenarioNameError(
+            f"scenario name {scenario!r}: lower-case letters, digits and underscores, starting with a "
+            "letter, at most 63 characters (e.g. sales_outbound)"
+        )
+    return PROMPT_PREFIX + scenario
+
+
+def scenario_of(name: str) -> str | None:
+    """The scenario a registered prompt name stands for, or None when it is not a scenario's."""
+    return name.removeprefix(PROMPT_PREFIX) if name.startswith(PROMPT_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class ScenarioVersion:
+    """One version of a scenario: the template, its variables and the settings (model config)."""
+
+    scenario: str
+    version: str
+    template: str
+    config: Mapping[str, Any]
+    semver: str | None
+    variables: frozenset[str]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_prompt_version(cls, scenario: str, prompt: Any) -> ScenarioVersion:
+        tags = dict(getattr(prompt, "tags", None) or {})
+        return cls(
+            scenario=scenario,
+            version=str(prompt.version),
+            template=str(prompt.template),
+            config=dict(getattr(prompt, "model_config", None) or {}),
+            semver=tags.get(SEMVER_TAG),
+            variables=frozenset(getattr(prompt, "variables", None) or ()),
+            tags=tags,
+        )
+
+
+@dataclass(frozen=True)
+class LiveScenario:
+    """What serves a scenario now: the versions under each alias and the challenger's canary weight."""
+
+    scenario: str
+    champion: ScenarioVersion | None
+    challenger: ScenarioVersion | None
+    previous: ScenarioVersion | None
+    canary_weight: float
+
+
+def _missing_alias(exc: Exception) -> bool:
+    return "alias" in str(exc).lower() and "not found" in str(exc).lower()
+
+
+def version_by_alias(client: Any, scenario: str, alias: str) -> ScenarioVersion | None:
+    """The version under ``alias``, None when the alias is not set (other registry errors raise)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        prompt = client.get_prompt_version_by_alias(prompt_name(scenario), alias)
+    except MlflowException as exc:
+        if _missing_alias(exc):
+            return None
+        raise
+    return ScenarioVersion.from_prompt_version(scenario, prompt)
+
+
+def get_version(client: Any, scenario: str, version: str | int) -> ScenarioVersion:
+    prompt = client.get_prompt_version(prompt_name(scenario), version)
+    return ScenarioVersion.from_prompt_version(scenario, prompt)
+
+
+def canary_weight(client: Any, scenario: str) -> float:
+    tags = dict(client.get_prompt(prompt_name(scenario)).tags or {})
+    try:
+        return min(1.0, max(0.0, float(tags.get(CANARY_WEIGHT_TAG, 0.0))))
+    except ValueError:
+        return 0.0
+
+
+def live_scenario(client: Any, scenario: str) -> LiveScenario:
+    """Aliases and canary weight of ``scenario`` (a weight without a challenger counts as 0)."""
+    champion = version_by_alias(client, scenario, "champion")
+    challenger = version_by_alias(client, scenario, "challenger")
+    previous = version_by_alias(client, scenario, "previous")
+    weight = canary_weight(client, scenario) if challenger is not None else 0.0
+    return LiveScenario(scenario, champion, challenger, previous, weight)
+
+
+def set_alias(client: Any, scenario: str, alias: str, version: str | int) -> None:
+    client.set_prompt_alias(prompt_name(scenario), alias, int(version))
+
+
+def delete_alias(client: Any, scenario: str, alias: str) -> None:
+    """Remove ``alias``; nothing to do when it is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_prompt_alias(prompt_name(scenario), alias)
+    except MlflowException as exc:
+        if not _missing_alias(exc):
+            raise
+
+
+def set_canary_weight(client: Any, scenario: str, weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"canary weight must be within [0, 1], got {weight}")
+    client.set_prompt_tag(prompt_name(scenario), CANARY_WEIGHT_TAG, f"{weight:g}")
+
+
+def list_scenarios(client: Any) -> list[str]:
+    """Every scenario in the registry, by name."""
+    prompts = client.search_prompts(filter_string=f"name LIKE '{PROMPT_PREFIX}%'", max_results=1_000)
+    return sorted(s for s in (scenario_of(p.name) for p in prompts) if s)
