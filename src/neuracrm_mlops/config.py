@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +24,8 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "AIRFLOW_HOME",
     "NEURACRM_REDIS_URL",
     "NEURACRM_ALERT_WEBHOOK_URL",
+    "NEURACRM_RETELL_API_KEY",
+    "NEURACRM_RETELL_BASE_URL",
     "NEURACRM_ACCURACY_FLOOR",
     "NEURACRM_ACCURACY_FLOORS",
     "NEURACRM_IMPORT_CHUNK_ROWS",
@@ -299,6 +301,11 @@ class Settings:
     # max_active_tis_per_dagrun, read when the DAG is parsed): 2 keeps a 2-core LocalExecutor machine
     # busy; on the CeleryExecutor set it to the workers' total concurrency (README: Production and scaling)
     forecast_chunk_concurrency: int = 2
+    # Retell AI (voice scenarios): the API key signs Retell's webhooks (x-retell-signature, verified by
+    # /voice/events) and authorizes `scenario publish`; None: /voice/events refuses every event and
+    # publishing says what to set. The base URL is Retell's API (a stand-in server in the tests).
+    retell_api_key: str | None = field(default=None, repr=False)
+    retell_base_url: str = "https://api.retellai.com"
     model_poll_seconds: float = 10.0
     # prediction service abuse limits (request_limits.py; rates and buckets are per worker process).
     # The largest request body accepted: 1,000 realistic leads are ~0.55 MB, 1,000 leads or texts at
@@ -429,6 +436,10 @@ class Settings:
             forecast_chunk_size=_env_int("NEURACRM_FORECAST_CHUNK_SIZE", 50, low=1, high=100_000),
             forecast_max_chunks=_env_int("NEURACRM_FORECAST_MAX_CHUNKS", 1_000, low=1, high=100_000),
             forecast_chunk_concurrency=_env_int("NEURACRM_FORECAST_CHUNK_CONCURRENCY", 2, low=1, high=10_000),
+            retell_api_key=os.environ.get("NEURACRM_RETELL_API_KEY") or None,
+            retell_base_url=(os.environ.get("NEURACRM_RETELL_BASE_URL") or "https://api.retellai.com").rstrip(
+                "/"
+            ),
             model_poll_seconds=_env_float("NEURACRM_MODEL_POLL_SECONDS", 10.0, low=0.1, high=3_600.0),
             max_request_bytes=_env_int(
                 "NEURACRM_MAX_REQUEST_BYTES", 8 * 1024 * 1024, low=1_024, high=1024 * 1024 * 1024

@@ -22,6 +22,22 @@ ALIASES = ("champion", "challenger", "previous")
 SCENARIO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
+# The variables a scenario's template may use (``{{name}}``): what the platform fills for every call
+# from the CRM (``POST /voice/context``), each with the documented default it takes when the CRM has
+# nothing for the call (unknown caller, lead without score, no interactions). A template using any
+# other variable is refused at registration.
+CONTEXT_VARIABLES: Mapping[str, str] = {
+    "organization_name": "our company",
+    "caller_number": "unknown",
+    "lead_id": "unknown",
+    "lead_score": "unknown",
+    "lead_tier": "unknown",
+    "lead_top_factors": "none on record",
+    "recent_interactions": "no earlier conversations on record",
+    "deal_stage": "unknown",
+}
+
+
 class ScenarioNameError(ValueError):
     """A scenario name the registry does not accept; the message says what is accepted."""
 
