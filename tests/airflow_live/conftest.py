@@ -8,15 +8,13 @@ A failing test gets the tail of every component's log in its report.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from pg_databases import create_pg_database, drop_pg_database
 from serving_support import environment, free_port
 
 from neuracrm_mlops.config import reset_settings
+from neuracrm_mlops.ops.airflow_cluster import stop_process_groups
 from neuracrm_mlops.store.db.engine import dispose_engines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,22 +118,6 @@ def _seed_crm(neuracrm_env: dict[str, str]) -> None:
         seed_database(SEED_ORGS, SEED_MONTHS, 11, engine=engine)
 
 
-def _stop_all(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """SIGTERM every component's process group at once, then SIGKILL what is still there."""
-    running = [p for p in processes if p.poll() is None]
-    for process in running:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in running:
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
 @pytest.fixture(scope="package")
 def airflow_live(tmp_path_factory: pytest.TempPathFactory, gx_root: Path) -> Iterator[LiveAirflow]:
     root = tmp_path_factory.mktemp("airflow-live")
@@ -218,7 +201,7 @@ def airflow_live(tmp_path_factory: pytest.TempPathFactory, gx_root: Path) -> Ite
         seeding.result(120)
         yield stack
     finally:
-        _stop_all(stack.processes.values())
+        stop_process_groups(stack.processes.values(), timeout=10.0)
         dispose_engines()
         drop_pg_database(crm_db)
         drop_pg_database(metadata_db)

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,18 @@ from typing import Any
 import httpx
 
 from neuracrm_mlops.errors import NeuraCRMError
+from neuracrm_mlops.ops.local_stack import free_port
+
+__all__ = [
+    "ClusterError",
+    "LocalCluster",
+    "celery_airflow_environment",
+    "free_port",
+    "start_airflow",
+    "start_mlflow_server",
+    "stop_process_groups",
+    "worker_hostname",
+]
 
 BIN = Path(sys.executable).parent
 # read by ``worker_hostname`` in the task processes of one local worker (not a platform setting)
@@ -42,12 +54,6 @@ def worker_hostname() -> str:
     set (several workers on one machine), the machine's name otherwise. Airflow records it as each
     task instance's ``hostname``."""
     return os.environ.get(WORKER_NAME_VARIABLE) or socket.getfqdn()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def celery_airflow_environment(
@@ -161,19 +167,24 @@ class LocalCluster:
         return "\n".join(self.tail(name, lines) for name in self.logs)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM every process group at once (workers finish nothing new), then SIGKILL the rest."""
-        running = [p for p in self.processes.values() if p.poll() is None]
-        for process in running:
+        stop_process_groups(self.processes.values(), timeout)
+
+
+def stop_process_groups(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM every process's group at once (Celery workers finish nothing new), wait up to
+    ``timeout`` for them all, then SIGKILL the groups still there."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in running:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 def start_mlflow_server(cluster: LocalCluster, *, backend_url: str, env: Mapping[str, str]) -> str:
