@@ -906,6 +906,99 @@ def simulate_outcomes_command(models: tuple[str, ...], degrade: str | None, seed
         out.print(f"{name}: {summary.written} simulated outcomes written{extra}")
 
 
+# --- voice scenarios -------------------------------------------------------------------------------
+
+
+@main.group()
+def scenario() -> None:
+    """Voice-agent scenarios (Retell AI): versioned prompts in MLflow's prompt registry.
+
+    A scenario is a file in git (scenarios/<name>.yaml); see docs/voice-scenarios.md."""
+
+
+@scenario.command("register", short_help="Register a scenario file as a new version (semver, alias).")
+@click.argument("file", type=click.Path(path_type=Path))
+def scenario_register(file: Path) -> None:
+    """Register scenario FILE as a new prompt version when its content changed (semantic version:
+    major = variables changed, minor = settings or words changed, patch = wording only), then alias
+    it: the first version champion, a later one challenger at canary weight 0. The same content again
+    registers nothing. Exits 1, with nothing registered, on an invalid file or an unknown variable."""
+    from neuracrm_mlops.store.ledger import actor_for_cli
+    from neuracrm_mlops.training.scenarios import register_scenario
+
+    result = register_scenario(file, actor=actor_for_cli())
+    if result.status == "unchanged":
+        held = ", ".join(result.aliases) or "no alias"
+        out.print(
+            f"{result.scenario}: unchanged, the latest version is v{result.version} "
+            f"({result.semver or 'no semver'}, {held}); nothing registered"
+        )
+        return
+    moved = f"{result.alias}" + (f" (was v{result.replaced})" if result.replaced else "")
+    weight = ", canary weight 0" if result.alias == "challenger" else ""
+    out.print(
+        f"{result.scenario}: registered v{result.version} as {result.semver} ({result.change}: "
+        f"{result.reason}); alias {moved} -> v{result.version}{weight}"
+    )
+
+
+@scenario.command("list", short_help="Scenarios with champion, challenger and canary weight.")
+def scenario_list() -> None:
+    """Every scenario with its champion and challenger (version, semver), the challenger's canary
+    weight and the previous champion."""
+    from neuracrm_mlops.store import prompt_registry
+    from neuracrm_mlops.store.registry import configure_mlflow
+
+    client = configure_mlflow()
+
+    def shown(version: prompt_registry.ScenarioVersion | None) -> str | None:
+        if version is None:
+            return None
+        return f"v{version.version} ({version.semver or 'no semver'})"
+
+    rows: list[list[str | None]] = []
+    for name in prompt_registry.list_scenarios(client):
+        live = prompt_registry.live_scenario(client, name)
+        rows.append(
+            [
+                name,
+                shown(live.champion) or "-",
+                shown(live.challenger) or "-",
+                f"{live.canary_weight:.0%}" if live.challenger is not None else "-",
+                shown(live.previous),
+            ]
+        )
+    _show_records(
+        "voice scenarios",
+        [
+            _Field("scenario"),
+            _Field("champion"),
+            _Field("challenger"),
+            _Field("weight", "number"),
+            _Field("previous"),
+        ],
+        rows,
+        empty="no scenarios registered (neuracrm-mlops scenario register scenarios/<name>.yaml)",
+    )
+
+
+@scenario.command("publish", short_help="Push a scenario's champion to its Retell LLM and agent.")
+@click.argument("name")
+def scenario_publish(name: str) -> None:
+    """Push scenario NAME's champion (prompt, begin message, model, temperature, voice) to its Retell
+    LLM and agent (ids from the scenario file's retell: section) with NEURACRM_RETELL_API_KEY, and
+    record the Retell LLM version in the promotion ledger."""
+    from neuracrm_mlops.release.retell_publish import publish_scenario
+    from neuracrm_mlops.store.ledger import actor_for_cli
+
+    result = publish_scenario(name, actor=actor_for_cli())
+    out.print(
+        f"{result.scenario}: published champion v{result.version} ({result.semver or 'no semver'}) to "
+        f"Retell LLM {result.llm_id} (version {result.llm_version}) and agent {result.agent_id} "
+        f"(version {result.agent_version}); ledger row {result.ledger_id}"
+    )
+
+
 # --- bench --------------------------------------------------------------------------------------
 
 BENCHMARKS = {

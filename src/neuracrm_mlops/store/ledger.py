@@ -37,7 +37,9 @@ import sqlalchemy as sa
 
 from neuracrm_mlops.store.db.schema import PromotionLedgerEntry, utcnow
 
-ACTIONS = ("register", "canary", "promote", "reject", "rollback", "abort", "hold")
+ACTIONS = ("register", "canary", "promote", "reject", "rollback", "abort", "hold", "publish")
+# ``publish``: a voice scenario's champion pushed to Retell AI (release.retell_publish); it moves no
+# alias, its metrics hold the Retell LLM and agent versions that now carry the scenario
 # the actions that change which version holds the ``champion`` alias
 CHAMPION_ALIAS = "champion"
 CHAMPION_ACTIONS = ("promote", "rollback")
