@@ -31,6 +31,9 @@ from neuracrm_mlops.serving.schemas import (
     ScoreResponse,
     SentimentRequest,
     SentimentResponse,
+    VoiceContextRequest,
+    VoiceContextResponse,
+    VoiceEventResponse,
 )
 
 OPENAPI_VERSION = "3.1.0"
@@ -54,6 +57,9 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ForecastResponse, "serialization"),
     (SentimentRequest, "validation"),
     (SentimentResponse, "serialization"),
+    (VoiceContextRequest, "validation"),
+    (VoiceContextResponse, "serialization"),
+    (VoiceEventResponse, "serialization"),
     (ErrorResponse, "serialization"),
 ]
 
@@ -121,6 +127,7 @@ def _api_operation(
     request: type[BaseModel],
     response: type[BaseModel],
     not_found: str | None = None,
+    tag: str = "Predictions",
 ) -> dict[str, Any]:
     request_id = {
         "description": f"The request id: yours when you sent `{REQUEST_ID_HEADER}` (its first "
@@ -131,7 +138,7 @@ def _api_operation(
         "operationId": name,
         "summary": summary,
         "description": description,
-        "tags": ["Predictions"],
+        "tags": [tag],
         "security": [{"apiKey": []}],
         "parameters": [
             {
@@ -159,6 +166,108 @@ def _api_operation(
             },
             **_error_responses(settings, not_found=not_found),
         },
+    }
+
+
+RETELL_EVENT_BODY = {
+    "type": "object",
+    "description": "Retell's call webhook body as Retell sends it (`event` and `call`, Retell's call "
+    "object; only `call_id`, `metadata`, `transcript`, `start_timestamp`, `end_timestamp` and "
+    "`call_analysis` are read). The signature is over these exact bytes.",
+    "required": ["event", "call"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "description": "`call_ended` and `call_analyzed` are recorded; others "
+            "are answered 200 `ignored`.",
+        },
+        "call": {
+            "type": "object",
+            "required": ["call_id"],
+            "properties": {
+                "call_id": {"type": "string", "maxLength": 128},
+                "metadata": {
+                    "type": "object",
+                    "description": "What `POST /voice/context` returned in `call_inbound.metadata`.",
+                },
+                "transcript": {"type": "string"},
+                "start_timestamp": {"type": "integer", "description": "Milliseconds since the epoch."},
+                "end_timestamp": {"type": "integer", "description": "Milliseconds since the epoch."},
+                "call_analysis": {
+                    "type": "object",
+                    "properties": {
+                        "call_successful": {"type": "boolean"},
+                        "user_sentiment": {
+                            "type": "string",
+                            "enum": ["Positive", "Negative", "Neutral", "Unknown"],
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _voice_events_operation(
+    settings: Settings, schemas: Mapping[tuple[Any, JsonSchemaMode], Any]
+) -> dict[str, Any]:
+    request_id = {"description": "The request id (yours, or a new one).", "schema": {"type": "string"}}
+    errors = _error_responses(settings, not_found=None)
+    errors["400"] = _error("The signature is valid but the body is not a JSON object with `call.call_id`.")
+    errors["401"] = _error(
+        "The `x-retell-signature` header is missing, does not match the body, or is older than 5 minutes, "
+        "or `NEURACRM_RETELL_API_KEY` is not set on the service. Nothing is written."
+    )
+    errors["429"] = _error(
+        "Too many requests from this client address. Wait `Retry-After` seconds.",
+        headers={
+            "Retry-After": {
+                "description": "Seconds to wait.",
+                "schema": {"type": "integer"},
+                "required": True,
+            }
+        },
+    )
+    errors["503"] = _error(
+        "The service is starting, or the database cannot record the event now; Retell retries, and a "
+        "replay is recorded once.",
+        headers={
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer", "minimum": 1}}
+        },
+    )
+    errors.pop("403", None)
+    return {
+        "post": {
+            "operationId": "voice_events",
+            "summary": "Retell call webhooks",
+            "description": "Retell's `call_ended` (the transcript becomes an `interactions` row, channel "
+            "`voice`) and `call_analyzed` (`call_successful` becomes the outcome of the call's context "
+            "prediction, `user_sentiment` the interaction's sentiment label). Authenticated by Retell's "
+            "signature (`x-retell-signature`: HMAC-SHA256 of the body and the timestamp with "
+            "`NEURACRM_RETELL_API_KEY`), not by an API key. Recorded once per (call, event): a replay "
+            "answers `duplicate` and changes nothing. See docs/voice-endpoints.md.",
+            "tags": ["Voice"],
+            "security": [{"retellSignature": []}],
+            "requestBody": {
+                "required": True,
+                "description": f"JSON, at most {settings.max_request_bytes:,} bytes.",
+                "content": {"application/json": {"schema": RETELL_EVENT_BODY}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Recorded, a duplicate, or ignored (another event type).",
+                    "headers": {
+                        REQUEST_ID_HEADER: {**request_id, "required": True},
+                        REPLICA_HEADER: {**REPLICA_HEADER_DOC, "required": True},
+                    },
+                    "content": {
+                        "application/json": {"schema": schemas[(VoiceEventResponse, "serialization")]}
+                    },
+                },
+                **dict(sorted(errors.items())),
+            },
+        }
     }
 
 
@@ -213,6 +322,11 @@ def openapi_document(settings: Settings, version: str) -> Document:
         },
         "tags": [
             {"name": "Predictions", "description": "The prediction API (an API key is needed)."},
+            {
+                "name": "Voice",
+                "description": "Voice-agent calls (Retell AI): call context (API key) and call webhooks "
+                "(Retell's signature).",
+            },
             {"name": "Infrastructure", "description": "Probes, metrics and status (no key)."},
         ],
         "paths": {
@@ -242,6 +356,22 @@ def openapi_document(settings: Settings, version: str) -> Document:
                 request=SentimentRequest,
                 response=SentimentResponse,
             ),
+            "/voice/context": operation(
+                name="voice_context",
+                summary="The context of a voice-agent call",
+                description="For a scenario and a contact (`lead_id`, `caller_number`, or Retell's "
+                "inbound-call webhook body): the scenario version that talks (sticky A/B by contact with "
+                "the challenger's canary weight) and the call's dynamic variables from the CRM (lead "
+                "score, tier and top factors, the last five interactions, the deal stage, the "
+                "organization), each with its documented default when the CRM has nothing; "
+                "`call_inbound` is what Retell's inbound-call webhook expects back. No scenario "
+                "registered: the flagged fallback (`fallback: true`, default variables). Logged as a "
+                "prediction (entity: `context_id`). See docs/voice-endpoints.md.",
+                request=VoiceContextRequest,
+                response=VoiceContextResponse,
+                tag="Voice",
+            ),
+            "/voice/events": _voice_events_operation(settings, keys),
             "/healthz": _infrastructure("Liveness", {"200": "The process is alive."}),
             "/livez": _infrastructure("Liveness", {"200": "The process is alive."}),
             "/readyz": _infrastructure(
@@ -269,7 +399,14 @@ def openapi_document(settings: Settings, version: str) -> Document:
                     "type": "http",
                     "scheme": "bearer",
                     "description": f"The organization's API key ({API_KEY_SHAPE_TEXT}).",
-                }
+                },
+                "retellSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-retell-signature",
+                    "description": "Retell's webhook signature, `v=<ms timestamp>,d=<hex HMAC-SHA256 of "
+                    "body + timestamp, keyed with NEURACRM_RETELL_API_KEY>`, at most 5 minutes old.",
+                },
             },
         },
     }

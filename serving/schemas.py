@@ -278,3 +278,128 @@ class ErrorResponse(BaseModel):
     detail: list[ValidationProblem] | None = Field(
         None, description="400 only: each problem found in the request body."
     )
+
+
+# -- voice agents (Retell AI) -----------------------------------------------------------------------
+
+SCENARIO_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"  # prompt_registry.SCENARIO_NAME
+MAX_PHONE_CHARS = 64
+VoiceRoute = Literal["champion", "challenger", "fallback"]
+
+
+class CallInboundIn(BaseModel):
+    """Retell's ``call_inbound`` object as its inbound-call webhook sends it (other fields Retell adds
+    are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    from_number: str | None = Field(None, max_length=MAX_PHONE_CHARS, description="The caller's number.")
+    to_number: str | None = Field(None, max_length=MAX_PHONE_CHARS, description="The number called.")
+    agent_id: str | None = Field(None, max_length=128)
+    agent_version: Whole | None = None
+    call_id: str | None = Field(None, max_length=128)
+
+
+class VoiceContextRequest(_Strict):
+    """The scenario and the contact: ``lead_id`` and/or ``caller_number``, or Retell's inbound-call
+    webhook body (``event`` + ``call_inbound``, the caller being ``call_inbound.from_number``) with
+    ``scenario`` added to it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["lead_id"]},
+                {"required": ["caller_number"]},
+                {"required": ["call_inbound"]},
+            ]
+        }
+    )
+
+    scenario: str = Field(..., pattern=SCENARIO_PATTERN, description="The scenario (e.g. `sales_outbound`).")
+    lead_id: Annotated[str | None, BeforeValidator(_refuse_null)] = Field(
+        None,
+        max_length=128,
+        description="Your lead id (`leads.external_id`).",
+        json_schema_extra=_not_blank_and_no_null,
+    )
+    caller_number: Annotated[str | None, BeforeValidator(_refuse_null)] = Field(
+        None,
+        max_length=MAX_PHONE_CHARS,
+        description="The caller's (or, outbound, the callee's) number, any format (compared as digits).",
+        json_schema_extra=_not_blank_and_no_null,
+    )
+    event: Annotated[Literal["call_inbound"] | None, BeforeValidator(_refuse_null)] = Field(
+        None, description="Retell's webhook event name.", json_schema_extra=_no_null_in_schema
+    )
+    call_inbound: Annotated[CallInboundIn | None, BeforeValidator(_refuse_null)] = Field(
+        None, json_schema_extra=_no_null_in_schema
+    )
+    organization_id: Whole | None = Field(
+        None, description="Optional; when given it must be the API key's organization (else 403)."
+    )
+
+    @field_validator("lead_id", "caller_number")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _a_contact(self) -> VoiceContextRequest:
+        if self.lead_id is None and self.caller_number is None and self.call_inbound is None:
+            raise ValueError(
+                "send 'lead_id', 'caller_number' or Retell's 'call_inbound' (with 'from_number')"
+            )
+        return self
+
+
+class VoiceMetadata(BaseModel):
+    """What the call carries back in its ``metadata`` (``/voice/events`` reads it)."""
+
+    organization_id: int
+    context_id: str
+    scenario: str
+    scenario_version: str | None
+    route: VoiceRoute
+    lead_id: str | None
+
+
+class CallInboundOut(BaseModel):
+    """What Retell's inbound-call webhook takes back: the dynamic variables (all strings) and the
+    metadata; the agent override only when the scenario version names its published Retell agent."""
+
+    dynamic_variables: dict[str, str]
+    metadata: VoiceMetadata
+    override_agent_id: str = Field(
+        "", description="Present only when the version was published as a Retell agent version."
+    )
+    override_agent_version: int = Field(0, description="Present together with `override_agent_id`.")
+
+
+class VoiceContextResponse(BaseModel):
+    request_id: str
+    organization_id: int
+    context_id: str
+    scenario: str
+    version: str | None
+    semver: str | None
+    route: VoiceRoute
+    model: ModelBlock
+    fallback: bool
+    fallback_reason: str | None
+    lead_id: str | None
+    call_inbound: CallInboundOut
+
+
+class VoiceEventResponse(BaseModel):
+    """What ``POST /voice/events`` answers Retell (200): ``recorded``, ``duplicate`` or ``ignored``."""
+
+    status: Literal["recorded", "duplicate", "ignored"]
+    event: str | None
+    call_id: str | None = None
+    reason: str | None = None
+    interaction: str | None = Field(
+        None, description="The interactions row's external id, when one was written."
+    )
+    outcome: dict[str, str] | None = Field(None, description="The outcome written (call_analyzed).")

@@ -42,6 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neuracrm_mlops.config import get_settings, serving_workers_from_environment
+from neuracrm_mlops.inference.prediction_log import prediction_row
 from neuracrm_mlops.inference.predictor import (
     Answer,
     DependencyUnavailableError,
@@ -64,6 +65,13 @@ from neuracrm_mlops.inference.request_limits import (
     retry_after_seconds,
     too_large_message,
 )
+from neuracrm_mlops.inference.voice import (
+    ContextQuery,
+    EventAnswer,
+    LiveScenarios,
+    VoiceContexts,
+    record_call_event,
+)
 from neuracrm_mlops.serving.openapi import DOCUMENT_PATH, REPLICA_HEADER
 from neuracrm_mlops.serving.schemas import (
     ForecastRequest,
@@ -72,6 +80,8 @@ from neuracrm_mlops.serving.schemas import (
     ScoreResponse,
     SentimentRequest,
     SentimentResponse,
+    VoiceContextRequest,
+    VoiceContextResponse,
 )
 from neuracrm_mlops.store import registry
 from neuracrm_mlops.store.tenancy import (
@@ -84,7 +94,10 @@ from neuracrm_mlops.store.tenancy import (
 
 log = logging.getLogger("neuracrm_mlops.serving")
 
-PROTECTED_PATHS = frozenset({"/score", "/forecast", "/sentiment"})
+PROTECTED_PATHS = frozenset({"/score", "/forecast", "/sentiment", "/voice/context"})
+# Retell's call webhooks: authenticated by their signature (x-retell-signature), not by an API key
+VOICE_EVENTS_PATH = "/voice/events"
+RETELL_SIGNATURE_HEADER = "x-retell-signature"
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -93,6 +106,7 @@ class _Runtime:
 
     tenants: TenantDirectory | None = None
     predictor: Predictor | None = None
+    scenarios: LiveScenarios | None = None
     metrics: ServingMetrics | None = None
     # this replica's name (replica_of): in /status/, X-NeuraCRM-Replica and every prediction row
     replica: str | None = None
@@ -220,6 +234,9 @@ class RequestGate:
             answer = JSONResponse(readiness, status_code=200 if readiness["ready"] else 503)
             await answer(scope, receive, send)
             return
+        if path == VOICE_EVENTS_PATH:
+            await self.voice_events(scope, receive, send)
+            return
         if path not in PROTECTED_PATHS:
             await self.app(scope, receive, send)
             return
@@ -320,6 +337,77 @@ class RequestGate:
         seconds = retry_after_seconds(wait)
         response = error_response(429, f"{reason}; retry in {seconds} s", request_id, retry_after=seconds)
         return HeldRefusal(response, seconds) if hold else response
+
+    async def voice_events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /voice/events``: Retell's call webhooks. The address's rate, the body size and the content
+        type are checked as for the APIs; then the raw body is read (its signature is over the bytes as
+        sent) and ``voice.record_call_event`` verifies and records it, off the event loop."""
+        headers = Headers(scope=scope)
+        request_id = (headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)[:64]
+        answer = await self._voice_event_answer(scope, receive, headers, request_id)
+        metrics = RUNTIME.metrics
+        if metrics is not None and answer.status_code != 200:
+            metrics.refused.labels("voice/events", str(answer.status_code)).inc()
+        await answer(scope, receive, send)
+
+    async def _voice_event_answer(
+        self, scope: Scope, receive: Receive, headers: Headers, request_id: str
+    ) -> JSONResponse:
+        if scope["method"] != "POST":
+            answer = error_response(405, "POST Retell's call webhooks here", request_id)
+            answer.headers["Allow"] = "POST"
+            return answer
+        client = scope.get("client")
+        wait = self.limits.per_address.take(str(client[0]) if client else "unknown")
+        if wait:
+            seconds = retry_after_seconds(wait)
+            return error_response(
+                429,
+                f"too many requests from this client address; retry in {seconds} s",
+                request_id,
+                retry_after=seconds,
+            )
+        problem = self.limits.body_too_large(headers.get("content-length"))
+        if problem:
+            return error_response(413, problem, request_id, close=True)
+        problem = json_content_type_problem(headers.get("content-type"))
+        if problem:
+            return error_response(415, problem, request_id)
+        settings = get_settings()
+        if not settings.retell_api_key:  # refused before the body is read: nothing can be verified
+            return error_response(
+                401,
+                "call events cannot be verified: NEURACRM_RETELL_API_KEY is not set on the prediction "
+                "service",
+                request_id,
+            )
+        signature = headers.get(RETELL_SIGNATURE_HEADER)
+        if not signature:
+            return error_response(401, f"missing {RETELL_SIGNATURE_HEADER} header", request_id)
+        body = await read_body(receive, self.limits.max_request_bytes)
+        if body is None:
+            return error_response(413, self.limits.too_large_message(), request_id, close=True)
+        predictor = RUNTIME.predictor
+        if predictor is None:
+            return error_response(
+                503, "the service is starting", request_id, retry_after=settings.retry_after_seconds
+            )
+        try:
+            result: EventAnswer = await anyio.to_thread.run_sync(
+                record_call_event, predictor.engine, body, signature, settings.retell_api_key
+            )
+        except Exception as exc:  # the database: Retell retries, and a replay is recorded once
+            log.exception("request %s: recording a Retell call event failed", request_id)
+            predictor.database.failed(exc)
+            return error_response(
+                503,
+                "the call event could not be recorded now (the database is unavailable); retry later",
+                request_id,
+                retry_after=settings.retry_after_seconds,
+            )
+        if result.status != 200:
+            return error_response(result.status, str(result.body.get("error")), request_id)
+        return JSONResponse(result.body, headers={"X-Request-ID": request_id})
 
     def document(self) -> JSONResponse:
         """This service's OpenAPI document (built once per worker, from its settings)."""
@@ -431,7 +519,9 @@ async def status_page(request: Request) -> JSONResponse:
     replica = replica_of(request.scope)
     if predictor is None:
         return JSONResponse({"replica": replica, "ready": False, "detail": "starting"}, status_code=503)
-    return JSONResponse({"replica": replica, **predictor.health()})
+    scenarios = RUNTIME.scenarios
+    voice = {"voice_scenarios": scenarios.health()} if scenarios is not None else {}
+    return JSONResponse({"replica": replica, **predictor.health(), **voice})
 
 
 status_app = Starlette(routes=[Route("/", status_page)])
@@ -551,12 +641,18 @@ class PredictionService:
             self.predictor.score_batch, self.compute, max_items=256
         )
         self.metrics = ServingMetrics()
+        # voice scenarios: polled from the prompt registry like the models (same interval)
+        self.scenarios = LiveScenarios(registry.configure_mlflow, poll_seconds=settings.model_poll_seconds)
+        self.scenarios.start()
+        self.voice = VoiceContexts(self.predictor.engine, self.scenarios, database=self.predictor.database)
         RUNTIME.tenants, RUNTIME.predictor = self.tenants, self.predictor
+        RUNTIME.scenarios = self.scenarios
         RUNTIME.metrics = self.metrics
         # Everything imported and loaded so far lives as long as the worker: move it out of the
         # garbage collector's view, so full collections stop walking MLflow's and scikit-learn's
         # objects (they showed up as 100+ ms pauses in the p99 latency)
         self.predictor.live.first_poll_done.wait(60)
+        self.scenarios.first_poll_done.wait(60)
         gc.collect()
         gc.freeze()
         # requests allocate many short-lived containers that reference counting frees anyway:
@@ -566,6 +662,7 @@ class PredictionService:
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
         """Graceful stop: stop polling and write every queued prediction row."""
+        self.scenarios.stop()
         self.predictor.stop()
         self.compute.shutdown(wait=True)
 
@@ -679,6 +776,53 @@ class PredictionService:
                 ],
             }
         )
+
+    async def _score_lead(self, tenant: Tenant, lead_id: str, record: dict[str, object]) -> Answer:
+        """One lead through the /score path (the micro-batcher, the served model or its fallback)."""
+        return (await self.lead_batcher.submit([ScoreItem(tenant, lead_id, dict(record))]))[0]
+
+    @bentoml.api(route="/voice/context")
+    async def voice_context(
+        self, request: VoiceContextRequest, /, ctx: bentoml.Context
+    ) -> VoiceContextResponse:
+        """A voice call's context: scenario version (sticky A/B by contact) and dynamic variables, in the
+        shape Retell's inbound-call webhook expects (``call_inbound``), logged as a prediction."""
+        started = time.perf_counter()
+        caller = _caller(ctx, request.organization_id)
+        if isinstance(caller, JSONResponse):
+            return cast(VoiceContextResponse, caller)
+        tenant, request_id = caller
+        inbound = request.call_inbound.model_dump(exclude_none=True) if request.call_inbound else {}
+        query = ContextQuery(request.scenario, request.lead_id, request.caller_number, inbound)
+        context = await self.voice.context(tenant, query, self._score_lead)
+        took = elapsed_ms(started)
+        self.predictor.log_writer.append(
+            [
+                prediction_row(
+                    model_name=context.model_name,
+                    model_version=context.version,
+                    route=context.route,
+                    request_id=request_id,
+                    organization_id=tenant.organization_id,
+                    entity_id=context.context_id,
+                    features=context.features,
+                    output=dict(context.variables),
+                    latency_ms=took,
+                    fallback=context.fallback,
+                    error=context.fallback_reason,
+                    replica=RUNTIME.replica,
+                )
+            ]
+        )
+        labels = ("voice_scenario", context.model_name, context.version or "", context.route)
+        self.metrics.predictions.labels(*labels).inc()
+        if context.fallback:
+            self.metrics.fallbacks.labels(*labels).inc()
+        self.metrics.latency.labels("voice_context", context.route).observe(took / 1000)
+        payload = {"request_id": request_id, "organization_id": tenant.organization_id, **context.public()}
+        VoiceContextResponse.model_validate(payload)  # the documented shape (a bug guard)
+        # returned as it is: the agent override is left out (not sent as null) when the version has none
+        return cast(VoiceContextResponse, JSONResponse(payload))
 
 
 class _GatedService(bentoml.Service):  # type: ignore[misc]

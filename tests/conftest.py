@@ -123,6 +123,7 @@ LONG_GROUPS = (
     "service_contract",
     "serving",
     "serving_replicas",
+    "voice_service",
     "airflow_dags",
 )
 

@@ -241,6 +241,31 @@ class Outcome(Base):
     source: Mapped[str] = mapped_column(sa.String(32), default="crm")  # crm | simulated
 
 
+class VoiceCallEvent(Base):
+    """One Retell call webhook (``call_ended`` / ``call_analyzed``) the prediction service accepted
+    (``POST /voice/events``, signature verified): the idempotency record, one row per (call, event), so
+    that Retell's retries change nothing. Written in the same transaction as what the event wrote (the
+    call's ``interactions`` row, the context prediction's outcome); ``status`` says what came of it
+    (``recorded``, or ``no_context`` for a call without this platform's metadata, ``note`` says why)."""
+
+    __tablename__ = "voice_call_events"
+    __table_args__ = (
+        sa.UniqueConstraint("call_id", "event"),
+        sa.Index("ix_voice_call_events_org_context", "organization_id", "context_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    call_id: Mapped[str] = mapped_column(sa.String(128))
+    event: Mapped[str] = mapped_column(sa.String(32))  # call_ended | call_analyzed
+    # from the call's metadata (what POST /voice/context answered); NULL for calls without it
+    organization_id: Mapped[int | None] = mapped_column(sa.Integer)
+    context_id: Mapped[str | None] = mapped_column(sa.String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload_sha256: Mapped[str] = mapped_column(sa.String(64))  # of the raw body as signed
+    status: Mapped[str] = mapped_column(sa.String(16))  # recorded | no_context
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+
 class Alert(Base):
     """A persisted alert; one open row per incident (``dedup_key``), repeats raise ``occurrences``."""
 
