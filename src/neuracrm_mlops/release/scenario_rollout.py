@@ -1,0 +1,531 @@
+"""Canary rollout and rollback of voice scenarios (prompts in MLflow's prompt registry).
+
+The models' rollout (``release.rollout``) works on MLflow's *model* registry, which does not see
+prompts; this module applies the same rules to a scenario (``voice_scenario.<scenario>``), judged on
+**call success**: the share of analysed calls (``call_analyzed`` events, an ``outcomes`` row
+``successful`` / ``unsuccessful``) among the calls a version answered (``predictions`` rows of
+``POST /voice/context``, routes ``champion`` / ``challenger``), joined on the context id.
+
+- :func:`call_success`: analysed calls and success rate of one version since a time.
+- :func:`start`: the challenger (registered at weight 0) gets the first step's weight
+  (``NEURACRM_ROLLOUT_STEPS``); ledger ``canary``.
+- :func:`judge`: ``decisions.decide_rollout_step`` on the two versions' call success (challenger
+  since its step began, champion since the rollout began: the start times are the ``canary``
+  ledger rows); the same floor, tolerance and ``NEURACRM_MIN_OUTCOMES`` bake rule as the models.
+  ``next_step`` (ledger ``canary``), ``promote`` (ledger ``promote``), ``reject`` (ledger ``reject``,
+  version tagged ``status=rejected``, a ``canary_failed`` alert) or ``wait`` (not baked: nothing
+  moves, no ledger row; past ``NEURACRM_BAKE_DEADLINE_HOURS`` a ``canary_inconclusive`` alert).
+- :func:`monitor`: the champion's call success over ``NEURACRM_MONITOR_WINDOW_HOURS``
+  (``decisions.decide_live_accuracy`` against ``floor_for("voice_scenario")``). Below the floor it
+  rolls back to ``previous`` only when previous's own recorded success rate (all its analysed calls,
+  at least ``NEURACRM_MIN_OUTCOMES``) is not worse; else the champion keeps serving. Either way one
+  critical ``accuracy_below_floor`` alert per champion version (``dedup_key``): a repeat pass
+  counts it up, it does not page again.
+
+Every move writes its ledger row in the transaction that is committed only after the registry
+calls succeed (as ``training.scenarios`` does), under the scenario's lock (``release.state``).
+The rollout_* and monitor_models DAGs do not call this module yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from neuracrm_mlops.config import get_settings
+from neuracrm_mlops.release import state as rollout_state
+from neuracrm_mlops.release.decisions import (
+    RolloutPolicy,
+    VersionLiveStats,
+    decide_live_accuracy,
+    decide_rollout_step,
+)
+from neuracrm_mlops.store import ledger
+from neuracrm_mlops.store import prompt_registry as prompts
+from neuracrm_mlops.store.alerts import raise_alert
+from neuracrm_mlops.store.db.schema import Outcome, Prediction, utcnow
+
+FAMILY = "voice_scenario"
+SUCCESSFUL, UNSUCCESSFUL = "successful", "unsuccessful"
+ROUTES = ("champion", "challenger")
+STATUS_TAG = "status"
+REJECTED = "rejected"
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class CallSuccess:
+    """Analysed calls of one version since ``since`` and the share that succeeded (None: no calls)."""
+
+    version: str
+    calls: int
+    successful: int
+    requests: int  # every call the version answered since ``since``, analysed or not
+    since: dt.datetime | None
+
+    @property
+    def rate(self) -> float | None:
+        return self.successful / self.calls if self.calls else None
+
+    def live_stats(self) -> VersionLiveStats:
+        """As the canary decisions take it (call success as the accuracy; voice answers have no
+        per-version error rate or model latency to compare)."""
+        return VersionLiveStats(self.version, self.calls, self.rate, 0.0, None, self.requests)
+
+
+@dataclass(frozen=True)
+class ScenarioRolloutResult:
+    scenario: str
+    # start | next_step | promote | reject | wait | noop | ok | insufficient_data | rollback | keep
+    action: str
+    champion: str | None
+    challenger: str | None
+    weight: float
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    alert_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ScenarioRolloutError(ValueError):
+    """A rollout command that cannot be carried out (the message says what is missing)."""
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def call_success(
+    engine: sa.Engine, scenario: str, version: str | int, since: dt.datetime | None
+) -> CallSuccess:
+    """Calls ``version`` of ``scenario`` answered (routes champion / challenger) since ``since``
+    (None: ever), and how many of those were analysed (an outcome row) and successful."""
+    name = prompts.prompt_name(scenario)
+    p, o = Prediction.__table__, Outcome.__table__
+    served = [p.c.model_name == name, p.c.model_version == str(version), p.c.route.in_(ROUTES)]
+    if since is not None:
+        served.append(p.c.created_at >= since)
+    joined = p.join(
+        o,
+        sa.and_(
+            o.c.model_name == p.c.model_name,
+            o.c.organization_id == p.c.organization_id,
+            o.c.entity_id == p.c.entity_id,
+            o.c.label.in_((SUCCESSFUL, UNSUCCESSFUL)),
+        ),
+    )
+    success = sa.func.sum(sa.case((o.c.label == SUCCESSFUL, 1), else_=0))
+    with engine.connect() as conn:
+        requests = conn.scalar(sa.select(sa.func.count()).select_from(p).where(*served)) or 0
+        calls, successful = conn.execute(
+            sa.select(sa.func.count(), success).select_from(joined).where(*served)
+        ).one()
+    return CallSuccess(str(version), int(calls or 0), int(successful or 0), int(requests), since)
+
+
+def policy() -> RolloutPolicy:
+    """The models' canary rules with the scenario family's floor and the bake size."""
+    settings = get_settings()
+    return RolloutPolicy(
+        steps=settings.rollout_steps,
+        accuracy_floor=settings.floor_for(FAMILY, None),
+        min_outcomes=settings.min_outcomes,
+        min_requests=settings.min_outcomes,
+    )
+
+
+def _canary_rows(engine: sa.Engine, name: str, challenger: str) -> list[ledger.LedgerEntry]:
+    """The ``canary`` rows of the running rollout of ``challenger``, newest first (holds skipped;
+    any other move ends the run)."""
+    rows: list[ledger.LedgerEntry] = []
+    for entry in ledger.latest_entries(engine, model_name=name, limit=1_000):
+        if entry.action == "hold" or entry.state != ledger.DONE:
+            continue
+        if entry.action != "canary" or entry.to_version != challenger:
+            break
+        rows.append(entry)
+    return rows
+
+
+def _lock(engine: sa.Engine, name: str) -> Any:
+    return rollout_state.model_lock(engine, name)
+
+
+def _result(live: prompts.LiveScenario, action: str, reason: str, **extra: Any) -> ScenarioRolloutResult:
+    return ScenarioRolloutResult(
+        live.scenario,
+        action,
+        live.champion.version if live.champion else None,
+        live.challenger.version if live.challenger else None,
+        extra.pop("weight", live.canary_weight),
+        reason,
+        **extra,
+    )
+
+
+def _client(client: Any) -> Any:
+    from neuracrm_mlops.store import registry
+
+    return client or registry.configure_mlflow()
+
+
+def _engine(engine: sa.Engine | None) -> sa.Engine:
+    from neuracrm_mlops.store.db.engine import get_engine
+
+    return engine or get_engine()
+
+
+# -- start and judge --------------------------------------------------------------------------------
+
+
+def start(
+    scenario: str, actor: str, *, engine: sa.Engine | None = None, client: Any = None
+) -> ScenarioRolloutResult:
+    """The challenger at weight 0 gets the first step's weight; ledger ``canary``."""
+    engine, client = _engine(engine), _client(client)
+    name = prompts.prompt_name(scenario)
+    with _lock(engine, name):
+        live = prompts.live_scenario(client, scenario)
+        if live.challenger is None:
+            raise ScenarioRolloutError(
+                f"{name} has no challenger to roll out: register a changed scenario file first "
+                f"(`neuracrm-mlops scenario register scenarios/{scenario}.yaml`)"
+            )
+        if live.champion is None:
+            raise ScenarioRolloutError(f"{name} has a challenger but no champion: nothing to compare with")
+        if live.canary_weight > 0:
+            return _result(
+                live,
+                "noop",
+                f"a rollout of v{live.challenger.version} is already at {live.canary_weight:.0%}",
+            )
+        weight = policy().steps[0]
+        reason = (
+            f"canary started: v{live.challenger.version} gets {weight:.0%} of calls against champion "
+            f"v{live.champion.version}"
+        )
+        with engine.begin() as conn:
+            ledger.record_change(
+                conn,
+                actor=actor,
+                model_name=name,
+                action="canary",
+                alias="challenger",
+                from_version=live.champion.version,
+                to_version=live.challenger.version,
+                weight=weight,
+                reason=reason,
+                metrics={"steps": list(policy().steps)},
+            )
+            prompts.set_canary_weight(client, scenario, weight)
+    return _result(live, "start", reason, weight=weight)
+
+
+def judge(
+    scenario: str, actor: str, *, engine: sa.Engine | None = None, client: Any = None
+) -> ScenarioRolloutResult:
+    """Judge the current step on call success and carry the decision out (see the module docstring)."""
+    engine, client = _engine(engine), _client(client)
+    name = prompts.prompt_name(scenario)
+    rules = policy()
+    with _lock(engine, name):
+        live = prompts.live_scenario(client, scenario)
+        if live.challenger is None or live.champion is None or live.canary_weight <= 0:
+            return _result(live, "noop", f"{name} has no canary running")
+        champion, challenger = live.champion.version, live.challenger.version
+        rows = _canary_rows(engine, name, challenger)
+        if not rows:
+            return _result(live, "noop", f"{name}: no canary ledger row for v{challenger}: start it first")
+        step_start, rollout_start = _aware(rows[0].created_at), _aware(rows[-1].created_at)
+        challenger_stats = call_success(engine, scenario, challenger, step_start)
+        champion_stats = call_success(engine, scenario, champion, rollout_start)
+        deadline = step_start + dt.timedelta(hours=get_settings().bake_deadline_hours)
+        decision = decide_rollout_step(
+            rules,
+            live.canary_weight,
+            champion_stats.live_stats(),
+            challenger_stats.live_stats(),
+            deadline_passed=utcnow() >= deadline,
+        )
+        metrics = {
+            **decision.metrics,
+            "challenger_calls": challenger_stats.calls,
+            "challenger_success_rate": challenger_stats.rate,
+            "champion_calls": champion_stats.calls,
+            "champion_success_rate": champion_stats.rate,
+            "step_started_at": step_start,
+            "rollout_started_at": rollout_start,
+        }
+        reason = _call_wording(decision.reason)
+        if decision.action == "next_step":
+            assert decision.next_weight is not None
+            with engine.begin() as conn:
+                ledger.record_change(
+                    conn,
+                    actor=actor,
+                    model_name=name,
+                    action="canary",
+                    alias="challenger",
+                    from_version=champion,
+                    to_version=challenger,
+                    weight=decision.next_weight,
+                    reason=reason,
+                    metrics=metrics,
+                )
+                prompts.set_canary_weight(client, scenario, decision.next_weight)
+            return _result(live, "next_step", reason, weight=decision.next_weight, metrics=metrics)
+        if decision.action == "promote":
+            with engine.begin() as conn:
+                ledger.record_change(
+                    conn,
+                    actor=actor,
+                    model_name=name,
+                    action="promote",
+                    alias="champion",
+                    from_version=champion,
+                    to_version=challenger,
+                    weight=0.0,
+                    reason=reason,
+                    metrics=metrics,
+                )
+                prompts.set_alias(client, scenario, "previous", champion)
+                prompts.set_alias(client, scenario, "champion", challenger)
+                prompts.delete_alias(client, scenario, "challenger")
+                prompts.set_canary_weight(client, scenario, 0.0)
+            return ScenarioRolloutResult(scenario, "promote", challenger, None, 0.0, reason, metrics)
+        if decision.action == "rollback":
+            with engine.begin() as conn:
+                ledger.record_change(
+                    conn,
+                    actor=actor,
+                    model_name=name,
+                    action="reject",
+                    alias="challenger",
+                    from_version=champion,
+                    to_version=challenger,
+                    weight=0.0,
+                    reason=reason,
+                    metrics=metrics,
+                )
+                prompts.delete_alias(client, scenario, "challenger")
+                prompts.set_canary_weight(client, scenario, 0.0)
+                client.set_prompt_version_tag(name, int(challenger), STATUS_TAG, REJECTED)
+            alert = _canary_alert(
+                engine,
+                name,
+                challenger,
+                "canary_failed",
+                f"{name}: canary v{challenger} failed and was stopped",
+                reason,
+                metrics,
+                f"weight set to 0, challenger alias removed, v{challenger} tagged rejected; "
+                f"v{champion} answers every call",
+                runbook_canary_failed(scenario),
+            )
+            return ScenarioRolloutResult(
+                scenario, "reject", champion, None, 0.0, reason, metrics, alert_id=alert
+            )
+        alert_id = None
+        if decision.alert:  # not baked before the deadline
+            alert_id = _canary_alert(
+                engine,
+                name,
+                challenger,
+                "canary_inconclusive",
+                f"{name}: canary v{challenger} is inconclusive at {live.canary_weight:.0%}",
+                reason,
+                metrics,
+                f"held at {live.canary_weight:.0%}; not promoted",
+                f"Not enough analysed calls to judge v{challenger} before the deadline. Check that "
+                f"Retell sends call_analyzed events to POST /voice/events, then judge again.",
+            )
+        return _result(live, "wait", reason, metrics=metrics, alert_id=alert_id)
+
+
+def runbook_canary_failed(scenario: str) -> str:
+    return (
+        "The challenger was taken out of traffic and tagged rejected; the champion answers every call. "
+        "Read the reason and the call success numbers, listen to the failed calls, fix the scenario "
+        f"file and register it again (`neuracrm-mlops scenario register scenarios/{scenario}.yaml`); "
+        "nothing else to undo."
+    )
+
+
+def _canary_alert(
+    engine: sa.Engine,
+    name: str,
+    challenger: str,
+    kind: str,
+    title: str,
+    reason: str,
+    metrics: dict[str, Any],
+    action_taken: str,
+    runbook: str,
+) -> int:
+    """One open warning per scenario, challenger version and kind (as the models' canary alerts)."""
+    return raise_alert(
+        engine,
+        kind=kind,
+        severity="warning",
+        title=title,
+        message=reason,
+        dedup_key=f"{kind}:{name}:{challenger}",
+        model_name=name,
+        model_version=challenger,
+        metrics=metrics,
+        action_taken=action_taken,
+        runbook=runbook,
+    ).id
+
+
+# -- monitoring -------------------------------------------------------------------------------------
+
+
+def monitor(
+    scenario: str,
+    actor: str,
+    *,
+    engine: sa.Engine | None = None,
+    client: Any = None,
+    now: dt.datetime | None = None,
+) -> ScenarioRolloutResult:
+    """The champion's call success over the monitor window against the family floor; below it, roll
+    back to ``previous`` when previous's recorded success rate is not worse, else keep and page."""
+    engine, client = _engine(engine), _client(client)
+    settings = get_settings()
+    name = prompts.prompt_name(scenario)
+    floor = settings.floor_for(FAMILY, None)
+    since = (now or utcnow()) - dt.timedelta(hours=settings.monitor_window_hours)
+    with _lock(engine, name):
+        live = prompts.live_scenario(client, scenario)
+        if live.champion is None:
+            return _result(live, "noop", f"{name} has no champion")
+        champion = live.champion.version
+        stats = call_success(engine, scenario, champion, since)
+        verdict = decide_live_accuracy(
+            stats.rate, stats.calls, floor=floor, min_outcomes=settings.min_outcomes
+        )
+        reason = _call_wording(verdict.reason)
+        metrics: dict[str, Any] = {
+            "success_rate": stats.rate,
+            "calls": stats.calls,
+            "floor": floor,
+            "window_hours": settings.monitor_window_hours,
+            "since": since,
+        }
+        if not verdict.below_floor:
+            return _result(live, verdict.verdict, reason, metrics=metrics)
+        assert stats.rate is not None
+        previous = live.previous.version if live.previous is not None else None
+        recorded = call_success(engine, scenario, previous, None) if previous is not None else None
+        metrics |= {
+            "previous_version": previous,
+            "previous_calls": recorded.calls if recorded else None,
+            "previous_success_rate": recorded.rate if recorded else None,
+        }
+        why, restore = _rollback_verdict(stats.rate, recorded, settings.min_outcomes)
+        if restore:
+            assert previous is not None
+            with engine.begin() as conn:
+                ledger.record_change(
+                    conn,
+                    actor=actor,
+                    model_name=name,
+                    action="rollback",
+                    alias="champion",
+                    from_version=champion,
+                    to_version=previous,
+                    reason=f"{reason}; {why}",
+                    metrics=metrics,
+                )
+                prompts.set_alias(client, scenario, "champion", previous)
+                # nothing earlier is known good now: no automatic rollback further back (no ping-pong)
+                prompts.delete_alias(client, scenario, "previous")
+            action = (
+                f"champion rolled back from v{champion} to v{previous} automatically: {why}; "
+                f"no earlier version is kept as previous"
+            )
+            runbook = (
+                f"v{previous} answers every call now (each service replica switches at its next poll). "
+                f"Find the cause of v{champion}'s drop (listen to failed calls, check recent CRM data); "
+                f"a fixed scenario comes back only through a new registration and rollout. To undo: "
+                f"set the champion alias of {name} back to {champion} and record it in the ledger."
+            )
+        else:
+            action = f"no automatic rollback: {why}; v{champion} keeps serving"
+            runbook = (
+                f"Nothing was changed: v{champion} keeps answering calls below the floor. Find the cause "
+                f"(listen to failed calls, check recent CRM data), fix scenarios/{scenario}.yaml, register "
+                f"it (`neuracrm-mlops scenario register scenarios/{scenario}.yaml`) and roll it out."
+            )
+        alert = raise_alert(
+            engine,
+            kind="accuracy_below_floor",
+            severity="critical",
+            title=f"{name} v{champion}: {reason}",
+            message=reason,
+            dedup_key=f"accuracy_below_floor:{name}:{champion}",
+            model_name=name,
+            model_version=champion,
+            metrics=metrics,
+            action_taken=action,
+            runbook=runbook,
+        )
+        if restore:
+            return ScenarioRolloutResult(
+                scenario,
+                "rollback",
+                previous,
+                live.challenger.version if live.challenger else None,
+                live.canary_weight,
+                f"{reason}; {why}",
+                metrics,
+                alert.id,
+            )
+        return _result(live, "keep", f"{reason}; {why}", metrics=metrics, alert_id=alert.id)
+
+
+def _call_wording(reason: str) -> str:
+    """A decision's reason in the scenarios' terms (call success of analysed calls)."""
+    return (
+        reason.replace("live accuracy", "call success rate")
+        .replace("accuracy", "call success rate")
+        .replace("labelled outcomes", "analysed calls")
+        .replace(" outcomes", " analysed calls")
+    )
+
+
+def _rollback_verdict(
+    champion_rate: float, previous: CallSuccess | None, min_outcomes: int
+) -> tuple[str, bool]:
+    """Whether to restore ``previous``: only when measured (at least ``min_outcomes`` analysed calls
+    on record) and not worse than the failing champion's rate. Never roll back to something worse."""
+    if previous is None:
+        return "there is no previous version to roll back to", False
+    if previous.rate is None or previous.calls < min_outcomes:
+        return (
+            f"previous v{previous.version} has {previous.calls} of {min_outcomes} analysed calls on "
+            f"record: its success rate is unknown",
+            False,
+        )
+    measured = f"previous v{previous.version} succeeded on {previous.rate:.3f} of {previous.calls} calls"
+    if previous.rate + _EPS < champion_rate:
+        return f"{measured}, worse than the champion's {champion_rate:.3f}", False
+    return f"{measured}, not worse than the champion's {champion_rate:.3f}", True
+
+
+__all__ = [
+    "CallSuccess",
+    "ScenarioRolloutError",
+    "ScenarioRolloutResult",
+    "call_success",
+    "judge",
+    "monitor",
+    "policy",
+    "start",
+]

@@ -1,0 +1,256 @@
+"""Canary rollout and rollback of voice scenarios on call success (release.scenario_rollout), on the
+embedded stores: two registered versions, calls logged as POST /voice/context logs them (a
+``predictions`` row per context) and analysed as POST /voice/events records them (an ``outcomes`` row
+per context, ``successful`` / ``unsuccessful``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from neuracrm_mlops.config import reset_settings
+from neuracrm_mlops.inference.prediction_log import prediction_row
+from neuracrm_mlops.release import scenario_rollout
+from neuracrm_mlops.store import ledger, prompt_registry
+from neuracrm_mlops.store.alerts import list_alerts
+from neuracrm_mlops.store.db.schema import Outcome, Prediction
+from neuracrm_mlops.store.registry import configure_mlflow
+from neuracrm_mlops.training.scenarios import register_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = "sales_outbound"
+PROMPT = "voice_scenario.sales_outbound"
+ACTOR = "test:scenario_rollout"
+MIN = 10
+ORG = 1
+
+
+@pytest.fixture
+def stores(home_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[sa.Engine, Any]:
+    """v1 champion, v2 challenger at weight 0 (a changed line), NEURACRM_MIN_OUTCOMES=10."""
+    monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", str(MIN))
+    reset_settings()
+    client = configure_mlflow()
+    content = dict(yaml.safe_load((REPO / "scenarios" / f"{SCENARIO}.yaml").read_text()))
+    path = tmp_path / f"{SCENARIO}.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    assert register_scenario(path, actor=ACTOR, engine=home_engine).alias == "champion"
+    content["template"] += "\nAlways thank the person for their time before you hang up.\n"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    assert register_scenario(path, actor=ACTOR, engine=home_engine).alias == "challenger"
+    return home_engine, client
+
+
+def calls(
+    engine: sa.Engine,
+    version: str,
+    route: str,
+    successful: int,
+    unsuccessful: int,
+    *,
+    unanalysed: int = 0,
+    at: dt.datetime | None = None,
+) -> None:
+    """Calls answered by ``version``: a context prediction each, and the analysis for all but
+    ``unanalysed`` of them."""
+    labels = ["successful"] * successful + ["unsuccessful"] * unsuccessful + [None] * unanalysed
+    with engine.begin() as conn:
+        for label in labels:
+            context_id = uuid.uuid4().hex
+            conn.execute(
+                sa.insert(Prediction).values(
+                    **prediction_row(
+                        model_name=PROMPT,
+                        model_version=version,
+                        route=route,
+                        request_id=uuid.uuid4().hex,
+                        organization_id=ORG,
+                        entity_id=context_id,
+                        features={"scenario": SCENARIO},
+                        output={"context_id": context_id},
+                        latency_ms=5.0,
+                        fallback=False,
+                        created_at=at,
+                    )
+                )
+            )
+            if label is not None:
+                conn.execute(
+                    sa.insert(Outcome).values(
+                        model_name=PROMPT,
+                        organization_id=ORG,
+                        entity_id=context_id,
+                        label=label,
+                        observed_at=dt.datetime.now(dt.UTC),
+                        source="retell",
+                    )
+                )
+
+
+def live(client: Any) -> prompt_registry.LiveScenario:
+    return prompt_registry.live_scenario(client, SCENARIO)
+
+
+def actions(engine: sa.Engine) -> list[tuple[str, str | None, float | None]]:
+    rows = reversed(ledger.latest_entries(engine, model_name=PROMPT, limit=100))
+    return [(e.action, e.to_version, e.weight) for e in rows]
+
+
+def test_call_success_joins_analysed_calls_of_one_version_since_a_time(stores: tuple[sa.Engine, Any]) -> None:
+    engine, _ = stores
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    calls(engine, "1", "champion", 5, 5, at=old)
+    calls(engine, "1", "champion", 3, 1, unanalysed=2)
+    calls(engine, "2", "challenger", 1, 0)
+    calls(engine, "1", "fallback", 4, 0)  # the fallback route is no version's answer
+    recent = scenario_rollout.call_success(
+        engine, SCENARIO, "1", dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    )
+    assert (recent.calls, recent.successful, recent.requests, recent.rate) == (4, 3, 6, 0.75)
+    ever = scenario_rollout.call_success(engine, SCENARIO, "1", None)
+    assert (ever.calls, ever.successful) == (14, 8)
+
+
+def test_a_good_challenger_moves_10_50_100_and_is_promoted(stores: tuple[sa.Engine, Any]) -> None:
+    engine, client = stores
+    calls(engine, "1", "champion", 9, 1, at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))  # before
+    started = scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
+    assert (started.action, started.weight) == ("start", 0.10)
+    assert live(client).canary_weight == pytest.approx(0.10)
+    assert scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client).action == "noop"
+
+    # not baked: the challenger has too few analysed calls, and calls before the rollout do not count
+    calls(engine, "2", "challenger", 5, 0, unanalysed=20)
+    calls(engine, "1", "champion", 9, 1)
+    waiting = scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client)
+    assert waiting.action == "wait", waiting.reason
+    assert waiting.metrics["challenger_calls"] == 5 and waiting.metrics["champion_calls"] == 10
+    assert live(client).canary_weight == pytest.approx(0.10)
+
+    calls(engine, "2", "challenger", 5, 1)  # 10 of 11 over the step: not worse than 0.9
+    step = scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client)
+    assert (step.action, step.weight) == ("next_step", 0.50), step.reason
+    assert live(client).canary_weight == pytest.approx(0.50)
+
+    # the new step counts from its own start: the 10% calls are not enough for the 50% step
+    assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).action == "wait"
+    calls(engine, "2", "challenger", 9, 1)
+    assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).weight == 1.0
+    calls(engine, "2", "challenger", 10, 0)
+    promoted = scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client)
+    assert promoted.action == "promote", promoted.reason
+    assert (promoted.champion, promoted.challenger) == ("2", None)
+
+    now = live(client)
+    assert now.champion is not None and now.champion.version == "2"
+    assert now.previous is not None and now.previous.version == "1"
+    assert now.challenger is None and prompt_registry.canary_weight(client, SCENARIO) == 0.0
+    assert actions(engine) == [
+        ("promote", "1", None),
+        ("register", "2", 0.0),
+        ("canary", "2", 0.10),
+        ("canary", "2", 0.50),
+        ("canary", "2", 1.0),
+        ("promote", "2", 0.0),
+    ]
+    assert ledger.champion_moves(engine, PROMPT)[-1][1:] == ("1", "2")
+    assert list_alerts(engine) == []
+
+
+def test_a_degraded_challenger_is_rejected_at_10_percent(stores: tuple[sa.Engine, Any]) -> None:
+    engine, client = stores
+    scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
+    calls(engine, "1", "champion", 18, 2)
+    calls(engine, "2", "challenger", 4, 8)
+    rejected = scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client)
+    assert (rejected.action, rejected.weight, rejected.challenger) == ("reject", 0.0, None)
+    assert "call success rate 0.333" in rejected.reason
+    assert "worse than the champion's 0.900" in rejected.reason
+
+    now = live(client)
+    assert now.champion is not None and now.champion.version == "1" and now.challenger is None
+    assert prompt_registry.canary_weight(client, SCENARIO) == 0.0
+    assert prompt_registry.get_version(client, SCENARIO, "2").tags["status"] == "rejected"
+    assert actions(engine)[-1] == ("reject", "2", 0.0)
+    [alert] = list_alerts(engine)
+    assert (alert.kind, alert.model_name, alert.model_version) == ("canary_failed", PROMPT, "2")
+    assert "register" in (alert.runbook or "") and "tagged rejected" in (alert.action_taken or "")
+    assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).action == "noop"
+
+
+def _promote_v2(engine: sa.Engine, client: Any) -> None:
+    """v1 answered calls well (on record), then v2 became champion through a full rollout."""
+    calls(engine, "1", "champion", 18, 2, at=dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
+    for _ in range(3):
+        calls(engine, "1", "champion", 9, 1)
+        calls(engine, "2", "challenger", 9, 1)
+        scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client)
+    champion = live(client).champion
+    assert champion is not None and champion.version == "2"
+
+
+def test_a_champion_below_the_floor_is_rolled_back_with_one_alert(stores: tuple[sa.Engine, Any]) -> None:
+    engine, client = stores
+    _promote_v2(engine, client)
+    first = scenario_rollout.monitor(SCENARIO, ACTOR, engine=engine, client=client)
+    assert first.action == "ok", first.reason  # v2's calls during its rollout were good
+
+    calls(engine, "2", "champion", 2, 28)  # v2 drops: 29 of 60 over the window
+    rolled = scenario_rollout.monitor(SCENARIO, ACTOR, engine=engine, client=client)
+    assert (rolled.action, rolled.champion) == ("rollback", "1"), rolled.reason
+    assert "not worse than the champion's" in rolled.reason
+    now = live(client)
+    assert now.champion is not None and now.champion.version == "1" and now.previous is None
+    assert actions(engine)[-1] == ("rollback", "1", None)
+    [alert] = list_alerts(engine)
+    assert (alert.kind, alert.severity, alert.model_version) == ("accuracy_below_floor", "critical", "2")
+    assert "rolled back from v2 to v1" in (alert.action_taken or "")
+    assert "v1 answers every call now" in (alert.runbook or "")
+
+    # the next pass judges v1 (its calls in the window are good): no second alert, no second move
+    again = scenario_rollout.monitor(SCENARIO, ACTOR, engine=engine, client=client)
+    assert again.action == "ok", again.reason
+    assert len(list_alerts(engine)) == 1 and actions(engine)[-1] == ("rollback", "1", None)
+
+
+def test_a_champion_below_the_floor_is_kept_when_previous_is_worse_and_pages_once(
+    stores: tuple[sa.Engine, Any],
+) -> None:
+    engine, client = stores
+    _promote_v2(engine, client)
+    calls(engine, "1", "champion", 0, 60, at=dt.datetime.now(dt.UTC) - dt.timedelta(days=60))  # v1 was worse
+    calls(engine, "2", "champion", 10, 30)
+    kept = scenario_rollout.monitor(SCENARIO, ACTOR, engine=engine, client=client)
+    assert (kept.action, kept.champion) == ("keep", "2"), kept.reason
+    assert "worse than the champion's" in kept.reason
+    before = actions(engine)
+    again = scenario_rollout.monitor(SCENARIO, ACTOR, engine=engine, client=client)
+    assert again.action == "keep" and again.alert_id == kept.alert_id
+    [alert] = list_alerts(engine)
+    assert alert.occurrences == 2 and "keeps serving" in (alert.action_taken or "")
+    assert "scenario register" in (alert.runbook or "")
+    assert actions(engine) == before  # nothing moved
+    champion = live(client).champion
+    assert champion is not None and champion.version == "2"
+
+
+def test_monitor_waits_for_enough_calls(stores: tuple[sa.Engine, Any]) -> None:
+    engine, client = stores
+    calls(engine, "1", "champion", 0, MIN - 1)
+    result = scenario_rollout.monitor(SCENARIO, ACTOR, engine=engine, client=client)
+    assert result.action == "insufficient_data", result.reason
+    assert list_alerts(engine) == []
+
+
+def test_start_needs_a_challenger(stores: tuple[sa.Engine, Any]) -> None:
+    engine, client = stores
+    prompt_registry.delete_alias(client, SCENARIO, "challenger")
+    with pytest.raises(scenario_rollout.ScenarioRolloutError, match="no challenger"):
+        scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
