@@ -254,3 +254,28 @@ def test_start_needs_a_challenger(stores: tuple[sa.Engine, Any]) -> None:
     prompt_registry.delete_alias(client, SCENARIO, "challenger")
     with pytest.raises(scenario_rollout.ScenarioRolloutError, match="no challenger"):
         scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
+
+
+def test_the_cli_starts_advances_and_monitors_a_scenario_canary(stores: tuple[sa.Engine, Any]) -> None:
+    from click.testing import CliRunner
+
+    from neuracrm_mlops.ops.cli import main
+
+    engine, client = stores
+    runner = CliRunner()
+    started = runner.invoke(main, ["scenario", "rollout", SCENARIO])
+    assert started.exit_code == 0, started.output
+    assert f"{SCENARIO}: start (canary weight 10%)" in started.output
+    waiting = runner.invoke(main, ["scenario", "rollout", SCENARIO])
+    assert waiting.exit_code == 0 and f"{SCENARIO}: wait" in waiting.output, waiting.output
+    calls(engine, "1", "champion", 18, 2)
+    calls(engine, "2", "challenger", 4, 8)
+    rejected = runner.invoke(main, ["scenario", "rollout", SCENARIO])
+    assert rejected.exit_code == 0 and f"{SCENARIO}: reject (canary weight 0%)" in rejected.output
+    assert "; alert " in rejected.output
+    nothing = runner.invoke(main, ["scenario", "rollout", SCENARIO])  # no challenger left
+    assert nothing.exit_code == 1 and "has no challenger to roll out" in nothing.output, nothing.output
+    monitored = runner.invoke(main, ["scenario", "monitor", SCENARIO])
+    assert monitored.exit_code == 0 and f"{SCENARIO}: ok" in monitored.output, monitored.output
+    bad = runner.invoke(main, ["scenario", "monitor", "Sales Outbound"])
+    assert bad.exit_code == 1 and "lower-case letters" in bad.output

@@ -999,6 +999,46 @@ def scenario_publish(name: str) -> None:
     )
 
 
+@scenario.command("rollout", short_help="Start or advance a scenario's canary (call success).")
+@click.argument("name")
+def scenario_rollout_command(name: str) -> None:
+    """Start scenario NAME's canary (its challenger at weight 0 gets the first step,
+    NEURACRM_ROLLOUT_STEPS), or judge the running step on call success rate against the champion
+    with the models' rules (enough analysed calls per arm, the floor, the tolerance): next step,
+    promote at the last one, reject when worse, or wait. Exits 1 when there is nothing to roll out."""
+    from neuracrm_mlops.release import scenario_rollout
+    from neuracrm_mlops.store import prompt_registry
+    from neuracrm_mlops.store.ledger import actor_for_cli
+    from neuracrm_mlops.store.registry import configure_mlflow
+
+    try:
+        live = prompt_registry.live_scenario(configure_mlflow(), name)
+        step = scenario_rollout.judge if live.canary_weight > 0 else scenario_rollout.start
+        result = step(name, actor_for_cli())
+    except (scenario_rollout.ScenarioRolloutError, prompt_registry.ScenarioNameError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    alert = f"; alert {result.alert_id}" if result.alert_id is not None else ""
+    out.print(f"{name}: {result.action} (canary weight {result.weight:.0%}): {result.reason}{alert}")
+
+
+@scenario.command("monitor", short_help="Check a scenario champion's call success against the floor.")
+@click.argument("name")
+def scenario_monitor_command(name: str) -> None:
+    """Scenario NAME's champion's call success rate over the monitor window against the family's
+    floor (NEURACRM_ACCURACY_FLOORS, voice_scenario); below it, roll back to the previous champion
+    when that one did not do worse, and page once."""
+    from neuracrm_mlops.release import scenario_rollout
+    from neuracrm_mlops.store import prompt_registry
+    from neuracrm_mlops.store.ledger import actor_for_cli
+
+    try:
+        result = scenario_rollout.monitor(name, actor_for_cli())
+    except (scenario_rollout.ScenarioRolloutError, prompt_registry.ScenarioNameError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    alert = f"; alert {result.alert_id}" if result.alert_id is not None else ""
+    out.print(f"{name}: {result.action}: {result.reason}{alert}")
+
+
 # --- bench --------------------------------------------------------------------------------------
 
 BENCHMARKS = {
