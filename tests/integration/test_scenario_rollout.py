@@ -261,7 +261,7 @@ def test_the_cli_starts_advances_and_monitors_a_scenario_canary(stores: tuple[sa
 
     from neuracrm_mlops.ops.cli import main
 
-    engine, client = stores
+    engine, _ = stores
     runner = CliRunner()
     started = runner.invoke(main, ["scenario", "rollout", SCENARIO])
     assert started.exit_code == 0, started.output
