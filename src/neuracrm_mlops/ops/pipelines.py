@@ -141,3 +141,39 @@ def apply_review(model: str, review: dict[str, Any] | None, *, actor: str) -> di
             model, actor=actor, reason=f"final step rejected by {who} ({chosen or 'no answer'})", reject=True
         )
     return result.as_dict()
+
+
+# -- voice scenarios (the voice_scenarios DAG; the same calls as `scenario rollout|monitor`) --------
+
+
+def roll_out_scenarios(*, actor: str) -> list[dict[str, Any]]:
+    """For every scenario with a challenger: start its canary (at weight 0) or judge the running step
+    on call success (``release.scenario_rollout``); scenarios without a challenger are left alone."""
+    from neuracrm_mlops.release import scenario_rollout
+    from neuracrm_mlops.store import prompt_registry
+    from neuracrm_mlops.store.registry import configure_mlflow
+
+    client = configure_mlflow()
+    results = []
+    for scenario in prompt_registry.list_scenarios(client):
+        live = prompt_registry.live_scenario(client, scenario)
+        if live.challenger is None or live.champion is None:
+            continue
+        step = scenario_rollout.judge if live.canary_weight > 0 else scenario_rollout.start
+        results.append(step(scenario, actor, client=client).as_dict())
+    return results
+
+
+def monitor_scenarios(*, actor: str) -> list[dict[str, Any]]:
+    """Every scenario champion's call success against the family's floor: rollback (never to a
+    version that did worse) and one paging alert below it (``scenario_rollout.monitor``)."""
+    from neuracrm_mlops.release import scenario_rollout
+    from neuracrm_mlops.store import prompt_registry
+    from neuracrm_mlops.store.registry import configure_mlflow
+
+    client = configure_mlflow()
+    return [
+        scenario_rollout.monitor(scenario, actor, client=client).as_dict()
+        for scenario in prompt_registry.list_scenarios(client)
+        if prompt_registry.version_by_alias(client, scenario, "champion") is not None
+    ]
