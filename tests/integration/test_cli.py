@@ -13,7 +13,9 @@ import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from voice_scenarios import PROMPT, log_calls, scenario_in_a_canary
 
+from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.ops.cli import main
 from neuracrm_mlops.store.db.migrate import head_revision
 from neuracrm_mlops.store.orgs import organization_for_api_key
@@ -377,6 +379,7 @@ STATUS_JSON_KEYS = {
     "served_answers",
     "ledger",
     "alerts",
+    "voice_scenarios",
 }
 
 
@@ -430,6 +433,81 @@ def test_status_json_is_one_document_with_the_documented_keys(engine: sa.Engine)
     (alert,) = document["alerts"]["open"]
     assert alert["message"] == LONG_MESSAGE and alert["severity"] == "critical"
     assert re.fullmatch(ISO, alert["first_seen_at"]) and re.fullmatch(ISO, alert["last_seen_at"])
+
+
+def test_status_shows_each_voice_scenario_in_text_and_json(home_engine: sa.Engine, tmp_path: Path) -> None:
+    from neuracrm_mlops.store.alerts import raise_alert
+
+    weight = scenario_in_a_canary(home_engine, tmp_path)
+    log_calls(home_engine, "1", "champion", successful=3, unsuccessful=1)
+    log_calls(home_engine, "2", "challenger", successful=1, unsuccessful=0)  # not the champion's
+    raise_alert(
+        home_engine, kind="canary_inconclusive", severity="warning", dedup_key="test:scenario",
+        title="sales_outbound canary inconclusive", message="not enough calls", model_name=PROMPT,
+        model_version="2", deliver=False,
+    )  # fmt: skip
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["status"])
+
+    assert result.exit_code == 0, result.output
+    hours = f"{get_settings().monitor_window_hours:g}"
+    block = _block_lines(result.stdout, f"voice scenarios (champion's calls over {hours}h)")
+    assert block == [
+        "- scenario: sales_outbound",
+        "  champion: v1 (1.0.0)",
+        "  challenger: v2 (1.1.0)",
+        f"  canary weight: {weight:.0%}",
+        "  previous: -",
+        "  calls: 4",
+        "  success: 75.0%",
+        "  open alerts: 1",
+    ]
+
+    document = json.loads(runner.invoke(main, ["status", "--json"]).stdout)
+    scenarios = document["voice_scenarios"]
+    assert (scenarios["readable"], scenarios["error"]) == (True, None)
+    assert scenarios["window_hours"] == get_settings().monitor_window_hours
+    assert scenarios["scenarios"] == [
+        {
+            "scenario": "sales_outbound", "prompt_name": PROMPT,
+            "champion": {"version": "1", "semver": "1.0.0"},
+            "challenger": {"version": "2", "semver": "1.1.0"},
+            "canary_weight": weight, "previous": None,
+            "calls": 4, "successful": 3, "success_rate": 0.75, "open_alerts": 1,
+        }
+    ]  # fmt: skip
+    assert weight > 0
+
+
+def test_status_says_in_one_line_when_there_is_no_voice_scenario_or_mlflow_is_down(
+    home_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops.store import prompt_registry
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["status"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "voice scenarios" in line]
+    assert lines == ["voice scenarios: none (`neuracrm-mlops scenario register scenarios/<name>.yaml`)"]
+    document = json.loads(runner.invoke(main, ["status", "--json"]).stdout)
+    assert document["voice_scenarios"]["scenarios"] == [] and document["voice_scenarios"]["readable"]
+
+    def down(client: object) -> list[str]:
+        raise ConnectionError("mlflow.internal:5000 refused the connection")
+
+    monkeypatch.setattr(prompt_registry, "list_scenarios", down)
+    result = runner.invoke(main, ["status"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "voice scenarios: could not be read from MLflow (ConnectionError: mlflow.internal:5000 refused "
+        "the connection)" in result.stdout
+    )
+    assert "open alerts: 0" in result.stdout  # the rest of the report still shows
+    document = json.loads(runner.invoke(main, ["status", "--json"]).stdout)
+    assert document["voice_scenarios"]["readable"] is False
+    assert "refused the connection" in document["voice_scenarios"]["error"]
+    assert document["voice_scenarios"]["scenarios"] == []
 
 
 def test_a_wide_terminal_gets_tables_that_never_cut_a_date(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from markupsafe import escape
+from voice_scenarios import PROMPT, log_calls, scenario_in_a_canary
 
 from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.inference.prediction_log import prediction_row
@@ -562,6 +563,58 @@ def test_a_forecast_is_rolled_back_for_its_organization_to_the_target_the_page_s
     assert (entry.actor, entry.organization_id, entry.to_version) == ("airflow-ui:oncall", 7, "1")
     missing = health_page.submit_rollback(home_engine, {**form, "organization": ""}, username="oncall")
     assert missing.status == 400 and missing.model_name is None
+
+
+# --- voice scenarios -------------------------------------------------------------------------------
+
+
+def test_the_voice_scenarios_section_shows_what_serves_each_scenario_and_its_latest_moves(
+    home_engine: sa.Engine, tmp_path: Path
+) -> None:
+    weight = scenario_in_a_canary(home_engine, tmp_path)
+    log_calls(home_engine, "1", "champion", successful=3, unsuccessful=1)
+    raise_alert(
+        home_engine, kind="canary_inconclusive", severity="warning", dedup_key="test:scenario",
+        title="sales_outbound canary <inconclusive>", message="m", model_name=PROMPT, model_version="2",
+        deliver=False,
+    )  # fmt: skip
+
+    health = health_page.scenario_health(home_engine)
+    (scenario,) = health.scenarios
+    assert health.readable and scenario.status.open_alerts == 1
+    assert (scenario.status.calls, scenario.status.success_rate) == (4, 0.75)
+    assert [e.action for e in scenario.ledger] == ["canary", "register", "promote"]  # newest first
+
+    page = health_page.health_page_html(home_engine, username="oncall", can_rollback=True, csrf="c" * 64)
+    assert "<h2>Voice scenarios</h2>" in page
+    assert '<tr id="scenario-sales_outbound">' in page
+    assert '<td class="champion">v1 (1.0.0)</td>' in page
+    at = f'<span class="weight">at {weight:.0%}</span>'
+    challenger = f'<td class="challenger">v2 (1.1.0) {at} of calls</td>'
+    assert challenger in page
+    assert '<td class="accuracy">75.0%<span class="sub">of 4 analysed calls</span></td>' in page
+    assert '<td class="alerts">1</td>' in page
+    assert f"canary v1 -&gt; v2 at {weight:.0%} by test:voice_scenarios: canary started" in page
+    assert "canary &lt;inconclusive&gt;" in page  # the alert itself, escaped, under other alerts
+
+
+def test_no_voice_scenario_is_one_line_and_an_unreadable_registry_does_not_break_the_page(
+    home_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuracrm_mlops.store import prompt_registry
+
+    page = health_page.health_page_html(home_engine, username="oncall", can_rollback=True, csrf="c" * 64)
+    assert '<p class="more" id="no-scenarios">No voice scenarios registered.</p>' in page
+    assert '<table id="scenarios">' not in page
+    assert "Voice scenarios" not in _page([])  # a caller that read no scenarios gets no section
+
+    def down(client: object) -> list[str]:
+        raise ConnectionError("refused <here>")
+
+    monkeypatch.setattr(prompt_registry, "list_scenarios", down)
+    page = health_page.health_page_html(home_engine, username="oncall", can_rollback=True, csrf="c" * 64)
+    assert "Voice scenarios could not be read from MLflow: ConnectionError: refused &lt;here&gt;" in page
+    assert '<table id="models">' in page
 
 
 # --- reads ---------------------------------------------------------------------------------------

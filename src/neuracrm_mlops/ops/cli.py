@@ -586,10 +586,53 @@ def status(as_json: bool) -> None:
     )
     _print_models_and_ledger(engine)
     _print_served_answers(engine)
+    _print_voice_scenarios(engine)
     open_alerts = open_alert_count(engine)
     out.print(
         f"open alerts: {open_alerts:,}" + (" (`neuracrm-mlops alerts --open`)" if open_alerts else ""),
         markup=False,
+    )
+
+
+def _print_voice_scenarios(engine: sa.Engine) -> None:
+    """Voice scenarios: champion, challenger at its canary weight, previous, the champion's call
+    success over the monitor window and open alerts; one line when there are none or MLflow is down."""
+    from neuracrm_mlops.ops.status import ScenarioVersionRef, voice_scenarios
+
+    block = voice_scenarios(engine)
+    if not block.readable:
+        out.print(f"voice scenarios: could not be read from MLflow ({block.error})", markup=False)
+        return
+
+    def shown(ref: ScenarioVersionRef | None) -> str:
+        return "-" if ref is None else f"v{ref.version}" + (f" ({ref.semver})" if ref.semver else "")
+
+    _show_records(
+        f"voice scenarios (champion's calls over {block.window_hours:g}h)",
+        [
+            _Field("scenario"),
+            _Field("champion"),
+            _Field("challenger"),
+            _Field("canary weight"),
+            _Field("previous"),
+            _Field("calls", "number"),
+            _Field("success"),
+            _Field("open alerts", "number"),
+        ],
+        [
+            [
+                s.scenario,
+                shown(s.champion),
+                shown(s.challenger),
+                f"{s.canary_weight:.0%}" if s.challenger else "-",
+                shown(s.previous),
+                f"{s.calls:,}",
+                f"{s.success_rate:.1%}" if s.success_rate is not None else "-",
+                f"{s.open_alerts:,}",
+            ]
+            for s in block.scenarios
+        ],
+        empty="voice scenarios: none (`neuracrm-mlops scenario register scenarios/<name>.yaml`)",
     )
 
 
@@ -1087,13 +1130,25 @@ def bench(benchmark: str, options: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--orgs", type=click.IntRange(2, 1_000), default=50, show_default=True, help="organizations")
 @click.option("--months", type=click.IntRange(24, 120), default=48, show_default=True, help="history")
-def demo(orgs: int, months: int) -> None:
+@click.option(
+    "--voice",
+    is_flag=True,
+    help="instead: a voice scenario's A/B rollout (register two versions, calls through the service, "
+    "signed call events, promoted on call success; about a minute)",
+)
+def demo(orgs: int, months: int, voice: bool) -> None:
     """The whole loop on the embedded defaults, in a few minutes: seed, import, the training DAGs,
     a canary rollout to champion under live traffic, then a degraded champion rolled back and alerted.
+    With --voice, a voice scenario's A/B rollout instead.
 
     Starts from empty embedded stores under NEURACRM_HOME (the SQLite files are recreated) and stops
     every process it starts.
     """
+    if voice:
+        from neuracrm_mlops.ops.voice_demo import run_voice_demo
+
+        run_voice_demo(lambda line: out.print(line, markup=False))
+        return
     from neuracrm_mlops.ops.demo import run_demo
 
     run_demo(lambda line: out.print(line, markup=False), organizations=orgs, months=months)

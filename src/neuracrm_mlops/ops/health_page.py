@@ -25,6 +25,12 @@ authorization and HTTP); everything the page knows and does is here, testable wi
   ``FORECAST_ROWS_SHOWN`` (200) forecast rows are listed; a line says how many more organizations
   there are, all healthy (not below the floor, no open alert, no canary running). The row of a model
   just rolled back from the page is always listed. The summary line counts every row.
+- ``scenario_health``: the voice scenarios (prompts in MLflow's prompt registry, ``status.voice_scenarios``):
+  per scenario champion, challenger and canary weight, previous, the champion's call success over
+  the window, its open alerts (from the alerts the page already read) and its latest ledger entries
+  (one ledger read for every scenario). Reads: one prompt search plus, per scenario, its aliases and
+  one call-success query (scenarios are a handful, not one per organization). MLflow unreadable: the
+  section says so and the rest of the page shows.
 - ``render_health_page``: a self-contained HTML page (inline CSS, no script, no external asset): a
   table, accuracy in red below the floor, and per row a rollback form. ``page_view`` turns the rows into
   plain views (numbers and times formatted, every choice made); the Jinja2 templates in
@@ -404,6 +410,45 @@ def _forecast_accuracy(
     }
 
 
+@dataclass(frozen=True)
+class ScenarioHealth:
+    """One voice scenario on the page: its status and its latest ledger entries (newest first)."""
+
+    status: status.ScenarioStatus
+    ledger: tuple[LedgerEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScenariosHealth:
+    """The page's voice-scenario section (``readable`` False: MLflow could not be read, ``error`` why)."""
+
+    readable: bool
+    error: str | None
+    window_hours: float
+    scenarios: tuple[ScenarioHealth, ...]
+
+
+def scenario_health(
+    engine: sa.Engine,
+    *,
+    ledger_lines: int = LEDGER_LINES_PER_ROW,
+    open_alerts: Sequence[AlertRow] | None = None,
+) -> ScenariosHealth:
+    """Every voice scenario with its latest ``ledger_lines`` ledger entries (one ledger read for all);
+    ``open_alerts`` as in ``model_health``."""
+    if open_alerts is None:
+        open_alerts = list_alerts(engine, open_only=True, limit=OPEN_ALERTS_READ)
+    block = status.voice_scenarios(engine, open_alerts=open_alerts)
+    names = [s.prompt_name for s in block.scenarios]
+    entries = _ledger_of(engine, names, ledger_lines)[0] if names else {}
+    return ScenariosHealth(
+        readable=block.readable,
+        error=block.error,
+        window_hours=block.window_hours,
+        scenarios=tuple(ScenarioHealth(s, tuple(entries.get(s.prompt_name, ()))) for s in block.scenarios),
+    )
+
+
 def alerts_without_row(
     engine: sa.Engine, rows: Sequence[HealthRow], *, open_alerts: Sequence[AlertRow] | None = None
 ) -> list[AlertRow]:
@@ -677,6 +722,28 @@ class RowView:
 
 
 @dataclass(frozen=True)
+class ScenarioView:
+    scenario: str
+    prompt_name: str
+    champion: str | None  # "v2 (1.1.0)"
+    challenger: str | None
+    weight: str
+    previous: str | None
+    calls: int  # the champion's analysed calls over the window
+    success: str | None  # their success rate, None without analysed calls
+    alerts: int
+    ledger: tuple[LedgerLine, ...]
+
+
+@dataclass(frozen=True)
+class ScenariosView:
+    readable: bool
+    error: str | None
+    window_hours: str
+    scenarios: tuple[ScenarioView, ...]
+
+
+@dataclass(frozen=True)
 class PageView:
     username: str
     generated: str
@@ -693,6 +760,7 @@ class PageView:
     other_alerts: tuple[AlertView, ...]
     csrf: str
     reason_max: int
+    scenarios: ScenariosView | None  # None: the caller read no scenarios (no section)
 
 
 @dataclass(frozen=True)
@@ -799,6 +867,37 @@ def row_view(row: HealthRow, *, can_rollback: bool) -> RowView:
     )
 
 
+def _scenario_version(ref: status.ScenarioVersionRef | None) -> str | None:
+    if ref is None:
+        return None
+    return f"v{ref.version}" + (f" ({ref.semver})" if ref.semver else "")
+
+
+def scenario_view(health: ScenarioHealth) -> ScenarioView:
+    s = health.status
+    return ScenarioView(
+        scenario=s.scenario,
+        prompt_name=s.prompt_name,
+        champion=_scenario_version(s.champion),
+        challenger=_scenario_version(s.challenger),
+        weight=f"{s.canary_weight:.0%}",
+        previous=_scenario_version(s.previous),
+        calls=s.calls,
+        success=_pct(s.success_rate) if s.success_rate is not None else None,
+        alerts=s.open_alerts,
+        ledger=tuple(ledger_line(e) for e in health.ledger),
+    )
+
+
+def scenarios_view(health: ScenariosHealth) -> ScenariosView:
+    return ScenariosView(
+        readable=health.readable,
+        error=health.error,
+        window_hours=f"{health.window_hours:g}",
+        scenarios=tuple(scenario_view(s) for s in health.scenarios),
+    )
+
+
 def page_view(
     rows: Sequence[HealthRow],
     *,
@@ -811,6 +910,7 @@ def page_view(
     airflow_url: str = "/",
     forecast_rows: int = FORECAST_ROWS_SHOWN,
     pinned: str | None = None,
+    scenarios: ScenariosHealth | None = None,
 ) -> PageView:
     """What the page shows (arguments as ``render_health_page``'s)."""
     settings = get_settings()
@@ -831,6 +931,7 @@ def page_view(
         other_alerts=tuple(alert_view(a) for a in other_alerts),
         csrf=csrf,
         reason_max=REASON_MAX,
+        scenarios=scenarios_view(scenarios) if scenarios is not None else None,
     )
 
 
@@ -846,12 +947,14 @@ def render_health_page(
     airflow_url: str = "/",
     forecast_rows: int = FORECAST_ROWS_SHOWN,
     pinned: str | None = None,
+    scenarios: ScenariosHealth | None = None,
 ) -> str:
     """The page as one HTML document (inline CSS, no script, nothing loaded from elsewhere).
 
     ``rows`` in ``model_health``'s order; the table lists them as ``rows_to_list`` says (at most
     ``forecast_rows`` forecasts besides those that need attention, and the ``pinned`` model's row)
-    and says how many quiet organizations it leaves out. The summary counts every row."""
+    and says how many quiet organizations it leaves out. The summary counts every row. ``scenarios``
+    (``scenario_health``): the voice-scenario section, left out when None."""
     page = page_view(
         rows,
         username=username,
@@ -863,6 +966,7 @@ def render_health_page(
         airflow_url=airflow_url,
         forecast_rows=forecast_rows,
         pinned=pinned,
+        scenarios=scenarios,
     )
     return render_template("page.html.j2", page=page)
 
@@ -883,10 +987,11 @@ def health_page_html(
     notice: Notice | None = None,
     airflow_url: str = "/",
 ) -> str:
-    """The page for ``username``, read fresh: rows, the alerts no row shows, and a notice (the one
-    given, else this user's rollback of ``rolled_back`` read back from the ledger)."""
+    """The page for ``username``, read fresh: rows, the voice scenarios, the alerts no row shows, and
+    a notice (the one given, else this user's rollback of ``rolled_back`` read back from the ledger)."""
     open_alerts = list_alerts(engine, open_only=True, limit=OPEN_ALERTS_READ)
     rows = model_health(engine, open_alerts=open_alerts)
+    scenarios = scenario_health(engine, open_alerts=open_alerts)
     return render_health_page(
         rows,
         username=username,
@@ -896,4 +1001,5 @@ def health_page_html(
         notice=notice or notice_for(rows, rolled_back, username),
         airflow_url=airflow_url,
         pinned=rolled_back,
+        scenarios=scenarios,
     )

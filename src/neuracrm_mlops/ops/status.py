@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -299,6 +299,116 @@ def alert_record(alert: Any) -> dict[str, Any]:
     }
 
 
+# -- voice scenarios (prompts in MLflow's prompt registry) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScenarioVersionRef:
+    """A scenario version under an alias: its prompt version and the semver it was registered with."""
+
+    version: str
+    semver: str | None
+
+
+@dataclass(frozen=True)
+class ScenarioStatus:
+    """What serves one voice scenario, how its champion's calls went over the monitor window
+    (``scenario_rollout.call_success``: analysed calls, successful ones, their share) and its open
+    alerts (alerts under the prompt's name)."""
+
+    scenario: str
+    prompt_name: str
+    champion: ScenarioVersionRef | None
+    challenger: ScenarioVersionRef | None
+    canary_weight: float
+    previous: ScenarioVersionRef | None
+    calls: int
+    successful: int
+    success_rate: float | None
+    open_alerts: int
+
+
+@dataclass(frozen=True)
+class VoiceScenarios:
+    """Every scenario's status; ``readable`` False (and ``error`` why) when MLflow could not be read."""
+
+    readable: bool
+    error: str | None
+    window_hours: float
+    scenarios: list[ScenarioStatus]
+
+
+def _version_ref(version: Any) -> ScenarioVersionRef | None:
+    return None if version is None else ScenarioVersionRef(str(version.version), version.semver)
+
+
+def _open_alerts_by_model(
+    engine: sa.Engine, names: Sequence[str], open_alerts: Sequence[Any] | None
+) -> dict[str, int]:
+    if open_alerts is not None:
+        counts: dict[str, int] = {}
+        for alert in open_alerts:
+            if alert.model_name in names:
+                counts[alert.model_name] = counts.get(alert.model_name, 0) + 1
+        return counts
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(Alert.model_name, sa.func.count())
+            .where(Alert.status != "resolved", Alert.model_name.in_(list(names)))
+            .group_by(Alert.model_name)
+        )
+        return {str(name): int(count) for name, count in rows.tuples().all()}
+
+
+def voice_scenarios(
+    engine: sa.Engine,
+    *,
+    client: Any = None,
+    open_alerts: Sequence[Any] | None = None,
+    now: dt.datetime | None = None,
+) -> VoiceScenarios:
+    """Per scenario (by name): champion, challenger and canary weight, previous, the champion's call
+    success over ``NEURACRM_MONITOR_WINDOW_HOURS`` and its open alerts. Never raises for the registry:
+    when MLflow cannot be read the result says so (``readable`` False, ``error``).
+
+    Reads: one prompt search, then per scenario its three aliases (and the canary weight when a
+    challenger is set) and one call-success query; the open alerts once (or ``open_alerts``, the open
+    alerts the caller already read)."""
+    from neuracrm_mlops.config import get_settings
+    from neuracrm_mlops.release.scenario_rollout import call_success
+    from neuracrm_mlops.store import prompt_registry, registry
+    from neuracrm_mlops.store.db.schema import utcnow
+
+    window = get_settings().monitor_window_hours
+    try:
+        client = client or registry.configure_mlflow()
+        lives = [prompt_registry.live_scenario(client, s) for s in prompt_registry.list_scenarios(client)]
+    except Exception as exc:  # MLflow down or refusing: the rest of the report still shows
+        return VoiceScenarios(False, f"{type(exc).__name__}: {exc}"[:300], window, [])
+    names = [prompt_registry.prompt_name(live.scenario) for live in lives]
+    alerts = _open_alerts_by_model(engine, names, open_alerts) if names else {}
+    since = (now or utcnow()) - dt.timedelta(hours=window)
+    scenarios = []
+    for live, name in zip(lives, names, strict=True):
+        champion = live.champion
+        calls = call_success(engine, live.scenario, champion.version, since) if champion else None
+        scenarios.append(
+            ScenarioStatus(
+                scenario=live.scenario,
+                prompt_name=name,
+                champion=_version_ref(champion),
+                challenger=_version_ref(live.challenger),
+                canary_weight=live.canary_weight,
+                previous=_version_ref(live.previous),
+                calls=calls.calls if calls else 0,
+                successful=calls.successful if calls else 0,
+                success_rate=calls.rate if calls else None,
+                open_alerts=alerts.get(name, 0),
+            )
+        )
+    return VoiceScenarios(True, None, window, scenarios)
+
+
 def status_document(
     engine: sa.Engine,
     *,
@@ -329,4 +439,5 @@ def status_document(
             "open_count": open_alert_count(engine),
             "open": [alert_record(a) for a in list_alerts(engine, open_only=True, limit=alert_limit)],
         },
+        "voice_scenarios": asdict(voice_scenarios(engine)),
     }
