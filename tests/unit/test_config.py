@@ -117,8 +117,9 @@ SCANNED_FOLDERS = ("src", "serving", "dags", "plugins", "models")
 CONFIG_PY = Path("src/neuracrm_mlops/config.py")
 # (file, function) allowed to read environment variables by a computed name. demo.demo_pacing shortens
 # the demo's waits: it reads NEURACRM_MODEL_POLL_SECONDS, NEURACRM_BAKE_POKE_SECONDS,
-# NEURACRM_MONITOR_WINDOW_HOURS, NEURACRM_RETRY_DELAY_SECONDS and NEURACRM_LOG_LEVEL only to let a value
-# already set win and to restore them afterwards; it never interprets one: it sets them for its own
+# NEURACRM_MONITOR_WINDOW_HOURS, NEURACRM_RETRY_DELAY_SECONDS, NEURACRM_LOG_LEVEL (and, for `demo --voice`,
+# NEURACRM_RETELL_API_KEY and NEURACRM_MIN_OUTCOMES) only to let a value already set win and to restore
+# them afterwards; it never interprets one: it sets them for its own
 # process (then reset_settings, so Settings parses them) and the processes it starts.
 DYNAMIC_READS_ALLOWED = {(Path("src/neuracrm_mlops/ops/demo.py"), "demo_pacing")}
 

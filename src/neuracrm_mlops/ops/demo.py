@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,7 +239,7 @@ def _demo_lead(rng: random.Random, leads: list[dict[str, Any]]) -> dict[str, Any
 
 
 @contextmanager
-def demo_pacing() -> Iterator[dict[str, str]]:
+def demo_pacing(extra: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
     """The demo's clock: the same platform, with its waits shortened so that the story fits in a few
     minutes (model poll 1 s, a bake check every 2 s, live accuracy over the last minute instead of
     the last week). A variable already set in the environment wins. Restores the environment.
@@ -254,6 +254,7 @@ def demo_pacing() -> Iterator[dict[str, str]]:
         "NEURACRM_MONITOR_WINDOW_HOURS": f"{60 / 3600:.6f}",
         "NEURACRM_RETRY_DELAY_SECONDS": "5",
         "NEURACRM_LOG_LEVEL": "WARNING",
+        **(extra or {}),  # a demo's own settings (demo --voice: its Retell key and bake size)
     }
     pacing = {name: os.environ.get(name) or value for name, value in pacing.items()}
     saved = {name: os.environ.get(name) for name in pacing}

@@ -12,12 +12,10 @@ the registry, the service's routing and logging, the webhook's signature check, 
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +23,7 @@ import httpx
 import sqlalchemy as sa
 import yaml
 
-from neuracrm_mlops.config import get_settings, reset_settings
+from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.ops import local_stack
 from neuracrm_mlops.ops.demo import _first_api_key, _reset_embedded_store, demo_pacing
@@ -52,28 +50,6 @@ class VoiceDemoResult:
     actions: list[str] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
     final_champion: str | None = None
-
-
-@contextmanager
-def _voice_settings(retell_key: str) -> Iterator[None]:
-    """The demo's Retell key (the service verifies the events with it) and its bake size, as
-    environment variables for this process and the service it starts; restored afterwards."""
-    values = {
-        "NEURACRM_RETELL_API_KEY": os.environ.get("NEURACRM_RETELL_API_KEY") or retell_key,
-        "NEURACRM_MIN_OUTCOMES": os.environ.get("NEURACRM_MIN_OUTCOMES") or VOICE_MIN_OUTCOMES,
-    }
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    reset_settings()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings()
 
 
 def _signed(body: dict[str, Any], key: str) -> tuple[bytes, str]:
@@ -151,8 +127,10 @@ def run_voice_demo(say: Say, *, seed: int = 7) -> VoiceDemoResult:
     def step(text: str) -> None:
         say(f"[{time.monotonic() - started:5.0f}s] {text}")
 
-    retell_key = secrets.token_hex(24)
-    with demo_pacing(), _voice_settings(retell_key):
+    # the service verifies the demo's call events with this key; a key already set wins, as does a
+    # NEURACRM_MIN_OUTCOMES (analysed calls per version before a step is judged)
+    voice = {"NEURACRM_RETELL_API_KEY": secrets.token_hex(24), "NEURACRM_MIN_OUTCOMES": VOICE_MIN_OUTCOMES}
+    with demo_pacing(voice):
         retell_key = str(get_settings().retell_api_key)
         local_stack.stop_all()
         _reset_embedded_store(say)
