@@ -68,7 +68,7 @@ class DemoResult:
     story: dict[str, Any]
 
 
-def _reset_embedded_store(say: Say) -> None:
+def reset_embedded_store(say: Say) -> None:
     """Start from empty stores: delete the embedded SQLite files (CRM, MLflow, Airflow's metadata),
     MLflow artifacts and old logs; a configured (production) database is never deleted: the demo
     refuses one that has data."""
@@ -340,7 +340,7 @@ def run_demo(say: Say, *, organizations: int = DEMO_ORGS, months: int = DEMO_MON
         if stopped:
             step(f"stopped what an earlier run left: {', '.join(stopped)}")
         say(f"data dir {settings.home} (logs in {settings.home / 'logs'})")
-        _reset_embedded_store(say)
+        reset_embedded_store(say)
         engine = get_engine()
         before, after = upgrade(engine)
         step(f"1/9 CRM store migrated ({before or 'empty'} -> {after}) at {redact_url(settings.db_url)}")
@@ -437,7 +437,7 @@ def _canary_and_rollback(
     from neuracrm_mlops.store.alerts import list_alerts, render_text
     from neuracrm_mlops.store.ledger import latest_entries
 
-    api_key = _first_api_key(engine)
+    api_key = first_api_key(engine)
     leads = demo_leads(engine)  # the traffic: leads from the data the models were trained on
     step(f"6/9 prediction service up at {url} (bentoml serve), {LEADS_PER_REQUEST} leads a request")
     v2 = _retrain(say, "the nightly retrain")
@@ -549,7 +549,7 @@ def _retrain(say: Say, what: str) -> str:
     return outcome.version
 
 
-def _first_api_key(engine: sa.Engine) -> str:
+def first_api_key(engine: sa.Engine) -> str:
     """The seeded API key of the first organization with AI switched on (the seed switches some off,
     and those are answered by the fallback scorer: no canary to watch)."""
     with engine.connect() as conn:

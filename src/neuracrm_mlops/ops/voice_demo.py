@@ -26,7 +26,7 @@ import yaml
 from neuracrm_mlops.config import get_settings
 from neuracrm_mlops.errors import NeuraCRMError
 from neuracrm_mlops.ops import local_stack
-from neuracrm_mlops.ops.demo import _first_api_key, _reset_embedded_store, demo_pacing
+from neuracrm_mlops.ops.demo import demo_pacing, first_api_key, reset_embedded_store
 from neuracrm_mlops.release import scenario_rollout
 from neuracrm_mlops.store import ledger, prompt_registry
 from neuracrm_mlops.store.db.engine import get_engine
@@ -133,7 +133,7 @@ def run_voice_demo(say: Say, *, seed: int = 7) -> VoiceDemoResult:
     with demo_pacing(voice):
         retell_key = str(get_settings().retell_api_key)
         local_stack.stop_all()
-        _reset_embedded_store(say)
+        reset_embedded_store(say)
         engine = get_engine()
         upgrade(engine)
         seeded = seed_database(3, 24, seed, api_keys_file=get_settings().home / "api_keys.csv", engine=engine)
@@ -153,7 +153,7 @@ def run_voice_demo(say: Say, *, seed: int = 7) -> VoiceDemoResult:
             f"champion {SUCCESS['champion']:.0%}, challenger {SUCCESS['challenger']:.0%} successful)"
         )
         rng = random.Random(seed)
-        api_key = _first_api_key(engine)
+        api_key = first_api_key(engine)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
                 for round_number in range(1, MAX_ROUNDS + 1):

@@ -209,19 +209,18 @@ def start(
             f"canary started: v{live.challenger.version} gets {weight:.0%} of calls against champion "
             f"v{live.champion.version}"
         )
-        with engine.begin() as conn:
-            ledger.record_change(
-                conn,
-                actor=actor,
-                model_name=name,
-                action="canary",
-                alias="challenger",
-                from_version=live.champion.version,
-                to_version=live.challenger.version,
-                weight=weight,
-                reason=reason,
-                metrics={"steps": list(policy().steps)},
-            )
+        with ledger.recorded_move(
+            engine,
+            actor=actor,
+            model_name=name,
+            action="canary",
+            alias="challenger",
+            from_version=live.champion.version,
+            to_version=live.challenger.version,
+            weight=weight,
+            reason=reason,
+            metrics={"steps": list(policy().steps)},
+        ):
             prompts.set_canary_weight(client, scenario, weight)
     return _result(live, "start", reason, weight=weight)
 
@@ -264,54 +263,51 @@ def judge(
         reason = _call_wording(decision.reason)
         if decision.action == "next_step":
             assert decision.next_weight is not None
-            with engine.begin() as conn:
-                ledger.record_change(
-                    conn,
-                    actor=actor,
-                    model_name=name,
-                    action="canary",
-                    alias="challenger",
-                    from_version=champion,
-                    to_version=challenger,
-                    weight=decision.next_weight,
-                    reason=reason,
-                    metrics=metrics,
-                )
+            with ledger.recorded_move(
+                engine,
+                actor=actor,
+                model_name=name,
+                action="canary",
+                alias="challenger",
+                from_version=champion,
+                to_version=challenger,
+                weight=decision.next_weight,
+                reason=reason,
+                metrics=metrics,
+            ):
                 prompts.set_canary_weight(client, scenario, decision.next_weight)
             return _result(live, "next_step", reason, weight=decision.next_weight, metrics=metrics)
         if decision.action == "promote":
-            with engine.begin() as conn:
-                ledger.record_change(
-                    conn,
-                    actor=actor,
-                    model_name=name,
-                    action="promote",
-                    alias="champion",
-                    from_version=champion,
-                    to_version=challenger,
-                    weight=0.0,
-                    reason=reason,
-                    metrics=metrics,
-                )
+            with ledger.recorded_move(
+                engine,
+                actor=actor,
+                model_name=name,
+                action="promote",
+                alias="champion",
+                from_version=champion,
+                to_version=challenger,
+                weight=0.0,
+                reason=reason,
+                metrics=metrics,
+            ):
                 prompts.set_alias(client, scenario, "previous", champion)
                 prompts.set_alias(client, scenario, "champion", challenger)
                 prompts.delete_alias(client, scenario, "challenger")
                 prompts.set_canary_weight(client, scenario, 0.0)
             return ScenarioRolloutResult(scenario, "promote", challenger, None, 0.0, reason, metrics)
         if decision.action == "rollback":
-            with engine.begin() as conn:
-                ledger.record_change(
-                    conn,
-                    actor=actor,
-                    model_name=name,
-                    action="reject",
-                    alias="challenger",
-                    from_version=champion,
-                    to_version=challenger,
-                    weight=0.0,
-                    reason=reason,
-                    metrics=metrics,
-                )
+            with ledger.recorded_move(
+                engine,
+                actor=actor,
+                model_name=name,
+                action="reject",
+                alias="challenger",
+                from_version=champion,
+                to_version=challenger,
+                weight=0.0,
+                reason=reason,
+                metrics=metrics,
+            ):
                 prompts.delete_alias(client, scenario, "challenger")
                 prompts.set_canary_weight(client, scenario, 0.0)
                 client.set_prompt_version_tag(name, int(challenger), STATUS_TAG, REJECTED)
@@ -431,18 +427,17 @@ def monitor(
         why, restore = _rollback_verdict(stats.rate, recorded, settings.min_outcomes)
         if restore:
             assert previous is not None
-            with engine.begin() as conn:
-                ledger.record_change(
-                    conn,
-                    actor=actor,
-                    model_name=name,
-                    action="rollback",
-                    alias="champion",
-                    from_version=champion,
-                    to_version=previous,
-                    reason=f"{reason}; {why}",
-                    metrics=metrics,
-                )
+            with ledger.recorded_move(
+                engine,
+                actor=actor,
+                model_name=name,
+                action="rollback",
+                alias="champion",
+                from_version=champion,
+                to_version=previous,
+                reason=f"{reason}; {why}",
+                metrics=metrics,
+            ):
                 prompts.set_alias(client, scenario, "champion", previous)
                 # nothing earlier is known good now: no automatic rollback further back (no ping-pong)
                 prompts.delete_alias(client, scenario, "previous")

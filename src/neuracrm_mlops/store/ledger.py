@@ -23,12 +23,13 @@ Write a row in the same transaction as the change it records by passing an open 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import getpass
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -106,6 +107,14 @@ def _version(value: str | int | None, field: str) -> str | None:
     if not text or len(text) > _VERSION_MAX:
         raise ValueError(f"{field} must be a version of 1 to {_VERSION_MAX} characters, got {value!r}")
     return text
+
+
+@contextlib.contextmanager
+def recorded_move(engine: sa.Engine, **row: Any) -> Iterator[int]:
+    """The ledger row (``record_change``'s fields) of a registry move made in the ``with`` block: the row
+    is committed only when the block (its registry calls) succeeds, and rolled back when it raises."""
+    with engine.begin() as conn:
+        yield record_change(conn, **row)
 
 
 def record_change(
