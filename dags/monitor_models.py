@@ -1,14 +1,18 @@
-"""Watch every served model: live accuracy, drift, bias, serving health; roll back below 80%.
+"""Watch every served model and scenario: live accuracy, drift, bias, serving health; roll back below 80%.
 
 reconcile_rollout_state runs first: an alias move a crash left half-done is finished (or undone)
-before any model is judged (``neuracrm_mlops.release.state.reconcile_pending``). Then
-monitor_<model>: one monitoring pass (``neuracrm_mlops.monitoring.monitor.monitor_model``); forecasts get
-one pass per organization's champion (monitor_sales_forecasts, rollback per organization). Accuracy
-below NEURACRM_ACCURACY_FLOOR with enough outcomes puts the previous champion back (under a lock:
-two runs at once cannot both roll back), writes the ledger and one critical alert; drift, bias
-and health breaches raise warning alerts. needs_retraining_<model> -> retrain_<model> emits the asset
-``neuracrm://monitor/<model>/retrain`` after a rollback, which starts train_<model>.
-escalate_alerts re-pages unacknowledged critical alerts.
+before any model is judged (``neuracrm_mlops.release.state.reconcile_pending``). Then, per family of
+the family registry: monitor_<model> for a model shared by every organization (one pass,
+``neuracrm_mlops.monitoring.monitor.monitor_model``), monitor_<family>s for the others: one pass per
+organization's forecast champion (monitor_sales_forecasts, rollback per organization) and per voice
+scenario champion on call success (monitor_voice_scenarios) (``ops.pipelines.monitor_family``).
+Accuracy below the family's floor (NEURACRM_ACCURACY_FLOORS, else NEURACRM_ACCURACY_FLOOR) with enough
+outcomes puts the previous champion back when it did not do worse (under a lock: two runs at once
+cannot both roll back), writes the ledger and one critical alert; drift, bias and health breaches
+raise warning alerts. needs_retraining_<family> -> retrain_<family> emits the asset
+``neuracrm://monitor/<family>/retrain`` after a rollback, which starts train_<family> (not for voice
+scenarios: a prompt is fixed by a person, not retrained). escalate_alerts re-pages unacknowledged
+critical alerts.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from airflow.sdk import Asset, dag, task
 from neuracrm_mlops.families import FAMILIES
 from neuracrm_mlops.ops.dag_support import RETRAIN_ASSETS, START_DATE, default_args
 
-# a monitoring pass per shared model; per-organization families (forecasts) get one task below
-MODELS = tuple(f.registered_name() for f in FAMILIES.values() if not f.checks.per_organization)
+# a monitoring pass per shared model; per-organization and per-scenario families get one task each
+MODELS = tuple(f.registered_name() for f in FAMILIES.values() if f.naming == "shared")
+OTHER_FAMILIES = tuple(f for f in FAMILIES.values() if f.naming != "shared")
 
 
 def retrain_task(family: str, reason: str) -> Any:
@@ -87,25 +92,27 @@ def monitor_models() -> None:
             report
         )
 
-    @task
-    def monitor_sales_forecasts(**context: Any) -> dict[str, Any]:
-        from neuracrm_mlops.monitoring.monitor import monitor_forecasts
-        from neuracrm_mlops.store.ledger import actor_for_dag
+    for family in OTHER_FAMILIES:
 
-        summary = monitor_forecasts(actor=actor_for_dag(context))
-        print(summary.as_dict())
-        return summary.as_dict()
+        @task(task_id=f"monitor_{family.name}s")
+        def monitor_family(family_name: str, **context: Any) -> dict[str, Any]:
+            from neuracrm_mlops.ops.pipelines import monitor_family
+            from neuracrm_mlops.store.ledger import actor_for_dag
 
-    @task.short_circuit
-    def needs_retraining_sales_forecast(summary: dict[str, Any]) -> bool:
-        return bool(summary["retrain"])
+            summary = monitor_family(family_name, actor=actor_for_dag(context))
+            print(summary)
+            return summary
 
-    summary = monitor_sales_forecasts()
-    reconciled >> summary
-    retrain_forecasts = retrain_task(
-        "sales_forecast", "forecast accuracy below the floor: automatic rollback"
-    )
-    needs_retraining_sales_forecast(summary) >> retrain_forecasts(summary)
+        summary = monitor_family(family.name)
+        reconciled >> summary
+        if family.checks.retrain_after_rollback:
+
+            @task.short_circuit(task_id=f"needs_retraining_{family.name}")
+            def needs_family_retraining(summary: dict[str, Any]) -> bool:
+                return bool(summary["retrain"])
+
+            retrain = retrain_task(family.name, "accuracy below the floor: automatic rollback")
+            needs_family_retraining(summary) >> retrain(summary)
 
     @task
     def escalate_alerts() -> list[int]:

@@ -395,6 +395,9 @@ class Settings:
     git_commit: str | None = None
     # the Great Expectations context folder; None: the repository's expectations/
     gx_root: Path | None = None
+    # the voice scenario files `train voice_scenario` (the train_voice_scenario DAG) registers;
+    # None: the repository's scenarios/
+    scenarios_dir: Path | None = None
     # BentoML worker processes of the prediction service
     serving_workers: int = 1
     # the prediction service replica's name, in /status/, the X-NeuraCRM-Replica header and each
@@ -533,6 +536,11 @@ class Settings:
             log_level=log_level_from_environment()[0],
             git_commit=_env_git_commit("NEURACRM_GIT_COMMIT"),
             gx_root=gx_root_from_environment(),
+            scenarios_dir=(
+                Path(raw).expanduser().resolve()
+                if (raw := os.environ.get("NEURACRM_SCENARIOS_DIR", "").strip())
+                else None
+            ),
             serving_workers=serving_workers_from_environment(),
             replica_name=_env_replica_name("NEURACRM_REPLICA_NAME"),
             dag_start_date=_env_datetime("NEURACRM_DAG_START_DATE", DEFAULT_DAG_START_DATE),

@@ -14,8 +14,9 @@ from airflow_harness import REPO, AirflowHarness
 # the session's migrated Airflow metadata (tests/dags/conftest.py), made once: one worker
 pytestmark = pytest.mark.xdist_group("airflow_dags")
 
-FAMILIES = ("lead_scoring", "sentiment", "sales_forecast")
-ROLLOUT_DAGS = {f"rollout_{family}": "rollout_model" for family in FAMILIES}  # dag id -> file stem
+FAMILIES = ("lead_scoring", "sentiment", "sales_forecast")  # trained on CRM data, retrained after a rollback
+ALL_FAMILIES = (*FAMILIES, "voice_scenario")
+ROLLOUT_DAGS = {f"rollout_{family}": "rollout_model" for family in ALL_FAMILIES}  # dag id -> file stem
 DAG_FILES = sorted(p.stem for p in (REPO / "dags").glob("*.py"))
 DAG_IDS = sorted({stem for stem in DAG_FILES if stem != "rollout_model"} | set(ROLLOUT_DAGS))
 DATASETS = {"lead_scoring": "leads", "sentiment": "interactions", "sales_forecast": "monthly_sales"}
@@ -92,7 +93,12 @@ def test_monitor_models_reconciles_rollout_state_before_any_monitoring(
     upstream = dag_info["dags"]["monitor_models"]["upstream"]
     assert upstream["reconcile_rollout_state"] == []
     monitors = [task for task in upstream if task.startswith("monitor_")]
-    assert sorted(monitors) == ["monitor_lead_scoring", "monitor_sales_forecasts", "monitor_sentiment"]
+    assert sorted(monitors) == [
+        "monitor_lead_scoring",
+        "monitor_sales_forecasts",
+        "monitor_sentiment",
+        "monitor_voice_scenarios",
+    ]
     assert all(upstream[task] == ["reconcile_rollout_state"] for task in monitors)
     # every asset is produced by exactly one task and consumed by exactly one DAG
     produced = [uri for dag in dag_info["dags"].values() for uris in dag["outlets"].values() for uri in uris]
@@ -100,6 +106,23 @@ def test_monitor_models_reconciles_rollout_state_before_any_monitoring(
     assert sorted(produced) == sorted(set(produced)) and sorted(consumed) == sorted(set(consumed))
     assert set(produced) < set(consumed)  # the crm/* assets come from `neuracrm-mlops import`
     assert set(consumed) - set(produced) == {f"neuracrm://crm/{d}" for d in DATASETS.values()}
+
+
+def test_voice_scenarios_are_registered_hourly_rolled_out_on_announcement_and_not_retrained(
+    dag_info: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    dags = dag_info["dags"]
+    registry_asset = "neuracrm://registry/voice_scenario/challenger"
+    train = dags["train_voice_scenario"]
+    assert train["schedule_assets"] == [] and train["cron"] == "10 * * * *"
+    assert train["outlets"] == {"announce_challenger": [registry_asset]}
+    assert train["upstream"]["register_scenario_versions"] == ["validate_scenario_files"]
+    rollout = dags["rollout_voice_scenario"]
+    assert rollout["schedule_assets"] == [registry_asset] and "voice_scenario" in rollout["tags"]
+    assert set(rollout["upstream"]) == set(dags["rollout_lead_scoring"]["upstream"])  # the same factory
+    monitor = dags["monitor_models"]
+    assert monitor["upstream"]["monitor_voice_scenarios"] == ["reconcile_rollout_state"]
+    assert not any("voice_scenario" in task for task in monitor["outlets"])  # a prompt is not retrained
 
 
 def test_a_registry_event_is_emitted_only_for_a_registered_challenger() -> None:

@@ -666,7 +666,9 @@ def test_each_model_is_guarded_by_its_familys_rollout_dag() -> None:
         "rollout_lead_scoring",
         "rollout_sentiment",
         "rollout_sales_forecast",
+        "rollout_voice_scenario",
     )
+    assert health_page.rollout_dag_id("voice_scenario.sales_outbound") == "rollout_voice_scenario"
     assert health_page.rollout_dag_id("lead_scoring") == "rollout_lead_scoring"
     assert health_page.rollout_dag_id("sentiment") == "rollout_sentiment"
     assert health_page.rollout_dag_id("sales_forecast_org_7") == "rollout_sales_forecast"

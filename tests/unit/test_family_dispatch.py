@@ -171,17 +171,28 @@ def test_every_registered_family_satisfies_the_protocol(name: str) -> None:
         assert not family.cli_train.organization_option and not family.checks.per_organization
         with pytest.raises(ValueError, match="one model for every organization"):
             family.registered_name(7)
-    else:
+    elif family.naming == "per_organization":
         assert family.registered_name(7).startswith(family.model_prefix)
         assert family.cli_train.organization_option
         with pytest.raises(ValueError, match="one model per organization"):
             family.registered_name()
-    registered = family.registered_name() if family.naming == "shared" else family.registered_name(7)
+    else:  # per_scenario: the prompt registry names them (``voice_scenario.<scenario>``)
+        from neuracrm_mlops.store import prompt_registry
+
+        assert family.model_prefix == prompt_registry.PROMPT_PREFIX
+        assert not family.cli_train.organization_option
+        with pytest.raises(ValueError, match="one registered prompt per scenario"):
+            family.registered_name()
+    registered = {
+        "shared": lambda: family.registered_name(),
+        "per_organization": lambda: family.registered_name(7),
+        "per_scenario": lambda: family.model_prefix + "sales_outbound",
+    }[family.naming]()
     assert family.owns(registered)
     assert family_of_model(registered) is family
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", [name for name, family in FAMILIES.items() if family.validator is None])
 def test_each_familys_dataset_and_suite_are_the_validation_librarys(name: str) -> None:
     from neuracrm_mlops.quality.validation import DATASET_SUITES
 
@@ -189,13 +200,46 @@ def test_each_familys_dataset_and_suite_are_the_validation_librarys(name: str) -
     assert DATASET_SUITES[family.dataset] == family.validation_suite
 
 
-def test_the_registry_lists_the_three_families_in_their_display_order() -> None:
-    assert list(FAMILIES) == ["lead_scoring", "sentiment", "sales_forecast"]
-    assert families.family_names() == ("lead_scoring", "sentiment", "sales_forecast")
+def test_the_registry_lists_the_four_families_in_their_display_order() -> None:
+    assert list(FAMILIES) == ["lead_scoring", "sentiment", "sales_forecast", "voice_scenario"]
+    assert families.family_names() == ("lead_scoring", "sentiment", "sales_forecast", "voice_scenario")
     assert [f.name for f in families.families_with(naming="shared")] == ["lead_scoring", "sentiment"]
     assert [f.name for f in families.families_with(rollout_strategy="organization_cohort")] == [
         "sales_forecast"
     ]
+    assert [f.name for f in families.families_with(rollout_strategy="call_share")] == ["voice_scenario"]
+
+
+def test_the_voice_scenario_family_validates_its_files_not_a_crm_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its check reads every scenario file strictly before anything is registered, and names each
+    bad file; the repository's own scenarios pass it."""
+    from neuracrm_mlops.config import reset_settings
+    from neuracrm_mlops.errors import NeuraCRMError
+
+    voice = FAMILIES["voice_scenario"]
+    checked = voice.validate("run-1")
+    assert checked["success"] and checked["scenarios"] == ["customer_support", "sales_outbound"]
+    good = (ROOT / "scenarios" / "sales_outbound.yaml").read_text()
+    (tmp_path / "sales_outbound.yaml").write_text(good)
+    (tmp_path / "customer_support.yaml").write_text(good.replace("{{lead_score}}", "{{lead_scroe}}"))
+    (tmp_path / "broken.yml").write_text("name: [unclosed\n")
+    monkeypatch.setenv("NEURACRM_SCENARIOS_DIR", str(tmp_path))
+    reset_settings()
+    try:
+        with pytest.raises(NeuraCRMError) as refused:
+            voice.validate("run-2")
+        message = str(refused.value)
+        assert "2 invalid scenario files, nothing registered" in message
+        assert "broken.yml" in message and "lead_scroe" in message
+        (tmp_path / "customer_support.yaml").unlink()
+        (tmp_path / "broken.yml").write_text(good)  # the same scenario name in two files
+        with pytest.raises(NeuraCRMError, match="'sales_outbound' is also defined in"):
+            voice.validate("run-3")
+    finally:
+        monkeypatch.delenv("NEURACRM_SCENARIOS_DIR")
+        reset_settings()
 
 
 def test_registered_models_map_to_their_family() -> None:
@@ -214,12 +258,13 @@ def test_the_old_names_are_thin_aliases_of_the_registry() -> None:
 
     assert live_stats.family_of("sales_forecast_org_3") == "sales_forecast"
     assert live_stats.family_of("lead_scoring_rules") == "lead_scoring_rules"
-    assert dag_support.FAMILIES == ("lead_scoring", "sentiment", "sales_forecast")
+    assert dag_support.FAMILIES == ("lead_scoring", "sentiment", "sales_forecast", "voice_scenario")
     assert dag_support.FAMILY_DATASETS == pipelines.FAMILY_DATASETS
     assert pipelines.FAMILY_DATASETS == {
         "lead_scoring": "leads",
         "sentiment": "interactions",
         "sales_forecast": "sales",
+        "voice_scenario": "scenarios",
     }
     assert status.FALLBACK_OF["sentiment"] == "VADER"
     assert health_page.model_name_for("sales_forecast", "4") == "sales_forecast_org_4"
@@ -228,6 +273,7 @@ def test_the_old_names_are_thin_aliases_of_the_registry() -> None:
         "rollout_lead_scoring",
         "rollout_sentiment",
         "rollout_sales_forecast",
+        "rollout_voice_scenario",
     )
 
 
@@ -279,7 +325,7 @@ def test_a_new_family_is_one_spec_plus_one_registry_line(monkeypatch: pytest.Mon
         return {"status": "challenger"}
 
     voice = FamilySpec(
-        name="voice_scenario",
+        name="call_summaries",
         dataset="interactions",
         validation_suite="interactions",
         naming="shared",
@@ -291,11 +337,11 @@ def test_a_new_family_is_one_spec_plus_one_registry_line(monkeypatch: pytest.Mon
     monkeypatch.setitem(FAMILIES, voice.name, voice)
     from neuracrm_mlops.ops import pipelines
 
-    assert get_family("voice_scenario") is voice
-    assert family_of_model("voice_scenario") is voice
-    outcome = pipelines.train_family("voice_scenario", run_key="k", dag_run_id="d", validation={})
+    assert get_family("call_summaries") is voice
+    assert family_of_model("call_summaries") is voice
+    outcome = pipelines.train_family("call_summaries", run_key="k", dag_run_id="d", validation={})
     assert outcome == {"status": "challenger"} and calls[0].lineage.run_key == "k"
-    assert not pipelines._by_cohort("voice_scenario")
+    assert not pipelines._by_cohort("call_summaries")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ branching on family names.
 
 from __future__ import annotations
 
-from neuracrm_mlops.families import lead_scoring, sales_forecast, sentiment
+from neuracrm_mlops.families import lead_scoring, sales_forecast, sentiment, voice_scenario
 from neuracrm_mlops.families.base import (
     CliTrain,
     FamilySpec,
@@ -40,6 +40,7 @@ FAMILIES: dict[str, ModelFamily] = {
         lead_scoring.FAMILY,
         sentiment.FAMILY,
         sales_forecast.FAMILY,
+        voice_scenario.FAMILY,
     )
 }
 

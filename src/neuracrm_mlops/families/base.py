@@ -6,18 +6,24 @@ instead of branching on family strings:
 - ``name``: the family (``lead_scoring``); the DAG ids (``train_<name>``, ``rollout_<name>``), the
   assets and the CLI arguments use it;
 - ``dataset`` and ``validation_suite``: the CRM dataset it trains on (``neuracrm-mlops import DATASET``)
-  and the Great Expectations suite that validates it before training;
-- ``naming``: ``shared`` (one registered model for every organization, named like the family) or
-  ``per_organization`` (one registered model per organization, ``<model_prefix><organization id>``);
-- ``train(request)``: the trainer entry the pipelines and the CLI call (validate first);
+  and the Great Expectations suite that validates it before training (voice scenarios: their files
+  in git, checked by the family's own validator);
+- ``naming``: ``shared`` (one registered model for every organization, named like the family),
+  ``per_organization`` (one registered model per organization, ``<model_prefix><organization id>``)
+  or ``per_scenario`` (one registered *prompt* per voice scenario, ``<model_prefix><scenario>``, in
+  MLflow's prompt registry);
+- ``validate(run_id)`` and ``train(request)``: the check of the training input and the trainer entry
+  the pipelines and the CLI call (validate first);
 - ``accuracy_measure`` and ``predicted_label``: how live accuracy is measured, as the monitor does it
   (``label_match``: the share of correct labels, each output's label from ``predicted_label``;
-  ``one_minus_wape``: ``max(0, 1 - WAPE)`` over the months with an actual);
+  ``one_minus_wape``: ``max(0, 1 - WAPE)`` over the months with an actual; ``call_success``: the share
+  of analysed calls that succeeded);
 - ``outcome_labels`` and ``outcome_aliases``: the labels a recorded outcome may carry and the other
   spellings a CRM export uses for them (``true`` -> ``converted``); none: outcomes are values;
 - ``fallback``: what answers when no model version does;
-- ``rollout_strategy``: ``traffic_share`` (the canary weight is a share of requests) or
-  ``organization_cohort`` (a share of organizations, each judged on its own actuals);
+- ``rollout_strategy``: ``traffic_share`` (the canary weight is a share of requests),
+  ``organization_cohort`` (a share of organizations, each judged on its own actuals) or ``call_share``
+  (per scenario, a share of calls, sticky by contact, judged on call success);
 - ``checks``: which monitoring checks apply, and whether the monitor runs one pass per organization;
 - ``cli_train``: what ``neuracrm-mlops train`` accepts and shows for the family.
 
@@ -34,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_chec
 if TYPE_CHECKING:
     from neuracrm_mlops.training.train import Lineage
 
-Naming = Literal["shared", "per_organization"]
-RolloutStrategy = Literal["traffic_share", "organization_cohort"]
-AccuracyMeasure = Literal["label_match", "one_minus_wape"]
+Naming = Literal["shared", "per_organization", "per_scenario"]
+RolloutStrategy = Literal["traffic_share", "organization_cohort", "call_share"]
+AccuracyMeasure = Literal["label_match", "one_minus_wape", "call_success"]
 NAMINGS: tuple[Naming, ...] = get_args(Naming)
 ROLLOUT_STRATEGIES: tuple[RolloutStrategy, ...] = get_args(RolloutStrategy)
 ACCURACY_MEASURES: tuple[AccuracyMeasure, ...] = get_args(AccuracyMeasure)
@@ -64,6 +70,9 @@ class MonitoringChecks:
     bias: bool = True  # fairness across NEURACRM_BIAS_ATTRIBUTE
     health: bool = True  # error rate and p95 latency of the served rows
     per_organization: bool = False  # one pass per organization's champion (``monitor_forecasts``)
+    # after an automatic rollback, ask for a retraining (asset ``neuracrm://monitor/<family>/retrain``);
+    # False where retraining cannot help (a scenario's prompt changes only when a person edits its file)
+    retrain_after_rollback: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,11 @@ class ModelFamily(Protocol):
         """The registered model of the family (of ``organization_id``, per-organization families)."""
         ...
 
+    def validate(self, run_id: str) -> dict[str, Any]:
+        """Check the training input (a Great Expectations suite, or the family's own check); raise a
+        NeuraCRMError when it must not be trained on. The summary training logs as lineage."""
+        ...
+
     def owns(self, model_name: str) -> bool:
         """Whether ``model_name`` is a registered model of this family."""
         ...
@@ -143,6 +157,8 @@ class FamilySpec:
     accuracy_measure: AccuracyMeasure
     trainer: Callable[[TrainRequest], dict[str, Any]]
     label_of: Callable[[Mapping[str, Any]], str | None] = no_label
+    # None: the Great Expectations suite of ``dataset`` (``quality.validation``)
+    validator: Callable[[str], dict[str, Any]] | None = None
     checks: MonitoringChecks = MonitoringChecks()
     cli_train: CliTrain = CliTrain()
     model_prefix: str = ""
@@ -162,23 +178,32 @@ class FamilySpec:
                 f"{self.name}: accuracy_measure must be one of {ACCURACY_MEASURES}, "
                 f"got {self.accuracy_measure!r}"
             )
-        if (self.naming == "per_organization") != bool(self.model_prefix):
-            raise ValueError(f"{self.name}: a model_prefix goes with per_organization naming, and only there")
+        if (self.naming != "shared") != bool(self.model_prefix):
+            raise ValueError(
+                f"{self.name}: a model_prefix goes with per_organization or per_scenario naming, only there"
+            )
 
     def registered_name(self, organization_id: int | None = None) -> str:
         if self.naming == "shared":
             if organization_id is not None:
                 raise ValueError(f"{self.name} is one model for every organization: no organization")
             return self.name
+        if self.naming == "per_scenario":
+            raise ValueError(f"{self.name} is one registered prompt per scenario: its registry names them")
         if organization_id is None:
             raise ValueError(f"{self.name} is one model per organization: give its organization id")
         return f"{self.model_prefix}{organization_id}"
 
     def owns(self, model_name: str) -> bool:
-        # a per-organization family owns every name that starts with its own (as ``family_of`` did)
-        return (
-            model_name.startswith(self.name) if self.naming == "per_organization" else model_name == self.name
-        )
+        # a per-organization (per-scenario) family owns every name that starts with its own
+        return model_name.startswith(self.name) if self.naming != "shared" else model_name == self.name
+
+    def validate(self, run_id: str) -> dict[str, Any]:
+        if self.validator is not None:
+            return self.validator(run_id)
+        from neuracrm_mlops.quality.validation import validate_for_training
+
+        return validate_for_training(self.dataset, run_id=run_id)
 
     def train(self, request: TrainRequest) -> dict[str, Any]:
         return self.trainer(request)

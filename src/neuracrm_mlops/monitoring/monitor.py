@@ -66,8 +66,9 @@ from neuracrm_mlops.store.db.schema import utcnow
 log = logging.getLogger(__name__)
 
 # the shared models (one per family, for every organization): a monitoring pass each; the families
-# whose checks run per organization get ``monitor_forecasts`` (one pass per organization's champion)
-MONITORED_MODELS = tuple(f.registered_name() for f in FAMILIES.values() if not f.checks.per_organization)
+# whose checks run per organization get ``monitor_forecasts`` (one pass per organization's champion),
+# voice scenarios ``release.scenario_rollout.monitor`` (``ops.pipelines.monitor_family``)
+MONITORED_MODELS = tuple(f.registered_name() for f in FAMILIES.values() if f.naming == "shared")
 BIAS_THRESHOLD = 0.10
 P95_LIMIT_MS = 250.0
 ERROR_RATE_LIMIT = 0.05

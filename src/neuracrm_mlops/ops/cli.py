@@ -370,7 +370,7 @@ def train(family: str, organization: str | None, workers: int | None) -> None:
     The same functions the training DAGs run; a failed critical expectation stops before training.
     Forecasts are fitted by WORKERS processes while this one registers each chunk as it is done.
     """
-    from neuracrm_mlops.ops.pipelines import train_family, validate_for_training
+    from neuracrm_mlops.ops.pipelines import train_family
     from neuracrm_mlops.training.train import Lineage
 
     trained = get_family(family)
@@ -385,7 +385,7 @@ def train(family: str, organization: str | None, workers: int | None) -> None:
             "one model per organization"
         )
     err.print(f"[dim]… validating {trained.dataset}[/]", markup=True)
-    validation = validate_for_training(trained.dataset, run_id="cli")
+    validation = trained.validate("cli")
     lineage = Lineage(run_key=Lineage.for_cli(family).run_key, dag_run_id="cli", validation=validation)
     err.print(f"[dim]… training {family}[/]", markup=True)
     unit = options.progress_unit
@@ -421,6 +421,13 @@ def train(family: str, organization: str | None, workers: int | None) -> None:
 
 
 def _describe_outcome(outcome: dict[str, Any]) -> str:
+    if "scenarios" in outcome:  # voice scenarios: one line per scenario file
+        return "\n".join(
+            f"{s['scenario']}: v{s['version']} ({s['semver'] or 'no semver'}) "
+            + (f"registered as {s['alias']}" if s["status"] == "registered" else "unchanged")
+            + f": {s['reason']}"
+            for s in outcome["scenarios"]
+        )
     if "organizations" in outcome:  # forecasts: one line per status
         counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome["status_counts"].items()))
         n_orgs = len(outcome["organizations"])
@@ -748,21 +755,25 @@ def rollout(model: str, action: str, reason: str | None) -> None:
     """Canary rollout of MODEL's challenger: start (first step's weight), step (judge the current step
     and act on it), promote (challenger becomes champion now), abort (challenger out of traffic).
 
-    sales_forecast rolls out by cohorts of organizations (start and step only)."""
+    sales_forecast rolls out by cohorts of organizations and voice_scenario every scenario with a
+    challenger, each on its share of calls (start and step only; one scenario: `scenario rollout NAME`)."""
     from neuracrm_mlops.release import rollout as rollouts
     from neuracrm_mlops.store.ledger import actor_for_cli
 
     actor = actor_for_cli()
-    if get_family(model).rollout_strategy == "organization_cohort":
+    if get_family(model).rollout_strategy != "traffic_share":
         from neuracrm_mlops.ops.pipelines import judge_canary, start_canary
 
         if action not in ("start", "step"):
-            raise click.UsageError(f"{model} rolls out by cohorts: use start or step")
+            raise click.UsageError(f"{model} rolls out many registered items at once: use start or step")
         done = start_canary(model, actor=actor) if action == "start" else judge_canary(model, actor=actor)
-        out.print(f"{model}: {done['action']} at {done.get('weight', 0):.0%}: {done['reason']}")
+        weight = f" at {done['weight']:.0%}" if "weight" in done else ""
+        out.print(f"{model}: {done['action']}{weight}: {done['reason']}")
         for key in ("promoted", "rejected", "holding"):
             if done.get(key):
                 out.print(f"  {key}: organizations {', '.join(map(str, done[key]))}")
+        for scenario in done.get("scenarios", []):
+            out.print(f"  {scenario['scenario']}: {scenario['action']} at {scenario['weight']:.0%}")
         return
     if action == "start":
         result = rollouts.start_rollout(model, actor=actor)
@@ -788,6 +799,11 @@ def rollback(model: str, organization: int | None, to_version: str | None, reaso
     from neuracrm_mlops.store.ledger import actor_for_cli
 
     family = get_family(model)
+    if family.naming == "per_scenario":
+        raise click.UsageError(
+            f"{model}: scenarios roll back automatically below the floor (`neuracrm-mlops scenario monitor "
+            "NAME`); see `neuracrm-mlops scenario list` for their versions"
+        )
     if family.naming == "per_organization":
         if organization is None:
             raise click.UsageError(f"{model} is one model per organization: give --org ID")

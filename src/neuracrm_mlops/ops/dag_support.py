@@ -61,6 +61,12 @@ def training_schedule(cron: str, dataset: str, family: str) -> AssetOrTimeSchedu
     )
 
 
+def registration_schedule(cron: str) -> CronTriggerTimetable:
+    """train_voice_scenario: on ``cron`` (UTC) only. Its input is the scenario files deployed with the
+    code, announced by no asset, and registering unchanged files registers nothing."""
+    return CronTriggerTimetable(cron, timezone="UTC")
+
+
 def rollout_schedule(family: str) -> AssetOrTimeSchedule:
     """Run when train_<family> registered a challenger, and daily at 06:00 UTC as a safety net
     (a challenger registered outside Airflow, a run that ended early)."""

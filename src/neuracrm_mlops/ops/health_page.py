@@ -491,6 +491,11 @@ def model_name_for(family: str, organization_id: str | int | None) -> str:
         if org_text:
             raise HealthPageError(f"{family} is one model for every organization: no organization")
         return named.registered_name()
+    if named.naming == "per_scenario":
+        raise HealthPageError(
+            f"{family}: scenarios are not rolled back from this page; a champion below the floor is rolled "
+            "back by monitor_models (`neuracrm-mlops scenario monitor NAME`)"
+        )
     if not org_text.isdigit():
         raise HealthPageError(f"{family} is one model per organization: give its organization id")
     return named.registered_name(int(org_text))

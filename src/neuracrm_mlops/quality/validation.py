@@ -99,6 +99,7 @@ __all__ = [
     "snapshot_hash",
     "store_category_profiles",
     "validate_dataset",
+    "validate_for_training",
     "validate_frame",
 ]
 
@@ -1341,3 +1342,28 @@ def require_valid(report: ValidationReport) -> None:
     """Raise ValidationFailedError when a critical expectation failed (fails the Airflow task)."""
     if report.critical_failures:
         raise ValidationFailedError(report)
+
+
+# what training logs as the validation's lineage (``validate_for_training``)
+VALIDATION_SUMMARY_KEYS = (
+    "dataset",
+    "organization_id",
+    "row_count",
+    "success",
+    "run_row_id",
+    "data_docs_path",
+    "snapshot_hash",
+    "critical_failures",
+    "warning_failures",
+)
+
+
+def validate_for_training(dataset: str, *, run_id: str, organization_id: int | None = None) -> dict[str, Any]:
+    """Validate ``dataset`` with its Great Expectations suite; raise ValidationFailedError when critical.
+
+    Alerts are written by ``validate_dataset`` in both cases (critical: training blocked; warning:
+    training goes on). Returns the validation summary that training logs as lineage."""
+    report = validate_dataset(dataset, organization_id, run_id=run_id)
+    require_valid(report)
+    full = report.as_dict()
+    return {key: full[key] for key in VALIDATION_SUMMARY_KEYS if key in full}

@@ -578,3 +578,97 @@ def _move_alias(
         replaced=replaced,
         ledger_ids=(entry,),
     )
+
+
+# --- the scenarios directory: what `train voice_scenario` (the train_voice_scenario DAG) registers -----
+
+DEFAULT_SCENARIOS_DIR = Path(__file__).resolve().parents[3] / "scenarios"
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+
+def scenarios_directory() -> Path:
+    """NEURACRM_SCENARIOS_DIR, else the repository's ``scenarios/``."""
+    from neuracrm_mlops.config import get_settings
+
+    return get_settings().scenarios_dir or DEFAULT_SCENARIOS_DIR
+
+
+def check_scenario_files(directory: Path | None = None) -> list[ScenarioFile]:
+    """Every scenario file in ``directory`` (``*.yaml``, ``*.yml``), read and checked strictly (fields,
+    variables), all of them before any is registered. ScenarioFileError naming every bad file (and two
+    files with one scenario name); a missing or empty directory is an error too: nothing to register
+    is a deployment mistake, not a quiet success."""
+    directory = directory or scenarios_directory()
+    if not directory.is_dir():
+        raise ScenarioFileError(
+            f"{directory}: no scenarios directory (set NEURACRM_SCENARIOS_DIR to the folder of "
+            "scenarios/<name>.yaml files)"
+        )
+    paths = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in SCENARIO_SUFFIXES)
+    if not paths:
+        raise ScenarioFileError(f"{directory}: no scenario files (*.yaml) to register")
+    scenarios: list[ScenarioFile] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            scenario = load_scenario_file(path)
+            check_variables(scenario)
+        except (ScenarioFileError, ScenarioTemplateError) as exc:
+            problems.append(str(exc))
+            continue
+        scenarios.append(scenario)
+    seen: dict[str, Path | None] = {}
+    for scenario in scenarios:
+        if scenario.name in seen:
+            problems.append(
+                f"{scenario.source}: scenario {scenario.name!r} is also defined in {seen[scenario.name]}"
+            )
+        seen[scenario.name] = scenario.source
+    if problems:
+        count = len(problems)
+        raise ScenarioFileError(
+            f"{directory}: {count} invalid scenario file{'s' if count > 1 else ''}, nothing registered: "
+            + " | ".join(problems)
+        )
+    return scenarios
+
+
+def scenario_files_summary(run_id: str, directory: Path | None = None) -> dict[str, Any]:
+    """The family's check before registration (``FamilySpec.validator``): the lineage summary of the
+    checked files, or ScenarioFileError (nothing registered)."""
+    directory = directory or scenarios_directory()
+    scenarios = check_scenario_files(directory)
+    return {
+        "dataset": "scenarios",
+        "directory": str(directory),
+        "success": True,
+        "files": len(scenarios),
+        "scenarios": [s.name for s in scenarios],
+        "run_id": run_id,
+    }
+
+
+def register_scenario_files(
+    *, actor: str, directory: Path | None = None, client: Any = None, engine: sa.Engine | None = None
+) -> dict[str, Any]:
+    """Register every scenario file of ``directory`` whose content changed (``register_scenario``),
+    after checking all of them. Counts by outcome (``champion``: a first version, ``challenger``: a
+    new version against the champion, ``unchanged``) and each scenario's result."""
+    scenarios = check_scenario_files(directory)
+    counts = {"champion": 0, "challenger": 0, "unchanged": 0}
+    results: list[dict[str, Any]] = []
+    for scenario in scenarios:
+        result = register_scenario(scenario, actor=actor, client=client, engine=engine)
+        outcome = result.alias if result.status == "registered" and result.alias else "unchanged"
+        counts[outcome] += 1
+        results.append(
+            {
+                "scenario": result.scenario,
+                "status": result.status,
+                "version": result.version,
+                "semver": result.semver,
+                "alias": result.alias,
+                "reason": result.reason,
+            }
+        )
+    return {**counts, "scenarios": results}
