@@ -160,6 +160,7 @@ def test_a_good_challenger_moves_10_50_100_and_is_promoted(stores: tuple[sa.Engi
         ("promote", "2", 0.0),
     ]
     assert ledger.champion_moves(engine, PROMPT)[-1][1:] == ("1", "2")
+    assert {e.state for e in ledger.latest_entries(engine, model_name=PROMPT)} == {"done"}
     assert list_alerts(engine) == []
 
 
@@ -182,6 +183,125 @@ def test_a_degraded_challenger_is_rejected_at_10_percent(stores: tuple[sa.Engine
     assert (alert.kind, alert.model_name, alert.model_version) == ("canary_failed", PROMPT, "2")
     assert "register" in (alert.runbook or "") and "tagged rejected" in (alert.action_taken or "")
     assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).action == "noop"
+
+
+def test_bake_status_counts_analysed_calls_in_the_judge_windows_until_the_deadline(
+    stores: tuple[sa.Engine, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, client = stores
+    ready, detail = scenario_rollout.bake_status(SCENARIO, engine=engine, client=client)
+    assert ready and detail.endswith("no canary running"), detail
+
+    calls(engine, "1", "champion", 20, 0, at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))  # before
+    scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
+    calls(engine, "1", "champion", 9, 1)
+    calls(engine, "2", "challenger", 4, 0, unanalysed=30)  # answered, mostly not analysed yet
+    ready, detail = scenario_rollout.bake_status(SCENARIO, engine=engine, client=client)
+    assert not ready, detail
+    assert f"challenger v2: 4/{MIN} analysed calls since the step began" in detail
+    assert f"champion v1: 10/{MIN} since the rollout began" in detail
+    assert "baking" in detail and "deadline" in detail
+    # the judge agrees: not baked, nothing moves
+    assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).action == "wait"
+
+    calls(engine, "2", "challenger", 6, 0)
+    ready, detail = scenario_rollout.bake_status(SCENARIO, engine=engine, client=client)
+    assert ready and "baked" in detail and f"10/{MIN}" in detail, detail
+
+    # a new step counts from its own canary row: not baked again until its deadline
+    assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).action == "next_step"
+    ready, detail = scenario_rollout.bake_status(SCENARIO, engine=engine, client=client)
+    assert not ready and f"challenger v2: 0/{MIN}" in detail, detail
+    monkeypatch.setenv("NEURACRM_BAKE_DEADLINE_HOURS", "0")
+    reset_settings()
+    ready, detail = scenario_rollout.bake_status(SCENARIO, engine=engine, client=client)
+    assert ready and "deadline" in detail and "passed" in detail, detail
+
+
+def test_with_approval_the_final_step_waits_for_raise_to_final_step(
+    stores: tuple[sa.Engine, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEURACRM_ROLLOUT_APPROVAL", "lead_scoring,voice_scenario")
+    monkeypatch.setenv("NEURACRM_ROLLOUT_STEPS", "20,100")
+    reset_settings()
+    assert scenario_rollout.approval_required()
+    engine, client = stores
+    missing = scenario_rollout.raise_to_final_step(
+        SCENARIO, ACTOR, reason="approved", engine=engine, client=client
+    )
+    assert missing.action == "noop" and "no canary running" in missing.reason
+    assert scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client).weight == 0.20
+    calls(engine, "1", "champion", 9, 1)
+    calls(engine, "2", "challenger", 9, 1)
+    before = actions(engine)
+
+    waiting = scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client)
+    assert (waiting.action, waiting.weight) == ("awaiting_approval", 0.20), waiting.reason
+    assert "awaiting a reviewer's approval before 100%" in waiting.reason
+    assert live(client).canary_weight == pytest.approx(0.20) and actions(engine) == before
+
+    raised = scenario_rollout.raise_to_final_step(
+        SCENARIO,
+        "dag:rollout_voice_scenario/r1",
+        reason="final step approved by ana",
+        engine=engine,
+        client=client,
+    )
+    assert (raised.action, raised.weight, raised.challenger) == ("next_step", 1.0, "2")
+    assert live(client).canary_weight == 1.0
+    assert actions(engine)[-1] == ("canary", "2", 1.0)
+    [row] = ledger.latest_entries(engine, model_name=PROMPT, limit=1)
+    assert (row.actor, row.reason, row.state) == (
+        "dag:rollout_voice_scenario/r1",
+        "final step approved by ana",
+        "done",
+    )
+    again = scenario_rollout.raise_to_final_step(
+        SCENARIO, ACTOR, reason="approved twice", engine=engine, client=client
+    )
+    assert again.action == "noop" and len(actions(engine)) == len(before) + 1
+
+    # the final step is judged on its own window: it promotes once baked
+    assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).action == "wait"
+    calls(engine, "2", "challenger", 10, 0)
+    assert scenario_rollout.judge(SCENARIO, ACTOR, engine=engine, client=client).action == "promote"
+
+
+def test_abort_takes_the_challenger_out_and_rejects_it_only_when_asked(stores: tuple[sa.Engine, Any]) -> None:
+    engine, client = stores
+    nothing = scenario_rollout.abort(SCENARIO, ACTOR, reason="no", engine=engine, client=client)
+    assert nothing.action == "noop"  # v2 is registered at weight 0: no canary runs
+    assert live(client).challenger is not None
+
+    scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
+    aborted = scenario_rollout.abort(
+        SCENARIO, ACTOR, reason="stopped by on-call", reject=False, engine=engine, client=client
+    )
+    assert (aborted.action, aborted.weight, aborted.champion, aborted.challenger) == ("abort", 0.0, "1", None)
+    now = live(client)
+    assert now.challenger is None and prompt_registry.canary_weight(client, SCENARIO) == 0.0
+    assert "status" not in prompt_registry.get_version(client, SCENARIO, "2").tags
+    assert actions(engine)[-1] == ("abort", "2", 0.0)
+    assert (
+        scenario_rollout.abort(SCENARIO, ACTOR, reason="again", engine=engine, client=client).action == "noop"
+    )
+
+    prompt_registry.set_alias(client, SCENARIO, "challenger", "2")  # rolled out again, then rejected
+    scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
+    rejected = scenario_rollout.abort(
+        SCENARIO, ACTOR, reason="final step rejected by ana (Reject)", engine=engine, client=client
+    )
+    assert (rejected.action, rejected.weight, rejected.challenger) == ("reject", 0.0, None)
+    tags = prompt_registry.get_version(client, SCENARIO, "2").tags
+    assert (tags["status"], tags["reason"]) == ("rejected", "final step rejected by ana (Reject)")
+    assert live(client).challenger is None and prompt_registry.canary_weight(client, SCENARIO) == 0.0
+    assert actions(engine)[-3:] == [
+        ("abort", "2", 0.0),
+        ("canary", "2", 0.10),
+        ("reject", "2", 0.0),
+    ]
+    assert all(e.state == "done" for e in ledger.latest_entries(engine, model_name=PROMPT))
+    assert list_alerts(engine) == []  # a reviewer's decision, not a failed canary
 
 
 def _promote_v2(engine: sa.Engine, client: Any) -> None:
@@ -209,6 +329,8 @@ def test_a_champion_below_the_floor_is_rolled_back_with_one_alert(stores: tuple[
     now = live(client)
     assert now.champion is not None and now.champion.version == "1" and now.previous is None
     assert actions(engine)[-1] == ("rollback", "1", None)
+    left = prompt_registry.get_version(client, SCENARIO, "2").tags
+    assert left["status"] == "rolled_back" and "not worse than the champion's" in left["reason"]
     [alert] = list_alerts(engine)
     assert (alert.kind, alert.severity, alert.model_version) == ("accuracy_below_floor", "critical", "2")
     assert "rolled back from v2 to v1" in (alert.action_taken or "")

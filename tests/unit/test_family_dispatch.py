@@ -184,7 +184,7 @@ def test_every_registered_family_satisfies_the_protocol(name: str) -> None:
         with pytest.raises(ValueError, match="one registered prompt per scenario"):
             family.registered_name()
     registered = {
-        "shared": lambda: family.registered_name(),
+        "shared": family.registered_name,
         "per_organization": lambda: family.registered_name(7),
         "per_scenario": lambda: family.model_prefix + "sales_outbound",
     }[family.naming]()

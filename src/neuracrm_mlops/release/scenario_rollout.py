@@ -9,22 +9,43 @@ prompts; this module applies the same rules to a scenario (``voice_scenario.<sce
 - :func:`call_success`: analysed calls and success rate of one version since a time.
 - :func:`start`: the challenger (registered at weight 0) gets the first step's weight
   (``NEURACRM_ROLLOUT_STEPS``); ledger ``canary``.
+- :func:`bake_status`: whether the running step can be judged: both versions have
+  ``NEURACRM_MIN_OUTCOMES`` analysed calls in their windows (those :func:`judge` uses), or the
+  step's ``NEURACRM_BAKE_DEADLINE_HOURS`` passed (the rollout DAG's sensor waits on it).
 - :func:`judge`: ``decisions.decide_rollout_step`` on the two versions' call success (challenger
   since its step began, champion since the rollout began: the start times are the ``canary``
   ledger rows); the same floor, tolerance and ``NEURACRM_MIN_OUTCOMES`` bake rule as the models.
   ``next_step`` (ledger ``canary``), ``promote`` (ledger ``promote``), ``reject`` (ledger ``reject``,
   version tagged ``status=rejected``, a ``canary_failed`` alert) or ``wait`` (not baked: nothing
   moves, no ledger row; past ``NEURACRM_BAKE_DEADLINE_HOURS`` a ``canary_inconclusive`` alert).
+  When the next step is the final one and the family needs a reviewer (``voice_scenario`` in
+  ``NEURACRM_ROLLOUT_APPROVAL``): ``awaiting_approval``, nothing moves (no ledger row, as ``wait``).
+- :func:`raise_to_final_step` / :func:`abort`: what the rollout DAG does after the reviewer
+  approved (the final step's weight; ledger ``canary``) or rejected (the challenger out of traffic;
+  ledger ``reject`` with the version tagged ``status=rejected``, or ``abort``).
 - :func:`monitor`: the champion's call success over ``NEURACRM_MONITOR_WINDOW_HOURS``
   (``decisions.decide_live_accuracy`` against ``floor_for("voice_scenario")``). Below the floor it
   rolls back to ``previous`` only when previous's own recorded success rate (all its analysed calls,
-  at least ``NEURACRM_MIN_OUTCOMES``) is not worse; else the champion keeps serving. Either way one
-  critical ``accuracy_below_floor`` alert per champion version (``dedup_key``): a repeat pass
-  counts it up, it does not page again.
+  at least ``NEURACRM_MIN_OUTCOMES``) is not worse (ledger ``rollback``; the left version tagged
+  ``status=rolled_back`` with the reason; ``previous`` removed); else the champion keeps serving.
+  Either way one critical ``accuracy_below_floor`` alert per champion version (``dedup_key``): a
+  repeat pass counts it up, it does not page again.
 
-Every move writes its ledger row in the transaction that is committed only after the registry
-calls succeed (as ``training.scenarios`` does), under the scenario's lock (``release.state``).
-The rollout_* and monitor_models DAGs do not call this module yet.
+Every move is atomic as the models' are (``release.state``): it runs under the scenario's lock
+(``locked_model``, which first repairs a move of the scenario a crash left pending), plans its
+prompt-registry calls (``RegistryPlan``) and carries them out with its ledger row (``run_move``:
+the row committed ``pending`` with the plan, the calls made, the row marked ``done``). A move a
+crash cut short is finished (promote, reject, abort, rollback) or reverted (a canary weight) by
+``state.reconcile_pending``, with a ``rollout_reconciled`` alert. Call order keeps every
+half-made move safe to serve: a promote sets ``previous`` before it moves ``champion`` (the
+rollback target never names a version older than the one just replaced), a reject or abort sets the
+weight to 0 before it removes the challenger alias, a rollback moves ``champion`` before it
+removes ``previous``.
+
+Callers: the rollout_voice_scenario DAG (one run for every scenario: :func:`start`,
+:func:`bake_status`, :func:`judge`, the reviewer's :func:`raise_to_final_step` / :func:`abort`) and
+the monitor_models DAG (:func:`monitor`, after ``state.reconcile_pending``), through
+``ops.pipelines``; and the CLI (``neuracrm-mlops scenario rollout|monitor``).
 """
 
 from __future__ import annotations
@@ -51,8 +72,11 @@ from neuracrm_mlops.store.db.schema import Outcome, Prediction, utcnow
 FAMILY = "voice_scenario"
 SUCCESSFUL, UNSUCCESSFUL = "successful", "unsuccessful"
 ROUTES = ("champion", "challenger")
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 STATUS_TAG = "status"
+REASON_TAG = "reason"
 REJECTED = "rejected"
+ROLLED_BACK = "rolled_back"
 _EPS = 1e-9
 
 
@@ -79,7 +103,8 @@ class CallSuccess:
 @dataclass(frozen=True)
 class ScenarioRolloutResult:
     scenario: str
-    # start | next_step | promote | reject | wait | noop | ok | insufficient_data | rollback | keep
+    # start | next_step | promote | reject | abort | wait | awaiting_approval | noop | ok |
+    # insufficient_data | rollback | keep
     action: str
     champion: str | None
     challenger: str | None
@@ -128,6 +153,12 @@ def call_success(
     return CallSuccess(str(version), int(calls or 0), int(successful or 0), int(requests), since)
 
 
+def approval_required() -> bool:
+    """Whether a scenario's rollout waits for a reviewer before its final step: the family
+    ``voice_scenario`` is listed in NEURACRM_ROLLOUT_APPROVAL (one rollout DAG for every scenario)."""
+    return FAMILY in get_settings().rollout_approval
+
+
 def policy() -> RolloutPolicy:
     """The models' canary rules with the scenario family's floor and the bake size."""
     settings = get_settings()
@@ -140,8 +171,9 @@ def policy() -> RolloutPolicy:
 
 
 def _canary_rows(engine: sa.Engine, name: str, challenger: str) -> list[ledger.LedgerEntry]:
-    """The ``canary`` rows of the running rollout of ``challenger``, newest first (holds skipped;
-    any other move ends the run)."""
+    """The ``canary`` rows of the running rollout of ``challenger``, newest first: only ``done`` rows
+    (a move a crash left ``pending``, or that reconcile ``reverted``, never started a step); holds
+    skipped; any other move ends the run."""
     rows: list[ledger.LedgerEntry] = []
     for entry in ledger.latest_entries(engine, model_name=name, limit=1_000):
         if entry.action == "hold" or entry.state != ledger.DONE:
@@ -152,8 +184,40 @@ def _canary_rows(engine: sa.Engine, name: str, challenger: str) -> list[ledger.L
     return rows
 
 
-def _lock(engine: sa.Engine, name: str) -> Any:
-    return rollout_state.model_lock(engine, name)
+@dataclass(frozen=True)
+class _Step:
+    """The running canary step as the ledger and the call log have it."""
+
+    started_at: dt.datetime  # the step's ``canary`` row
+    rollout_started_at: dt.datetime  # the rollout's first ``canary`` row
+    challenger: CallSuccess  # since the step began
+    champion: CallSuccess  # since the rollout began
+    deadline: dt.datetime  # the step's start + NEURACRM_BAKE_DEADLINE_HOURS
+
+    @property
+    def deadline_passed(self) -> bool:
+        return utcnow() >= self.deadline
+
+
+def _running(live: prompts.LiveScenario) -> bool:
+    return live.challenger is not None and live.champion is not None and live.canary_weight > 0
+
+
+def _step(engine: sa.Engine, live: prompts.LiveScenario) -> _Step | None:
+    """The current step of ``live``'s running canary; None when no ``canary`` row starts it."""
+    assert live.champion is not None and live.challenger is not None
+    name = prompts.prompt_name(live.scenario)
+    rows = _canary_rows(engine, name, live.challenger.version)
+    if not rows:
+        return None
+    step_start, rollout_start = _aware(rows[0].created_at), _aware(rows[-1].created_at)
+    return _Step(
+        step_start,
+        rollout_start,
+        call_success(engine, live.scenario, live.challenger.version, step_start),
+        call_success(engine, live.scenario, live.champion.version, rollout_start),
+        step_start + dt.timedelta(hours=get_settings().bake_deadline_hours),
+    )
 
 
 def _result(live: prompts.LiveScenario, action: str, reason: str, **extra: Any) -> ScenarioRolloutResult:
@@ -161,7 +225,7 @@ def _result(live: prompts.LiveScenario, action: str, reason: str, **extra: Any) 
         live.scenario,
         action,
         live.champion.version if live.champion else None,
-        live.challenger.version if live.challenger else None,
+        extra.pop("challenger", live.challenger.version if live.challenger else None),
         extra.pop("weight", live.canary_weight),
         reason,
         **extra,
@@ -180,7 +244,138 @@ def _engine(engine: sa.Engine | None) -> sa.Engine:
     return engine or get_engine()
 
 
-# -- start and judge --------------------------------------------------------------------------------
+# -- moves (release.state: planned, ledger row pending first, then the prompt-registry calls) ------
+
+
+def _move_weight(
+    engine: sa.Engine,
+    client: Any,
+    live: prompts.LiveScenario,
+    weight: float,
+    *,
+    actor: str,
+    reason: str,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """The challenger's share of calls to ``weight``; ledger ``canary`` (champion -> challenger),
+    whose time starts the step. Reverted by reconcile when a crash cuts it short."""
+    assert live.champion is not None and live.challenger is not None
+    plan = rollout_state.RegistryPlan.read(client, prompts.prompt_name(live.scenario), "canary")
+    plan.weight(weight)
+    rollout_state.run_move(
+        engine,
+        plan,
+        actor=actor,
+        reason=reason,
+        alias=CHALLENGER,
+        from_version=live.champion.version,
+        to_version=live.challenger.version,
+        weight=weight,
+        metrics=metrics,
+    )
+
+
+def _promote(
+    engine: sa.Engine,
+    client: Any,
+    live: prompts.LiveScenario,
+    *,
+    actor: str,
+    reason: str,
+    metrics: dict[str, Any],
+) -> None:
+    """The challenger becomes champion, the old champion ``previous``; weight 0; ledger ``promote``.
+
+    ``previous`` first: until ``champion`` moves, serving is unchanged (the canary at its weight) and
+    the rollback target never names anything but the version about to be replaced."""
+    assert live.champion is not None and live.challenger is not None
+    old, new = live.champion.version, live.challenger.version
+    plan = rollout_state.RegistryPlan.read(client, prompts.prompt_name(live.scenario), "promote")
+    plan.alias(PREVIOUS, old, "previous_alias")
+    plan.alias(CHAMPION, new, "champion_alias")
+    plan.alias(CHALLENGER, None, "challenger_alias")
+    plan.weight(0.0)
+    rollout_state.run_move(
+        engine,
+        plan,
+        actor=actor,
+        reason=reason,
+        alias=CHAMPION,
+        from_version=old,
+        to_version=new,
+        weight=0.0,
+        metrics=metrics,
+    )
+
+
+def _take_out(
+    engine: sa.Engine,
+    client: Any,
+    live: prompts.LiveScenario,
+    *,
+    actor: str,
+    reason: str,
+    reject: bool,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """The challenger out of traffic: weight 0 first (serving stops sending it calls), then its alias
+    removed; ``reject`` also tags the version ``status=rejected`` with the reason. Ledger ``reject``
+    or ``abort`` (champion -> challenger, as the canary rows)."""
+    assert live.champion is not None and live.challenger is not None
+    challenger = live.challenger.version
+    action = "reject" if reject else "abort"
+    plan = rollout_state.RegistryPlan.read(client, prompts.prompt_name(live.scenario), action)
+    plan.weight(0.0)
+    plan.alias(CHALLENGER, None, "challenger_alias")
+    if reject:
+        plan.version_tag(challenger, STATUS_TAG, REJECTED, "rejected_status")
+        plan.version_tag(challenger, REASON_TAG, reason[:5000], "reason_tag")
+    rollout_state.run_move(
+        engine,
+        plan,
+        actor=actor,
+        reason=reason,
+        alias=CHALLENGER,
+        from_version=live.champion.version,
+        to_version=challenger,
+        weight=0.0,
+        metrics=metrics,
+    )
+
+
+def _roll_back(
+    engine: sa.Engine,
+    client: Any,
+    live: prompts.LiveScenario,
+    *,
+    actor: str,
+    reason: str,
+    metrics: dict[str, Any],
+) -> None:
+    """``previous`` becomes champion again (first: serving leaves the failing version at once), the
+    left version is tagged ``status=rolled_back`` with the reason, and ``previous`` is removed
+    (nothing earlier is known good now: no automatic rollback further back, no ping-pong)."""
+    assert live.champion is not None and live.previous is not None
+    bad, restored = live.champion.version, live.previous.version
+    plan = rollout_state.RegistryPlan.read(client, prompts.prompt_name(live.scenario), "rollback")
+    plan.alias(CHAMPION, restored, "champion_alias")
+    plan.version_tag(bad, STATUS_TAG, ROLLED_BACK, "left_status")
+    plan.version_tag(bad, REASON_TAG, reason[:5000], "reason_tag")
+    plan.alias(PREVIOUS, None, "previous_alias")
+    rollout_state.run_move(
+        engine,
+        plan,
+        actor=actor,
+        reason=reason,
+        alias=CHAMPION,
+        from_version=bad,
+        to_version=restored,
+        weight=None,  # a rollback leaves any canary as it is
+        metrics=metrics,
+    )
+
+
+# -- start, bake, judge -----------------------------------------------------------------------------
 
 
 def start(
@@ -189,7 +384,7 @@ def start(
     """The challenger at weight 0 gets the first step's weight; ledger ``canary``."""
     engine, client = _engine(engine), _client(client)
     name = prompts.prompt_name(scenario)
-    with _lock(engine, name):
+    with rollout_state.locked_model(engine, name, actor=actor):
         live = prompts.live_scenario(client, scenario)
         if live.challenger is None:
             raise ScenarioRolloutError(
@@ -204,25 +399,41 @@ def start(
                 "noop",
                 f"a rollout of v{live.challenger.version} is already at {live.canary_weight:.0%}",
             )
-        weight = policy().steps[0]
+        steps = policy().steps
+        weight = steps[0]
         reason = (
             f"canary started: v{live.challenger.version} gets {weight:.0%} of calls against champion "
             f"v{live.champion.version}"
         )
-        with ledger.recorded_move(
-            engine,
-            actor=actor,
-            model_name=name,
-            action="canary",
-            alias="challenger",
-            from_version=live.champion.version,
-            to_version=live.challenger.version,
-            weight=weight,
-            reason=reason,
-            metrics={"steps": list(policy().steps)},
-        ):
-            prompts.set_canary_weight(client, scenario, weight)
+        _move_weight(engine, client, live, weight, actor=actor, reason=reason, metrics={"steps": list(steps)})
     return _result(live, "start", reason, weight=weight)
+
+
+def bake_status(scenario: str, *, engine: sa.Engine | None = None, client: Any = None) -> tuple[bool, str]:
+    """(ready, detail): whether the running canary step can be judged: both versions have at least
+    NEURACRM_MIN_OUTCOMES analysed calls in the windows :func:`judge` uses (challenger: since the
+    step began; champion: since the rollout began), or the step's deadline passed. Ready when no
+    canary runs (there is nothing to wait for: judge says so)."""
+    engine, client = _engine(engine), _client(client)
+    name = prompts.prompt_name(scenario)
+    live = prompts.live_scenario(client, scenario)
+    if not _running(live):
+        return True, f"{name}: no canary running"
+    step = _step(engine, live)
+    if step is None:
+        return True, f"{name}: no canary ledger row for the challenger: nothing to wait for"
+    needed = policy().min_outcomes
+    counts = (
+        f"challenger v{step.challenger.version}: {step.challenger.calls}/{needed} analysed calls "
+        f"since the step began, champion v{step.champion.version}: {step.champion.calls}/{needed} "
+        f"since the rollout began"
+    )
+    deadline = f"{step.deadline.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    if step.challenger.calls >= needed and step.champion.calls >= needed:
+        return True, f"{name} at {live.canary_weight:.0%}: baked ({counts})"
+    if step.deadline_passed:
+        return True, f"{name} at {live.canary_weight:.0%}: the step's deadline {deadline} passed ({counts})"
+    return False, f"{name} at {live.canary_weight:.0%}: baking ({counts}); deadline {deadline}"
 
 
 def judge(
@@ -232,85 +443,48 @@ def judge(
     engine, client = _engine(engine), _client(client)
     name = prompts.prompt_name(scenario)
     rules = policy()
-    with _lock(engine, name):
+    with rollout_state.locked_model(engine, name, actor=actor):
         live = prompts.live_scenario(client, scenario)
-        if live.challenger is None or live.champion is None or live.canary_weight <= 0:
+        if not _running(live):
             return _result(live, "noop", f"{name} has no canary running")
+        assert live.champion is not None and live.challenger is not None
         champion, challenger = live.champion.version, live.challenger.version
-        rows = _canary_rows(engine, name, challenger)
-        if not rows:
+        step = _step(engine, live)
+        if step is None:
             return _result(live, "noop", f"{name}: no canary ledger row for v{challenger}: start it first")
-        step_start, rollout_start = _aware(rows[0].created_at), _aware(rows[-1].created_at)
-        challenger_stats = call_success(engine, scenario, challenger, step_start)
-        champion_stats = call_success(engine, scenario, champion, rollout_start)
-        deadline = step_start + dt.timedelta(hours=get_settings().bake_deadline_hours)
         decision = decide_rollout_step(
             rules,
             live.canary_weight,
-            champion_stats.live_stats(),
-            challenger_stats.live_stats(),
-            deadline_passed=utcnow() >= deadline,
+            step.champion.live_stats(),
+            step.challenger.live_stats(),
+            deadline_passed=step.deadline_passed,
         )
         metrics = {
             **decision.metrics,
-            "challenger_calls": challenger_stats.calls,
-            "challenger_success_rate": challenger_stats.rate,
-            "champion_calls": champion_stats.calls,
-            "champion_success_rate": champion_stats.rate,
-            "step_started_at": step_start,
-            "rollout_started_at": rollout_start,
+            "challenger_calls": step.challenger.calls,
+            "challenger_success_rate": step.challenger.rate,
+            "champion_calls": step.champion.calls,
+            "champion_success_rate": step.champion.rate,
+            "step_started_at": step.started_at,
+            "rollout_started_at": step.rollout_started_at,
         }
         reason = _call_wording(decision.reason)
+        final = rules.steps[-1]
+        if decision.action == "next_step" and decision.next_weight == final and approval_required():
+            # the rollout DAG asks a reviewer, then calls raise_to_final_step or abort
+            reason = f"{reason}; awaiting a reviewer's approval before {final:.0%}"
+            return _result(live, "awaiting_approval", reason, metrics=metrics)
         if decision.action == "next_step":
             assert decision.next_weight is not None
-            with ledger.recorded_move(
-                engine,
-                actor=actor,
-                model_name=name,
-                action="canary",
-                alias="challenger",
-                from_version=champion,
-                to_version=challenger,
-                weight=decision.next_weight,
-                reason=reason,
-                metrics=metrics,
-            ):
-                prompts.set_canary_weight(client, scenario, decision.next_weight)
+            _move_weight(
+                engine, client, live, decision.next_weight, actor=actor, reason=reason, metrics=metrics
+            )
             return _result(live, "next_step", reason, weight=decision.next_weight, metrics=metrics)
         if decision.action == "promote":
-            with ledger.recorded_move(
-                engine,
-                actor=actor,
-                model_name=name,
-                action="promote",
-                alias="champion",
-                from_version=champion,
-                to_version=challenger,
-                weight=0.0,
-                reason=reason,
-                metrics=metrics,
-            ):
-                prompts.set_alias(client, scenario, "previous", champion)
-                prompts.set_alias(client, scenario, "champion", challenger)
-                prompts.delete_alias(client, scenario, "challenger")
-                prompts.set_canary_weight(client, scenario, 0.0)
+            _promote(engine, client, live, actor=actor, reason=reason, metrics=metrics)
             return ScenarioRolloutResult(scenario, "promote", challenger, None, 0.0, reason, metrics)
         if decision.action == "rollback":
-            with ledger.recorded_move(
-                engine,
-                actor=actor,
-                model_name=name,
-                action="reject",
-                alias="challenger",
-                from_version=champion,
-                to_version=challenger,
-                weight=0.0,
-                reason=reason,
-                metrics=metrics,
-            ):
-                prompts.delete_alias(client, scenario, "challenger")
-                prompts.set_canary_weight(client, scenario, 0.0)
-                client.set_prompt_version_tag(name, int(challenger), STATUS_TAG, REJECTED)
+            _take_out(engine, client, live, actor=actor, reason=reason, reject=True, metrics=metrics)
             alert = _canary_alert(
                 engine,
                 name,
@@ -341,6 +515,47 @@ def judge(
                 f"Retell sends call_analyzed events to POST /voice/events, then judge again.",
             )
         return _result(live, "wait", reason, metrics=metrics, alert_id=alert_id)
+
+
+def raise_to_final_step(
+    scenario: str, actor: str, *, reason: str, engine: sa.Engine | None = None, client: Any = None
+) -> ScenarioRolloutResult:
+    """After a reviewer approved: the challenger gets the final step's weight (``NEURACRM_ROLLOUT_STEPS``'
+    last, 100% by default); ledger ``canary`` (the final step starts). ``noop`` when no canary runs
+    or it is at that weight already."""
+    engine, client = _engine(engine), _client(client)
+    name = prompts.prompt_name(scenario)
+    with rollout_state.locked_model(engine, name, actor=actor):
+        live = prompts.live_scenario(client, scenario)
+        if not _running(live):
+            return _result(live, "noop", f"{name} has no canary running to raise")
+        final = policy().steps[-1]
+        if abs(live.canary_weight - final) < _EPS:
+            return _result(live, "noop", f"{name}: the canary is at the final step's {final:.0%} already")
+        _move_weight(engine, client, live, final, actor=actor, reason=reason)
+    return _result(live, "next_step", reason, weight=final)
+
+
+def abort(
+    scenario: str,
+    actor: str,
+    *,
+    reason: str,
+    reject: bool = True,
+    engine: sa.Engine | None = None,
+    client: Any = None,
+) -> ScenarioRolloutResult:
+    """Take the running canary's challenger out of traffic (weight 0, challenger alias removed): with
+    ``reject`` (a reviewer rejected the final step) ledger ``reject`` and the version tagged
+    ``status=rejected``; without, ledger ``abort`` and no tag. ``noop`` when no canary runs."""
+    engine, client = _engine(engine), _client(client)
+    name = prompts.prompt_name(scenario)
+    with rollout_state.locked_model(engine, name, actor=actor):
+        live = prompts.live_scenario(client, scenario)
+        if not _running(live):
+            return _result(live, "noop", f"{name} has no canary running to stop")
+        _take_out(engine, client, live, actor=actor, reason=reason, reject=reject)
+    return _result(live, "reject" if reject else "abort", reason, weight=0.0, challenger=None)
 
 
 def runbook_canary_failed(scenario: str) -> str:
@@ -376,6 +591,7 @@ def _canary_alert(
         metrics=metrics,
         action_taken=action_taken,
         runbook=runbook,
+        links=prompts.prompt_links(name, challenger),
     ).id
 
 
@@ -397,7 +613,7 @@ def monitor(
     name = prompts.prompt_name(scenario)
     floor = settings.floor_for(FAMILY, None)
     since = (now or utcnow()) - dt.timedelta(hours=settings.monitor_window_hours)
-    with _lock(engine, name):
+    with rollout_state.locked_model(engine, name, actor=actor):
         live = prompts.live_scenario(client, scenario)
         if live.champion is None:
             return _result(live, "noop", f"{name} has no champion")
@@ -427,20 +643,7 @@ def monitor(
         why, restore = _rollback_verdict(stats.rate, recorded, settings.min_outcomes)
         if restore:
             assert previous is not None
-            with ledger.recorded_move(
-                engine,
-                actor=actor,
-                model_name=name,
-                action="rollback",
-                alias="champion",
-                from_version=champion,
-                to_version=previous,
-                reason=f"{reason}; {why}",
-                metrics=metrics,
-            ):
-                prompts.set_alias(client, scenario, "champion", previous)
-                # nothing earlier is known good now: no automatic rollback further back (no ping-pong)
-                prompts.delete_alias(client, scenario, "previous")
+            _roll_back(engine, client, live, actor=actor, reason=f"{reason}; {why}", metrics=metrics)
             action = (
                 f"champion rolled back from v{champion} to v{previous} automatically: {why}; "
                 f"no earlier version is kept as previous"
@@ -470,6 +673,7 @@ def monitor(
             metrics=metrics,
             action_taken=action,
             runbook=runbook,
+            links=prompts.prompt_links(name, champion),
         )
         if restore:
             return ScenarioRolloutResult(
@@ -518,9 +722,13 @@ __all__ = [
     "CallSuccess",
     "ScenarioRolloutError",
     "ScenarioRolloutResult",
+    "abort",
+    "approval_required",
+    "bake_status",
     "call_success",
     "judge",
     "monitor",
     "policy",
+    "raise_to_final_step",
     "start",
 ]

@@ -19,6 +19,13 @@ and per action either finishes the move or reverts it (see ``REPAIR``), marks th
 ``reverted``, and raises one warning alert per row (kind ``rollout_reconciled``). Only ``done`` rows
 are alias history (``ledger.champion_moves``). Running it again finds nothing to do.
 
+The same protocol serves registered models and voice scenarios (prompts in MLflow's prompt registry,
+``voice_scenario.<scenario>``, whose moves are ``release.scenario_rollout``'s). MLflow's model calls
+do not see prompts, so every registry read and write goes through a :class:`RegistryAccess` chosen
+by name (:func:`registry_access`): the model registry, or ``prompt_registry.PromptRegistryAccess``
+for a scenario's prompt (canary weight in its ``neuracrm.canary_weight`` tag). The ledger rows and
+their registry plans look the same for both.
+
 Failpoints (testing only): ``NEURACRM_ROLLOUT_FAILPOINT`` names one of :data:`FAILPOINTS`; the
 process exits at once (``os._exit``) when a move reaches it, as a crash would.
 """
@@ -37,12 +44,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
 from neuracrm_mlops.config import get_settings
-from neuracrm_mlops.store import ledger, registry
+from neuracrm_mlops.store import ledger, prompt_registry, registry
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +148,105 @@ def _absent_is_done(call: Callable[[], Any]) -> None:
             raise
 
 
+# -- registry access: the model registry, or the prompt registry for a scenario --------------------
+
+
+class RegistryAccess(Protocol):
+    """The registry reads and writes of a move, on one kind of registered thing (a registered model
+    or a registered prompt); ``name`` is its registered name, versions are numbers as text. Calls are
+    made once (the callers retry them); deleting an absent alias or tag is no error."""
+
+    @property
+    def weight_tag(self) -> str:
+        """The registered thing's tag holding the challenger's traffic share."""
+        ...
+
+    def weight_value(self, weight: float) -> str:
+        """That tag's text for a share (0..1); ValueError outside it."""
+        ...
+
+    def read(self, client: Any, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(alias -> version, tags of the registered thing)."""
+        ...
+
+    def version_tags(self, client: Any, name: str, version: str) -> dict[str, str]:
+        """The tags of a version (``RESOURCE_DOES_NOT_EXIST`` when it is not registered)."""
+        ...
+
+    def set_alias(self, client: Any, name: str, alias: str, version: str) -> None: ...
+
+    def delete_alias(self, client: Any, name: str, alias: str) -> None: ...
+
+    def set_tag(self, client: Any, name: str, key: str, value: str) -> None: ...
+
+    def delete_tag(self, client: Any, name: str, key: str) -> None: ...
+
+    def set_version_tag(self, client: Any, name: str, version: str, key: str, value: str) -> None: ...
+
+    def delete_version_tag(self, client: Any, name: str, version: str, key: str) -> None: ...
+
+    def links(self, name: str, version: str | None) -> dict[str, str]:
+        """Where on-call looks at a version (alert links)."""
+        ...
+
+
+class ModelRegistryAccess:
+    """:class:`RegistryAccess` on MLflow's model registry (every registered model's family)."""
+
+    weight_tag = registry.CANARY_WEIGHT_TAG
+
+    def weight_value(self, weight: float) -> str:
+        return registry.canary_weight_value(weight)
+
+    def read(self, client: Any, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        model = client.get_registered_model(name)
+        return {a: str(v) for a, v in (model.aliases or {}).items()}, dict(model.tags or {})
+
+    def version_tags(self, client: Any, name: str, version: str) -> dict[str, str]:
+        return dict(client.get_model_version(name, version).tags or {})
+
+    def set_alias(self, client: Any, name: str, alias: str, version: str) -> None:
+        client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, client: Any, name: str, alias: str) -> None:
+        client.delete_registered_model_alias(name, alias)
+
+    def set_tag(self, client: Any, name: str, key: str, value: str) -> None:
+        client.set_registered_model_tag(name, key, value)
+
+    def delete_tag(self, client: Any, name: str, key: str) -> None:
+        client.delete_registered_model_tag(name, key)
+
+    def set_version_tag(self, client: Any, name: str, version: str, key: str, value: str) -> None:
+        client.set_model_version_tag(name, version, key, value)
+
+    def delete_version_tag(self, client: Any, name: str, version: str, key: str) -> None:
+        client.delete_model_version_tag(name, version, key)
+
+    def links(self, name: str, version: str | None) -> dict[str, str]:
+        return registry.version_links(name, version)
+
+
+MODEL_REGISTRY: RegistryAccess = ModelRegistryAccess()
+PROMPT_REGISTRY: RegistryAccess = prompt_registry.PromptRegistryAccess()
+
+
+def registry_access(name: str) -> RegistryAccess:
+    """Where ``name`` lives: a voice scenario's prompt (``voice_scenario.<scenario>``) in the prompt
+    registry, anything else in the model registry."""
+    return PROMPT_REGISTRY if prompt_registry.scenario_of(name) is not None else MODEL_REGISTRY
+
+
 ALIAS, MODEL_TAG, VERSION_TAG = "alias", "model_tag", "version_tag"
 
 
 @dataclass(frozen=True)
 class RegistryCall:
-    """One registry write of a move: ``key`` (an alias, or a tag of the model or of ``version``) set
-    to ``value`` (None: deleted); ``before`` is what it held when the move was planned."""
+    """One registry write of a move: ``key`` (an alias, or a tag of the registered model or prompt,
+    or of its ``version``) set to ``value`` (None: deleted); ``before`` is what it held when the move
+    was planned."""
 
-    target: str  # alias | model_tag | version_tag
+    target: str  # alias | model_tag (the registered model's or prompt's own tag) | version_tag
     key: str
     value: str | None
     before: str | None
@@ -186,18 +283,19 @@ class RegistryCall:
         what is absent is done, and so is tagging a version deleted from the registry)."""
         what = f"{name}: {self.describe(value)}"
         key, version = self.key, str(self.version)
+        access = registry_access(name)
         if value is None:
             delete: Callable[[], Any] = {
-                ALIAS: lambda: client.delete_registered_model_alias(name, key),
-                MODEL_TAG: lambda: client.delete_registered_model_tag(name, key),
-                VERSION_TAG: lambda: client.delete_model_version_tag(name, version, key),
+                ALIAS: lambda: access.delete_alias(client, name, key),
+                MODEL_TAG: lambda: access.delete_tag(client, name, key),
+                VERSION_TAG: lambda: access.delete_version_tag(client, name, version, key),
             }[self.target]
             retry_registry(lambda: _absent_is_done(delete), what=what)
             return
         setter: Callable[[], Any] = {
-            ALIAS: lambda: client.set_registered_model_alias(name, key, value),
-            MODEL_TAG: lambda: client.set_registered_model_tag(name, key, value),
-            VERSION_TAG: lambda: client.set_model_version_tag(name, version, key, value),
+            ALIAS: lambda: access.set_alias(client, name, key, value),
+            MODEL_TAG: lambda: access.set_tag(client, name, key, value),
+            VERSION_TAG: lambda: access.set_version_tag(client, name, version, key, value),
         }[self.target]
         try:
             retry_registry(setter, what=what)
@@ -209,16 +307,30 @@ class RegistryCall:
 
 class RegistryPlan:
     """The registry calls of one move of ``name`` (ledger action ``action``), planned from the
-    registered model as read under the lock; calls that would change nothing are left out."""
+    registry as read under the lock; calls that would change nothing are left out.
 
-    def __init__(self, client: Any, name: str, action: str, model: Any) -> None:
+    ``model``: the registered model as the caller read it (``client.get_registered_model``); None
+    (or :meth:`read`): read now through ``name``'s :func:`registry_access`, which is the only way for
+    a scenario's prompt (the model registry does not see prompts)."""
+
+    def __init__(self, client: Any, name: str, action: str, model: Any = None) -> None:
         if action not in MOVE_CALLS:
             raise ValueError(f"no registry move is recorded as {action!r}")
         self.client, self.name, self.action = client, name, action
-        self._aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
-        self._tags = dict(model.tags or {})
+        self.access = registry_access(name)
+        if model is None:
+            access = self.access
+            self._aliases, self._tags = retry_registry(lambda: access.read(client, name), what=f"read {name}")
+        else:
+            self._aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
+            self._tags = dict(model.tags or {})
         self._version_tags: dict[str, dict[str, str]] = {}
         self.calls: list[RegistryCall] = []
+
+    @classmethod
+    def read(cls, client: Any, name: str, action: str) -> RegistryPlan:
+        """A plan for ``name`` (a registered model or a scenario's prompt), read from the registry now."""
+        return cls(client, name, action)
 
     def _add(
         self, target: str, key: str, value: str | None, before: str | None, label: str, **kw: Any
@@ -239,7 +351,9 @@ class RegistryPlan:
         self._remember(self._tags, tag, value)
 
     def weight(self, weight: float, label: str = "weight") -> None:
-        self.model_tag(registry.CANARY_WEIGHT_TAG, registry.canary_weight_value(weight), label)
+        """The challenger's traffic share, in the tag ``name``'s registry keeps it in (models:
+        ``canary_weight``; scenarios: ``neuracrm.canary_weight``, as ``prompt_registry`` writes it)."""
+        self.model_tag(self.access.weight_tag, self.access.weight_value(weight), label)
 
     def version_tag(self, version: str, tag: str, value: str | None, label: str) -> None:
         tags = self._tags_of(version)
@@ -249,10 +363,10 @@ class RegistryPlan:
 
     def _tags_of(self, version: str) -> dict[str, str]:
         if version not in self._version_tags:
-            found = retry_registry(
-                lambda: self.client.get_model_version(self.name, version), what=f"{self.name} v{version}"
+            access, client, name = self.access, self.client, self.name
+            self._version_tags[version] = retry_registry(
+                lambda: access.version_tags(client, name, version), what=f"{name} v{version}"
             )
-            self._version_tags[version] = dict(found.tags or {})
         return self._version_tags[version]
 
     @staticmethod
@@ -504,22 +618,21 @@ def _repair_model(
 
 def _tags_of_version(client: Any, name: str, version: str) -> dict[str, str]:
     """The tags of ``name`` v``version`` ({} when it was deleted from the registry)."""
+    access = registry_access(name)
     try:
-        found = retry_registry(
-            lambda: client.get_model_version(name, version), what=f"read {name} v{version}"
+        return retry_registry(
+            lambda: access.version_tags(client, name, version), what=f"read {name} v{version}"
         )
     except Exception as exc:
         if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
             raise
         return {}
-    return dict(found.tags or {})
 
 
 def _current_values(client: Any, name: str, calls: Sequence[RegistryCall]) -> list[str | None]:
-    """What the registry holds now for each call's target."""
-    model = retry_registry(lambda: client.get_registered_model(name), what=f"read {name}")
-    aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
-    tags = dict(model.tags or {})
+    """What the registry (``name``'s: models or prompts) holds now for each call's target."""
+    access = registry_access(name)
+    aliases, tags = retry_registry(lambda: access.read(client, name), what=f"read {name}")
     version_tags: dict[str, dict[str, str]] = {}
     values: list[str | None] = []
     for call in calls:
@@ -572,12 +685,52 @@ def _move_text(entry: ledger.LedgerEntry) -> str:
     if entry.action in ("promote", "rollback"):
         return f"champion v{entry.from_version or '-'} -> v{entry.to_version}"
     if entry.action in ("abort", "reject"):
-        return f"challenger v{entry.from_version} out of traffic"
+        return f"challenger v{_left_challenger(entry)} out of traffic"
     weight = f"{entry.weight:.0%}" if entry.weight is not None else "?"
     return f"challenger v{entry.to_version} to {weight} of traffic"
 
 
+def _left_challenger(entry: ledger.LedgerEntry) -> str | None:
+    """The challenger an abort or reject took out: a model's row names it as ``from_version``, a
+    scenario's (champion -> challenger, as its canary rows) as ``to_version``."""
+    return entry.to_version or entry.from_version
+
+
+def _scenario_runbook(entry: ledger.LedgerEntry, scenario: str) -> str:
+    """The runbook of a repaired move of a voice scenario (its commands are ``scenario ...``)."""
+    name = entry.model_name
+    check = (
+        "Check the scenario's aliases and canary weight: `neuracrm-mlops status` (or "
+        "`neuracrm-mlops scenario list`, and the prompt's MLflow page)."
+    )
+    if entry.action in ("promote", "rollback"):
+        if not entry.from_version:
+            return f"{check} v{entry.to_version} answers calls as champion now (the scenario's first)."
+        return (
+            f"{check} v{entry.to_version} answers calls as champion now. If v{entry.from_version} "
+            f"should answer instead, set the champion alias of {name} back to {entry.from_version} in "
+            f"MLflow and record it in the ledger; a champion below the floor is rolled back by "
+            f"`neuracrm-mlops scenario monitor {scenario}` (the monitor_models DAG)."
+        )
+    if entry.action in ("abort", "reject"):
+        return (
+            f"{check} v{_left_challenger(entry)} answers no calls now; the champion answers all of them. "
+            f"To roll a version out again: register the scenario file "
+            f"(`neuracrm-mlops scenario register scenarios/{scenario}.yaml`), then "
+            f"`neuracrm-mlops scenario rollout {scenario}` (or the rollout_voice_scenario DAG)."
+        )
+    return (
+        f"{check} The canary weight is back where it was before the interrupted step; the rollout goes "
+        f"on when the rollout_voice_scenario DAG runs again (or `neuracrm-mlops scenario rollout "
+        f"{scenario}`)."
+    )
+
+
 def _runbook(entry: ledger.LedgerEntry, state: str) -> str:
+    scenario = prompt_registry.scenario_of(entry.model_name)
+    if scenario is not None:  # a prompt, whatever family the registry files it under
+        return _scenario_runbook(entry, scenario)
+
     from neuracrm_mlops.families import get_family
     from neuracrm_mlops.release.live_stats import family_of
     from neuracrm_mlops.release.rollout import cli_model_args, rollback_command
@@ -656,5 +809,7 @@ def _alert(
         metrics={"ledger_id": entry.id, "calls": len(calls), "made": len(made), "left": len(left)},
         action_taken=action_taken,
         runbook=_runbook(entry, state),
-        links=registry.version_links(entry.model_name, entry.to_version or entry.from_version),
+        links=registry_access(entry.model_name).links(
+            entry.model_name, entry.to_version or entry.from_version
+        ),
     ).id

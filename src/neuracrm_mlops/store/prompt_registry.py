@@ -5,7 +5,8 @@ as the version's model config, the LLM and voice settings; aliases ``champion`` 
 
 MLflow keeps prompts apart from registered models (the model-registry calls do not see them), so
 this module is the one place that reads and moves them. Every call takes an ``MlflowClient``
-(``registry.configure_mlflow()``).
+(``registry.configure_mlflow()``). The rollout moves (``release.scenario_rollout``) go through
+``release.state``, which reaches a prompt through :class:`PromptRegistryAccess`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ CANARY_WEIGHT_TAG = "neuracrm.canary_weight"
 SEMVER_TAG = "neuracrm.semver"
 ALIASES = ("champion", "challenger", "previous")
 SCENARIO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+INTERNAL_TAG_PREFIX = "_mlflow"  # MLflow's own prompt tags (``_mlflow_experiment_ids``): not ours
 
 
 # The variables a scenario's template may use (``{{name}}``): what the platform fills for every call
@@ -98,17 +100,22 @@ def _missing_alias(exc: Exception) -> bool:
     return "alias" in str(exc).lower() and "not found" in str(exc).lower()
 
 
-def version_by_alias(client: Any, scenario: str, alias: str) -> ScenarioVersion | None:
-    """The version under ``alias``, None when the alias is not set (other registry errors raise)."""
+def _by_alias(client: Any, name: str, alias: str) -> Any | None:
+    """The prompt version of prompt ``name`` under ``alias``, None when the alias is not set."""
     from mlflow.exceptions import MlflowException
 
     try:
-        prompt = client.get_prompt_version_by_alias(prompt_name(scenario), alias)
+        return client.get_prompt_version_by_alias(name, alias)
     except MlflowException as exc:
         if _missing_alias(exc):
             return None
         raise
-    return ScenarioVersion.from_prompt_version(scenario, prompt)
+
+
+def version_by_alias(client: Any, scenario: str, alias: str) -> ScenarioVersion | None:
+    """The version under ``alias``, None when the alias is not set (other registry errors raise)."""
+    prompt = _by_alias(client, prompt_name(scenario), alias)
+    return None if prompt is None else ScenarioVersion.from_prompt_version(scenario, prompt)
 
 
 def get_version(client: Any, scenario: str, version: str | int) -> ScenarioVersion:
@@ -148,13 +155,95 @@ def delete_alias(client: Any, scenario: str, alias: str) -> None:
             raise
 
 
-def set_canary_weight(client: Any, scenario: str, weight: float) -> None:
+def canary_weight_value(weight: float) -> str:
+    """The ``neuracrm.canary_weight`` tag's text for a traffic share (0..1); ValueError outside it."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"canary weight must be within [0, 1], got {weight}")
-    client.set_prompt_tag(prompt_name(scenario), CANARY_WEIGHT_TAG, f"{weight:g}")
+    return f"{weight:g}"
+
+
+def set_canary_weight(client: Any, scenario: str, weight: float) -> None:
+    """Set the challenger's share of calls (registration's weight 0; rollout moves set it through
+    ``release.state.RegistryPlan`` so that the ledger records it first)."""
+    client.set_prompt_tag(prompt_name(scenario), CANARY_WEIGHT_TAG, canary_weight_value(weight))
 
 
 def list_scenarios(client: Any) -> list[str]:
     """Every scenario in the registry, by name."""
     prompts = client.search_prompts(filter_string=f"name LIKE '{PROMPT_PREFIX}%'", max_results=1_000)
     return sorted(s for s in (scenario_of(p.name) for p in prompts) if s)
+
+
+def prompt_links(name: str, version: str | None) -> dict[str, str]:
+    """Where on-call looks at a scenario: its prompt page in the MLflow UI (``NEURACRM_MLFLOW_UI_URL``)."""
+    from neuracrm_mlops.config import get_settings
+
+    if version is None:
+        return {}
+    base = get_settings().mlflow_ui_url.rstrip("/")
+    return {"mlflow_prompt": f"{base}/#/prompts/{name}"}
+
+
+class PromptRegistryAccess:
+    """The registry reads and writes of ``release.state``'s atomic moves for a registered prompt
+    (``name`` is the prompt's, ``voice_scenario.<scenario>``; versions are numbers as text).
+
+    The same operations as the model registry's (aliases, prompt-level tags, version tags), on
+    MLflow's prompt calls. Aliases are not listed by ``get_prompt``: :meth:`read` reads the platform's
+    own (:data:`ALIASES`) one by one. Deletes of an absent alias or tag do nothing. The caller
+    (``release.state``) retries each call and treats ``RESOURCE_DOES_NOT_EXIST`` of a version as
+    the version being gone."""
+
+    weight_tag = CANARY_WEIGHT_TAG
+
+    def weight_value(self, weight: float) -> str:
+        return canary_weight_value(weight)
+
+    def read(self, client: Any, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(alias -> version, prompt tags without MLflow's internal ones)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+        prompt = client.get_prompt(name)
+        if prompt is None:  # MLflow answers a missing prompt with None, not an error
+            raise MlflowException(f"no registered prompt {name!r}", error_code=RESOURCE_DOES_NOT_EXIST)
+        tags = {
+            str(k): str(v) for k, v in (prompt.tags or {}).items() if not k.startswith(INTERNAL_TAG_PREFIX)
+        }
+        aliases = {
+            alias: str(found.version)
+            for alias in ALIASES
+            if (found := _by_alias(client, name, alias)) is not None
+        }
+        return aliases, tags
+
+    def version_tags(self, client: Any, name: str, version: str) -> dict[str, str]:
+        """The tags of ``version`` (``RESOURCE_DOES_NOT_EXIST`` when it is not registered)."""
+        return {str(k): str(v) for k, v in (client.get_prompt_version(name, int(version)).tags or {}).items()}
+
+    def set_alias(self, client: Any, name: str, alias: str, version: str) -> None:
+        client.set_prompt_alias(name, alias, int(version))
+
+    def delete_alias(self, client: Any, name: str, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.delete_prompt_alias(name, alias)
+        except MlflowException as exc:
+            if not _missing_alias(exc):
+                raise
+
+    def set_tag(self, client: Any, name: str, key: str, value: str) -> None:
+        client.set_prompt_tag(name, key, value)
+
+    def delete_tag(self, client: Any, name: str, key: str) -> None:
+        client.delete_prompt_tag(name, key)
+
+    def set_version_tag(self, client: Any, name: str, version: str, key: str, value: str) -> None:
+        client.set_prompt_version_tag(name, int(version), key, value)
+
+    def delete_version_tag(self, client: Any, name: str, version: str, key: str) -> None:
+        client.delete_prompt_version_tag(name, int(version), key)
+
+    def links(self, name: str, version: str | None) -> dict[str, str]:
+        return prompt_links(name, version)
