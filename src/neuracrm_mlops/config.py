@@ -94,6 +94,7 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "NEURACRM_GIT_COMMIT",
     # the Great Expectations context (validation.gx_context_root; read on each use)
     "NEURACRM_GX_ROOT",
+    "NEURACRM_SCENARIOS_DIR",
     # BentoML worker processes of the prediction service (read when serving/service.py is imported)
     "NEURACRM_SERVING_WORKERS",
     # the prediction service replica's name (/status/, X-NeuraCRM-Replica, predictions.replica)

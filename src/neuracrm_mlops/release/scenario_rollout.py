@@ -156,7 +156,9 @@ def call_success(
 def approval_required() -> bool:
     """Whether a scenario's rollout waits for a reviewer before its final step: the family
     ``voice_scenario`` is listed in NEURACRM_ROLLOUT_APPROVAL (one rollout DAG for every scenario)."""
-    return FAMILY in get_settings().rollout_approval
+    from neuracrm_mlops.release.rollout import approval_required as family_needs_approval
+
+    return family_needs_approval(FAMILY)
 
 
 def policy() -> RolloutPolicy:
