@@ -22,15 +22,20 @@ PROMPT = "voice_scenario.sales_outbound"
 ACTOR = "test:voice_scenarios"
 
 
-def scenario_in_a_canary(engine: sa.Engine, tmp_path: Path) -> float:
-    """Register v1 (champion) and v2 (challenger), start the canary; returns the challenger's weight."""
+def register_two_versions(engine: sa.Engine, tmp_path: Path, *, actor: str = ACTOR) -> None:
+    """Register sales_outbound as v1 (champion) and, one template line changed, v2 (challenger at 0)."""
     content = dict(yaml.safe_load((REPO / "scenarios" / f"{SCENARIO}.yaml").read_text()))
     path = tmp_path / f"{SCENARIO}.yaml"
     path.write_text(yaml.safe_dump(content, sort_keys=False))
-    assert register_scenario(path, actor=ACTOR, engine=engine).alias == "champion"
+    assert register_scenario(path, actor=actor, engine=engine).alias == "champion"
     content["template"] += "\nAlways thank the person for their time before you hang up.\n"
     path.write_text(yaml.safe_dump(content, sort_keys=False))
-    assert register_scenario(path, actor=ACTOR, engine=engine).alias == "challenger"
+    assert register_scenario(path, actor=actor, engine=engine).alias == "challenger"
+
+
+def scenario_in_a_canary(engine: sa.Engine, tmp_path: Path) -> float:
+    """Register v1 (champion) and v2 (challenger), start the canary; returns the challenger's weight."""
+    register_two_versions(engine, tmp_path)
     return scenario_rollout.start(SCENARIO, ACTOR, engine=engine).weight
 
 

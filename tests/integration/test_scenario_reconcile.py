@@ -6,28 +6,23 @@ a second reconcile finds nothing."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
+from voice_scenarios import PROMPT, SCENARIO, log_calls, register_two_versions
 
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.inference.prediction_log import prediction_row
 from neuracrm_mlops.release import scenario_rollout
 from neuracrm_mlops.release.state import FAILPOINT_EXIT_CODE, reconcile_pending
 from neuracrm_mlops.store import ledger, prompt_registry
 from neuracrm_mlops.store.alerts import list_alerts
-from neuracrm_mlops.store.db.schema import Outcome, Prediction
 from neuracrm_mlops.store.registry import configure_mlflow
-from neuracrm_mlops.training.scenarios import register_scenario
 
 # the CRM store on PostgreSQL only (its advisory locks are the production ones; the models' reconcile
 # tests cover SQLite's file locks)
@@ -35,9 +30,6 @@ pytestmark = pytest.mark.parametrize(
     "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
 
-REPO = Path(__file__).resolve().parents[2]
-SCENARIO = "sales_outbound"
-PROMPT = "voice_scenario.sales_outbound"
 ACTOR = "test:scenario_reconcile"
 MIN = 2
 
@@ -57,47 +49,8 @@ def stores(
     neuracrm_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(empty_stores[1], neuracrm_home / "mlflow.sqlite")
     client = configure_mlflow()
-    content = dict(yaml.safe_load((REPO / "scenarios" / f"{SCENARIO}.yaml").read_text()))
-    path = tmp_path / f"{SCENARIO}.yaml"
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    assert register_scenario(path, actor=ACTOR, engine=engine).alias == "champion"
-    content["template"] += "\nAlways thank the person for their time before you hang up.\n"
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    assert register_scenario(path, actor=ACTOR, engine=engine).alias == "challenger"
+    register_two_versions(engine, tmp_path, actor=ACTOR)
     return engine, client
-
-
-def _successful_calls(engine: sa.Engine, version: str, route: str, count: int) -> None:
-    """``count`` calls answered by ``version`` (a context prediction each), all analysed successful."""
-    with engine.begin() as conn:
-        for _ in range(count):
-            context_id = uuid.uuid4().hex
-            conn.execute(
-                sa.insert(Prediction).values(
-                    **prediction_row(
-                        model_name=PROMPT,
-                        model_version=version,
-                        route=route,
-                        request_id=uuid.uuid4().hex,
-                        organization_id=1,
-                        entity_id=context_id,
-                        features={"scenario": SCENARIO},
-                        output={"context_id": context_id},
-                        latency_ms=5.0,
-                        fallback=False,
-                    )
-                )
-            )
-            conn.execute(
-                sa.insert(Outcome).values(
-                    model_name=PROMPT,
-                    organization_id=1,
-                    entity_id=context_id,
-                    label="successful",
-                    observed_at=dt.datetime.now(dt.UTC),
-                    source="retell",
-                )
-            )
 
 
 def _judge_crashing_at(failpoint: str) -> None:
@@ -140,8 +93,8 @@ def test_a_scenario_promote_cut_after_its_first_call_is_finished_by_reconcile(
     monkeypatch.setenv("NEURACRM_ROLLOUT_STEPS", "100")  # one step: the first judgement promotes
     reset_settings()
     assert scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client).weight == 1.0
-    _successful_calls(engine, "1", "champion", MIN)
-    _successful_calls(engine, "2", "challenger", MIN)
+    log_calls(engine, "1", "champion", MIN, 0)
+    log_calls(engine, "2", "challenger", MIN, 0)
 
     _judge_crashing_at("promote:after_previous_alias")
 
@@ -190,8 +143,8 @@ def test_a_scenario_canary_step_cut_after_its_weight_is_reverted_and_the_rollout
 ) -> None:
     engine, client = stores
     scenario_rollout.start(SCENARIO, ACTOR, engine=engine, client=client)
-    _successful_calls(engine, "1", "champion", MIN)
-    _successful_calls(engine, "2", "challenger", MIN)
+    log_calls(engine, "1", "champion", MIN, 0)
+    log_calls(engine, "2", "challenger", MIN, 0)
 
     _judge_crashing_at("canary:after_weight")
 

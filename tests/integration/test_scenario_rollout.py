@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
+from voice_scenarios import register_two_versions
 
 from neuracrm_mlops.config import reset_settings
 from neuracrm_mlops.inference.prediction_log import prediction_row
@@ -21,9 +21,7 @@ from neuracrm_mlops.store import ledger, prompt_registry
 from neuracrm_mlops.store.alerts import list_alerts
 from neuracrm_mlops.store.db.schema import Outcome, Prediction
 from neuracrm_mlops.store.registry import configure_mlflow
-from neuracrm_mlops.training.scenarios import register_scenario
 
-REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "sales_outbound"
 PROMPT = "voice_scenario.sales_outbound"
 ACTOR = "test:scenario_rollout"
@@ -37,13 +35,7 @@ def stores(home_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("NEURACRM_MIN_OUTCOMES", str(MIN))
     reset_settings()
     client = configure_mlflow()
-    content = dict(yaml.safe_load((REPO / "scenarios" / f"{SCENARIO}.yaml").read_text()))
-    path = tmp_path / f"{SCENARIO}.yaml"
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    assert register_scenario(path, actor=ACTOR, engine=home_engine).alias == "champion"
-    content["template"] += "\nAlways thank the person for their time before you hang up.\n"
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    assert register_scenario(path, actor=ACTOR, engine=home_engine).alias == "challenger"
+    register_two_versions(home_engine, tmp_path, actor=ACTOR)
     return home_engine, client
 
 
