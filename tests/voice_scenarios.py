@@ -39,9 +39,19 @@ def scenario_in_a_canary(engine: sa.Engine, tmp_path: Path) -> float:
     return scenario_rollout.start(SCENARIO, ACTOR, engine=engine).weight
 
 
-def log_calls(engine: sa.Engine, version: str, route: str, successful: int, unsuccessful: int) -> None:
-    """Calls answered by ``version`` (a context prediction each), every one analysed."""
-    labels = ["successful"] * successful + ["unsuccessful"] * unsuccessful
+def log_calls(
+    engine: sa.Engine,
+    version: str,
+    route: str,
+    successful: int,
+    unsuccessful: int,
+    *,
+    unanalysed: int = 0,
+    at: dt.datetime | None = None,
+) -> None:
+    """Calls answered by ``version`` (a context prediction each, at ``at``: default now), and the
+    analysis of all but ``unanalysed`` of them."""
+    labels = ["successful"] * successful + ["unsuccessful"] * unsuccessful + [None] * unanalysed
     with engine.begin() as conn:
         for label in labels:
             context_id = uuid.uuid4().hex
@@ -58,16 +68,18 @@ def log_calls(engine: sa.Engine, version: str, route: str, successful: int, unsu
                         output={"context_id": context_id},
                         latency_ms=5.0,
                         fallback=False,
+                        created_at=at,
                     )
                 )
             )
-            conn.execute(
-                sa.insert(Outcome).values(
-                    model_name=PROMPT,
-                    organization_id=1,
-                    entity_id=context_id,
-                    label=label,
-                    observed_at=dt.datetime.now(dt.UTC),
-                    source="retell",
+            if label is not None:
+                conn.execute(
+                    sa.insert(Outcome).values(
+                        model_name=PROMPT,
+                        organization_id=1,
+                        entity_id=context_id,
+                        label=label,
+                        observed_at=dt.datetime.now(dt.UTC),
+                        source="retell",
+                    )
                 )
-            )

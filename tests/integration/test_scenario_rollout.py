@@ -6,27 +6,24 @@ per context, ``successful`` / ``unsuccessful``)."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from voice_scenarios import log_calls as calls
 from voice_scenarios import register_two_versions
 
 from neuracrm_mlops.config import reset_settings
-from neuracrm_mlops.inference.prediction_log import prediction_row
 from neuracrm_mlops.release import scenario_rollout
 from neuracrm_mlops.store import ledger, prompt_registry
 from neuracrm_mlops.store.alerts import list_alerts
-from neuracrm_mlops.store.db.schema import Outcome, Prediction
 from neuracrm_mlops.store.registry import configure_mlflow
 
 SCENARIO = "sales_outbound"
 PROMPT = "voice_scenario.sales_outbound"
 ACTOR = "test:scenario_rollout"
 MIN = 10
-ORG = 1
 
 
 @pytest.fixture
@@ -37,52 +34,6 @@ def stores(home_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     client = configure_mlflow()
     register_two_versions(home_engine, tmp_path, actor=ACTOR)
     return home_engine, client
-
-
-def calls(
-    engine: sa.Engine,
-    version: str,
-    route: str,
-    successful: int,
-    unsuccessful: int,
-    *,
-    unanalysed: int = 0,
-    at: dt.datetime | None = None,
-) -> None:
-    """Calls answered by ``version``: a context prediction each, and the analysis for all but
-    ``unanalysed`` of them."""
-    labels = ["successful"] * successful + ["unsuccessful"] * unsuccessful + [None] * unanalysed
-    with engine.begin() as conn:
-        for label in labels:
-            context_id = uuid.uuid4().hex
-            conn.execute(
-                sa.insert(Prediction).values(
-                    **prediction_row(
-                        model_name=PROMPT,
-                        model_version=version,
-                        route=route,
-                        request_id=uuid.uuid4().hex,
-                        organization_id=ORG,
-                        entity_id=context_id,
-                        features={"scenario": SCENARIO},
-                        output={"context_id": context_id},
-                        latency_ms=5.0,
-                        fallback=False,
-                        created_at=at,
-                    )
-                )
-            )
-            if label is not None:
-                conn.execute(
-                    sa.insert(Outcome).values(
-                        model_name=PROMPT,
-                        organization_id=ORG,
-                        entity_id=context_id,
-                        label=label,
-                        observed_at=dt.datetime.now(dt.UTC),
-                        source="retell",
-                    )
-                )
 
 
 def live(client: Any) -> prompt_registry.LiveScenario:

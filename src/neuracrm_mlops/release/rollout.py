@@ -526,10 +526,10 @@ def _carry_out(
         return promote(name, actor=actor, reason=decision.reason, metrics=metrics, engine=engine)
     if decision.action == "rollback":
         result = abort(name, actor=actor, reason=decision.reason, metrics=metrics, engine=engine, reject=True)
-        failed_alert = _canary_alert(
+        failed_alert = canary_alert(
             engine,
             name,
-            state,
+            state.challenger,
             "canary_failed",
             f"{name}: canary v{state.challenger} failed and was stopped",
             decision.reason,
@@ -542,10 +542,10 @@ def _carry_out(
     alert_id: int | None = None
     _record_hold(engine, actor, name, state, decision.reason, metrics=metrics)
     if decision.alert:
-        alert_id = _canary_alert(
+        alert_id = canary_alert(
             engine,
             name,
-            state,
+            state.challenger,
             "canary_inconclusive",
             f"{name}: canary v{state.challenger} is inconclusive at {state.weight:.0%}",
             decision.reason,
@@ -558,10 +558,10 @@ def _carry_out(
     )
 
 
-def _canary_alert(
+def canary_alert(
     engine: sa.Engine,
     name: str,
-    state: RolloutState,
+    challenger: str | None,
     kind: str,
     title: str,
     reason: str,
@@ -569,21 +569,22 @@ def _canary_alert(
     action_taken: str,
     runbook: str,
 ) -> int:
-    """A warning about the challenger's canary, one open alert per model, version and kind."""
+    """A warning about a challenger's canary, one open alert per model (or scenario prompt), version
+    and kind; its links point where ``name`` is registered (``state.registry_access``)."""
     return raise_alert(
         engine,
         kind=kind,
         severity="warning",
         title=title,
         message=reason,
-        dedup_key=f"{kind}:{name}:{state.challenger}",
+        dedup_key=f"{kind}:{name}:{challenger}",
         model_name=name,
         organization_id=organization_of(name),
-        model_version=state.challenger,
+        model_version=challenger,
         metrics=metrics,
         action_taken=action_taken,
         runbook=runbook,
-        links=registry.version_links(name, state.challenger),
+        links=rollout_state.registry_access(name).links(name, challenger),
     ).id
 
 

@@ -64,6 +64,8 @@ from neuracrm_mlops.release.decisions import (
     decide_live_accuracy,
     decide_rollout_step,
 )
+from neuracrm_mlops.release.rollout import approval_required as family_needs_approval
+from neuracrm_mlops.release.rollout import canary_alert
 from neuracrm_mlops.store import ledger
 from neuracrm_mlops.store import prompt_registry as prompts
 from neuracrm_mlops.store.alerts import raise_alert
@@ -156,8 +158,6 @@ def call_success(
 def approval_required() -> bool:
     """Whether a scenario's rollout waits for a reviewer before its final step: the family
     ``voice_scenario`` is listed in NEURACRM_ROLLOUT_APPROVAL (one rollout DAG for every scenario)."""
-    from neuracrm_mlops.release.rollout import approval_required as family_needs_approval
-
     return family_needs_approval(FAMILY)
 
 
@@ -487,7 +487,7 @@ def judge(
             return ScenarioRolloutResult(scenario, "promote", challenger, None, 0.0, reason, metrics)
         if decision.action == "rollback":
             _take_out(engine, client, live, actor=actor, reason=reason, reject=True, metrics=metrics)
-            alert = _canary_alert(
+            alert = canary_alert(
                 engine,
                 name,
                 challenger,
@@ -504,7 +504,7 @@ def judge(
             )
         alert_id = None
         if decision.alert:  # not baked before the deadline
-            alert_id = _canary_alert(
+            alert_id = canary_alert(
                 engine,
                 name,
                 challenger,
@@ -567,34 +567,6 @@ def runbook_canary_failed(scenario: str) -> str:
         f"file and register it again (`neuracrm-mlops scenario register scenarios/{scenario}.yaml`); "
         "nothing else to undo."
     )
-
-
-def _canary_alert(
-    engine: sa.Engine,
-    name: str,
-    challenger: str,
-    kind: str,
-    title: str,
-    reason: str,
-    metrics: dict[str, Any],
-    action_taken: str,
-    runbook: str,
-) -> int:
-    """One open warning per scenario, challenger version and kind (as the models' canary alerts)."""
-    return raise_alert(
-        engine,
-        kind=kind,
-        severity="warning",
-        title=title,
-        message=reason,
-        dedup_key=f"{kind}:{name}:{challenger}",
-        model_name=name,
-        model_version=challenger,
-        metrics=metrics,
-        action_taken=action_taken,
-        runbook=runbook,
-        links=prompts.prompt_links(name, challenger),
-    ).id
 
 
 # -- monitoring -------------------------------------------------------------------------------------
